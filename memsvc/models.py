@@ -1,0 +1,244 @@
+"""Domain model: memory cubes, stored messages, versions, outbox entries, keys, jobs."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """Naive datetimes are taken as UTC; aware ones are converted to UTC."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+class MemoryType(StrEnum):
+    EPISODIC = "episodic"
+    SEMANTIC = "semantic"
+    PROCEDURAL = "procedural"
+    REFINED = "refined"
+
+
+class MemoryStatus(StrEnum):
+    ACTIVE = "active"
+    SUPERSEDED = "superseded"
+    ARCHIVED = "archived"
+    DELETED = "deleted"
+
+
+class Role(StrEnum):
+    USER = "user"
+    ASSISTANT = "assistant"
+    SYSTEM = "system"
+    TOOL = "tool"
+
+
+class StoredMessage(BaseModel):
+    """A message as received, kept so that provenance can show it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    tenant: str
+    user_id: str
+    id: str
+    role: Role
+    content: str
+    name: str | None = None
+    session_id: str | None = None
+    agent_id: str | None = None
+    timestamp: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class MemoryCube(BaseModel):
+    """One unit of memory: content plus type, scope, provenance, validity and lifecycle."""
+
+    id: str = Field(default_factory=new_id)
+    tenant: str
+    user_id: str
+    agent_id: str | None = None
+    session_id: str | None = None
+    type: MemoryType
+    content: str
+    source_ids: list[str] = Field(default_factory=list)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    event_time: datetime | None = None
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+    importance: float = 0.5
+    version: int = 1
+    status: MemoryStatus = MemoryStatus.ACTIVE
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    embedding_model: str | None = None
+    access_count: int = 0
+    last_accessed_at: datetime | None = None
+    superseded_by: str | None = None
+    written_by: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        """The `Memory` object of the REST contract."""
+        return {
+            "id": self.id,
+            "type": self.type.value,
+            "content": self.content,
+            "user_id": self.user_id,
+            "agent_id": self.agent_id,
+            "session_id": self.session_id,
+            "source_ids": list(self.source_ids),
+            "created_at": _iso(self.created_at),
+            "event_time": _iso(self.event_time),
+            "valid_from": _iso(self.valid_from),
+            "valid_to": _iso(self.valid_to),
+            "importance": self.importance,
+            "version": self.version,
+            "status": self.status.value,
+            "metadata": dict(self.metadata),
+        }
+
+    def valid_at(self, when: datetime) -> bool:
+        """True when the cube was recorded by `when` and its validity interval holds it."""
+        if self.created_at > when:
+            return False
+        if self.valid_from is not None and self.valid_from > when:
+            return False
+        return self.valid_to is None or self.valid_to > when
+
+
+class ChangeKind(StrEnum):
+    CREATE = "create"
+    UPDATE = "update"
+    SUPERSEDE = "supersede"
+    DELETE = "delete"
+    RESTORE = "restore"
+    ARCHIVE = "archive"
+
+
+class MemoryVersion(BaseModel):
+    """A snapshot of a cube as it was at one version, and what changed it."""
+
+    memory_id: str
+    version: int
+    snapshot: dict[str, Any]
+    change: ChangeKind
+    actor: str | None = None
+    changed_at: datetime = Field(default_factory=utcnow)
+
+
+class OutboxOp(StrEnum):
+    UPSERT_VECTORS = "upsert_vectors"
+    DELETE_VECTORS = "delete_vectors"
+    SET_STATUS = "set_status"
+    INDEX_GRAPH = "index_graph"
+    DELETE_GRAPH = "delete_graph"
+    PURGE_SCOPE = "purge_scope"
+
+
+class OutboxEntry(BaseModel):
+    """A pending change to a derived store (vectors, graph), committed with the SQL write."""
+
+    id: int | None = None
+    tenant: str
+    op: OutboxOp
+    payload: dict[str, Any]
+    created_at: datetime = Field(default_factory=utcnow)
+    attempts: int = 0
+
+
+class ApiKey(BaseModel):
+    id: str = Field(default_factory=new_id)
+    tenant: str
+    key_hash: str
+    prefix: str
+    admin: bool = False
+    read_only: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked: bool = False
+
+
+class JobState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class Job(BaseModel):
+    id: str = Field(default_factory=new_id)
+    tenant: str
+    kind: str
+    state: JobState = JobState.PENDING
+    request: dict[str, Any] = Field(default_factory=dict)
+    result: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class EventLog(BaseModel):
+    """A logged write, recall, feedback or admin action (training signal and audit trail)."""
+
+    id: int | None = None
+    tenant: str
+    user_id: str | None
+    kind: str
+    payload: dict[str, Any]
+    actor: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Entity(BaseModel):
+    """A node of the knowledge graph inside one user scope."""
+
+    id: str
+    tenant: str
+    user_id: str
+    name: str
+    label: str | None = None
+    aliases: list[str] = Field(default_factory=list)
+    mention_count: int = 0
+
+
+class Relation(BaseModel):
+    """A subject–predicate–object fact between two entities, with a validity interval."""
+
+    id: str = Field(default_factory=new_id)
+    tenant: str
+    user_id: str
+    subject_id: str
+    predicate: str
+    object_id: str
+    memory_id: str | None = None
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+    weight: float = 1.0
+
+
+class Mention(BaseModel):
+    """A memory mentions an entity."""
+
+    tenant: str
+    user_id: str
+    memory_id: str
+    entity_id: str
+    weight: float = 1.0
+
+
+def _iso(value: datetime | None) -> str | None:
+    value = as_utc(value)
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None

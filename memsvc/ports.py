@@ -1,0 +1,263 @@
+"""Small protocols the engine depends on; `storage/` implements them.
+
+Every method takes the tenant explicitly: a store never guesses the scope.
+All calls are synchronous; the API runs them in its thread pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Generic, Protocol, TypeVar
+
+import numpy as np
+from pydantic import BaseModel
+
+from memsvc.models import (
+    ApiKey,
+    ChangeKind,
+    Entity,
+    EventLog,
+    Job,
+    MemoryCube,
+    MemoryStatus,
+    MemoryType,
+    MemoryVersion,
+    Mention,
+    OutboxEntry,
+    Relation,
+    StoredMessage,
+)
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    items: list[T]
+    next_cursor: str | None = None
+
+
+class MemoryQuery(BaseModel):
+    """Listing filter for `RecordStore.list_memories` (newest first, keyset cursor)."""
+
+    user_id: str | None = None
+    types: list[MemoryType] | None = None
+    statuses: list[MemoryStatus] | None = None
+    text: str | None = None  # case-insensitive substring of content
+    created_from: datetime | None = None
+    created_to: datetime | None = None
+    limit: int = 50
+    cursor: str | None = None
+
+
+class ScopeStats(BaseModel):
+    tenant: str
+    user_id: str
+    counts: dict[str, int]  # memory type -> active count
+    total: int
+    bytes: int  # content bytes of all non-deleted memories
+    last_write: datetime | None = None
+
+
+class UnitOfWork(Protocol):
+    """Writes staged here commit together when the `with` block exits cleanly."""
+
+    def add_messages(self, messages: Sequence[StoredMessage]) -> None: ...
+
+    def insert_memories(self, cubes: Sequence[MemoryCube], *, actor: str | None = None) -> None:
+        """Insert new cubes and record each one's version-1 snapshot (change=create)."""
+
+    def save_memory(self, cube: MemoryCube, change: ChangeKind, *, actor: str | None = None) -> None:
+        """Overwrite the cube's row with `cube` (caller has bumped `version`) and append its snapshot."""
+
+    def enqueue(self, entries: Sequence[OutboxEntry]) -> None: ...
+
+    def log(self, events: Sequence[EventLog]) -> None: ...
+
+
+class RecordStore(Protocol):
+    """The source of truth: messages, cubes, versions, outbox, keys, jobs, logs."""
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision."""
+
+    def unit_of_work(self) -> AbstractContextManager[UnitOfWork]: ...
+
+    def known_message_ids(self, tenant: str, user_id: str, ids: Sequence[str]) -> set[str]: ...
+
+    def get_messages(self, tenant: str, user_id: str, ids: Sequence[str]) -> list[StoredMessage]: ...
+
+    def get_memory(self, tenant: str, memory_id: str) -> MemoryCube | None: ...
+
+    def get_memories(self, tenant: str, ids: Sequence[str]) -> list[MemoryCube]:
+        """Cubes in the order of `ids`; unknown ids and other tenants' ids are skipped."""
+
+    def list_memories(self, tenant: str, query: MemoryQuery) -> Page[MemoryCube]: ...
+
+    def iter_memories(self, tenant: str, user_id: str | None = None) -> Iterator[MemoryCube]: ...
+
+    def history(self, tenant: str, memory_id: str) -> list[MemoryVersion]:
+        """All snapshots of a cube, oldest first."""
+
+    def record_access(self, tenant: str, ids: Sequence[str], at: datetime) -> None: ...
+
+    def purge_user(self, tenant: str, user_id: str) -> dict[str, int]:
+        """Delete every row of the scope (messages, memories, versions, logs, jobs); counts per table."""
+
+    def pending_outbox(self, limit: int = 100) -> list[OutboxEntry]: ...
+
+    def complete_outbox(self, ids: Sequence[int]) -> None: ...
+
+    def fail_outbox(self, entry_id: int, error: str) -> None: ...
+
+    def add_key(self, key: ApiKey) -> None: ...
+
+    def key_by_hash(self, key_hash: str) -> ApiKey | None: ...
+
+    def save_job(self, job: Job) -> None: ...
+
+    def get_job(self, tenant: str, job_id: str) -> Job | None: ...
+
+    def events(
+        self, tenant: str, *, user_id: str | None = None, kinds: Sequence[str] | None = None,
+        limit: int = 100, cursor: str | None = None,
+    ) -> Page[EventLog]: ...
+
+    def scope_stats(self, tenant: str | None = None) -> list[ScopeStats]: ...
+
+    def tenants(self) -> list[str]: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class VectorPayload:
+    """What the vector index stores beside each vector, for filtering."""
+
+    tenant: str
+    user_id: str
+    type: MemoryType
+    status: MemoryStatus
+    created_at: datetime
+    event_time: datetime | None = None
+    valid_from: datetime | None = None
+    valid_to: datetime | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VectorPoint:
+    id: str  # the memory id (a UUID string)
+    vector: Sequence[float]
+    text: str  # indexed for keyword (BM25) search
+    payload: VectorPayload
+
+
+@dataclass(frozen=True)
+class VectorFilter:
+    """Conditions pushed down into the index; all given conditions must hold."""
+
+    tenant: str
+    user_id: str | None = None
+    types: Sequence[MemoryType] | None = None
+    statuses: Sequence[MemoryStatus] | None = None
+    valid_at: datetime | None = None  # created_at <= t, valid_from <= t (or none), valid_to > t (or none)
+    event_from: datetime | None = None  # event_time >= event_from
+    event_to: datetime | None = None  # event_time < event_to
+    metadata: dict[str, str | int | float | bool] | None = None  # exact match per key
+    ids: Sequence[str] | None = None
+
+
+class VectorIndex(Protocol):
+    """Dense and keyword search over memory points, filtered by payload."""
+
+    def upsert(self, points: Sequence[VectorPoint]) -> None: ...
+
+    def set_payload(self, items: Sequence[tuple[str, VectorPayload]]) -> None:
+        """Replace the payload of existing points (ids not present are ignored)."""
+
+    def delete(self, ids: Sequence[str]) -> None: ...
+
+    def delete_scope(self, tenant: str, user_id: str) -> None: ...
+
+    def search(self, vector: Sequence[float], flt: VectorFilter, limit: int) -> list[tuple[str, float]]:
+        """Nearest points by cosine similarity, best first."""
+
+    def search_text(self, text: str, flt: VectorFilter, limit: int) -> list[tuple[str, float]]:
+        """BM25 keyword ranking over the points' texts, best first; empty when nothing matches."""
+
+    def count(self, flt: VectorFilter) -> int: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Embedder(Protocol):
+    model_name: str
+    dim: int
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """L2-normalised float32 matrix, one row per text (documents)."""
+
+    def embed_query(self, text: str) -> np.ndarray:
+        """L2-normalised float32 vector for a query."""
+
+
+@dataclass(frozen=True)
+class GraphSnapshot:
+    """A scope's graph as matrices for algorithms.
+
+    `adjacency` is entity x entity (symmetric, weighted); `mentions` is memory x entity.
+    """
+
+    entity_ids: list[str]
+    memory_ids: list[str]
+    adjacency: Any  # scipy.sparse.csr_matrix
+    mentions: Any  # scipy.sparse.csr_matrix
+
+
+class GraphStore(Protocol):
+    """Entities, relations and memory mentions of each user scope."""
+
+    def upsert(
+        self, tenant: str, user_id: str, entities: Sequence[Entity],
+        relations: Sequence[Relation], mentions: Sequence[Mention],
+    ) -> None: ...
+
+    def entities(self, tenant: str, user_id: str, *, limit: int = 100, cursor: str | None = None) -> Page[Entity]: ...
+
+    def relations(self, tenant: str, user_id: str, *, limit: int = 100, cursor: str | None = None) -> Page[Relation]: ...
+
+    def entities_of(self, tenant: str, memory_ids: Sequence[str]) -> dict[str, list[Entity]]: ...
+
+    def find_entities(self, tenant: str, user_id: str, names: Sequence[str]) -> list[Entity]:
+        """Entities whose normalised name or alias equals one of `names` (normalised)."""
+
+    def snapshot(self, tenant: str, user_id: str) -> GraphSnapshot: ...
+
+    def delete_memories(self, tenant: str, memory_ids: Sequence[str]) -> None: ...
+
+    def delete_scope(self, tenant: str, user_id: str) -> int: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class LLM(Protocol):
+    """An OpenAI-compatible chat model."""
+
+    model: str
+
+    def complete(
+        self, messages: Sequence[dict[str, str]], *, max_tokens: int = 512,
+        temperature: float = 0.0, json_mode: bool = False,
+    ) -> Completion: ...
