@@ -141,6 +141,8 @@ class VectorPayload:
     type: MemoryType
     status: MemoryStatus
     created_at: datetime
+    agent_id: str | None = None
+    session_id: str | None = None
     event_time: datetime | None = None
     valid_from: datetime | None = None
     valid_to: datetime | None = None
@@ -163,6 +165,8 @@ class VectorFilter:
     user_id: str | None = None
     types: Sequence[MemoryType] | None = None
     statuses: Sequence[MemoryStatus] | None = None
+    agent_id: str | None = None
+    session_id: str | None = None
     valid_at: datetime | None = None  # created_at <= t, valid_from <= t (or none), valid_to > t (or none)
     event_from: datetime | None = None  # event_time >= event_from
     event_to: datetime | None = None  # event_time < event_to
