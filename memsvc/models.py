@@ -112,9 +112,11 @@ class MemoryCube(BaseModel):
         }
 
     def valid_at(self, when: datetime) -> bool:
-        """True when the cube was recorded by `when` and its validity interval holds it."""
-        if self.created_at > when:
-            return False
+        """True when the cube's validity interval [valid_from, valid_to) holds `when` (valid time).
+
+        Recording time (`created_at`) is not consulted: history imported today is still
+        true as of the dates it describes.
+        """
         if self.valid_from is not None and self.valid_from > when:
             return False
         return self.valid_to is None or self.valid_to > when

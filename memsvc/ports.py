@@ -72,7 +72,8 @@ class UnitOfWork(Protocol):
     def save_memory(self, cube: MemoryCube, change: ChangeKind, *, actor: str | None = None) -> None:
         """Overwrite the cube's row with `cube` (caller has bumped `version`) and append its snapshot."""
 
-    def enqueue(self, entries: Sequence[OutboxEntry]) -> None: ...
+    def enqueue(self, entries: Sequence[OutboxEntry]) -> None:
+        """Stage outbox entries; each entry's `id` is set once the rows are flushed."""
 
     def log(self, events: Sequence[EventLog]) -> None: ...
 
@@ -119,6 +120,9 @@ class RecordStore(Protocol):
     def save_job(self, job: Job) -> None: ...
 
     def get_job(self, tenant: str, job_id: str) -> Job | None: ...
+
+    def unfinished_jobs(self) -> list[Job]:
+        """Jobs of every tenant still pending or running (resumed at start-up), oldest first."""
 
     def events(
         self, tenant: str, *, user_id: str | None = None, kinds: Sequence[str] | None = None,
@@ -167,7 +171,7 @@ class VectorFilter:
     statuses: Sequence[MemoryStatus] | None = None
     agent_id: str | None = None
     session_id: str | None = None
-    valid_at: datetime | None = None  # created_at <= t, valid_from <= t (or none), valid_to > t (or none)
+    valid_at: datetime | None = None  # valid_from <= t (or none) and valid_to > t (or none)
     event_from: datetime | None = None  # event_time >= event_from
     event_to: datetime | None = None  # event_time < event_to
     metadata: dict[str, str | int | float | bool] | None = None  # exact match per key

@@ -20,12 +20,20 @@ def _id_field(description: str) -> Any:
     return Field(min_length=1, max_length=256, pattern=r"^[^\s/]+$", description=description)
 
 
+def _no_nul(value: str | None) -> str | None:
+    if value is not None and "\x00" in value:
+        raise ValueError("NUL characters are not allowed")
+    return value
+
+
 class MessageIn(_Body):
     id: str | None = Field(None, min_length=1, max_length=256, description="message id; idempotency key within the user scope")
     role: Role
     name: str | None = Field(None, max_length=256)
     content: str = Field(min_length=1)
     timestamp: datetime | None = None
+
+    _clean = field_validator("id", "name", "content")(_no_nul)
 
 
 class WriteRequest(_Body):
@@ -95,6 +103,8 @@ class MemoryPatch(_Body):
     valid_from: datetime | None = None
     valid_to: datetime | None = None
     status: MemoryStatus | None = Field(None, description="active or archived (restore / archive)")
+
+    _clean = field_validator("content")(_no_nul)
 
 
 class FeedbackRequest(_Body):

@@ -1,0 +1,1 @@
+"""HTTP layer: FastAPI app factory, v1 routes, auth, error rendering, admin UI."""

@@ -1,0 +1,50 @@
+"""The app factory: settings in, a FastAPI app out; backends are opened in the lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import errors
+from api.middleware import BodyLimitMiddleware, Metrics, MetricsMiddleware
+from api.routes import memories, system, users
+from memsvc.config import Settings
+from memsvc.memory_os import MemoryOS
+
+
+def create_app(settings: Settings | None = None, memory_os: MemoryOS | None = None) -> FastAPI:
+    """Build the app. With `memory_os` given the caller owns it; otherwise the lifespan builds and closes one."""
+    settings = settings or (memory_os.settings if memory_os else Settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if memory_os is not None:
+            app.state.memory_os = memory_os
+            yield
+            return
+        from storage.registry import build_memory_os
+
+        os_ = build_memory_os(settings)
+        app.state.memory_os = os_
+        try:
+            yield
+        finally:
+            os_.close()
+
+    app = FastAPI(
+        title="memsvc", version="0.1.0", lifespan=lifespan,
+        description="Long-term memory for AI agents: write what happened, recall what matters, with provenance.",
+    )
+    app.state.settings = settings
+    if memory_os is not None:  # also serves transports that do not run the lifespan (ASGITransport)
+        app.state.memory_os = memory_os
+    app.state.metrics = Metrics()
+    errors.install(app)
+    app.include_router(memories.router)
+    app.include_router(users.router)
+    app.include_router(system.router)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
+    return app

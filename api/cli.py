@@ -1,0 +1,216 @@
+"""`memsvc` command line: serve, keys, ingest, recall, export/import, purge, eval."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from memsvc.config import Settings
+
+app = typer.Typer(help="memsvc: long-term memory service for AI agents.", no_args_is_help=True)
+keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="data directory (default ./data or MEMSVC_DATA_DIR)")]
+Tenant = Annotated[str, typer.Option("--tenant", help="tenant the data belongs to")]
+
+
+def _settings(data_dir: Path | None, **overrides: Any) -> Settings:
+    settings = Settings()
+    updates = {k: v for k, v in overrides.items() if v is not None}
+    if data_dir is not None:
+        updates["data_dir"] = data_dir
+    return settings.model_copy(update=updates)
+
+
+def _memory_os(data_dir: Path | None) -> Any:
+    from storage.registry import build_memory_os
+
+    return build_memory_os(_settings(data_dir))
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="bind address")] = None,
+    port: Annotated[int | None, typer.Option(help="port")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Run the REST API (embedded defaults: SQLite, Qdrant edge shard, local MiniLM)."""
+    import uvicorn
+
+    from api.app import create_app
+
+    settings = _settings(data_dir, host=host, port=port)
+    typer.echo(f"memsvc: data in {settings.data_dir.resolve()}, listening on http://{settings.host}:{settings.port}")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Tenant,
+    admin: Annotated[bool, typer.Option("--admin", help="may use the admin UI")] = False,
+    read_only: Annotated[bool, typer.Option("--read-only", help="may read but not change")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Create an API key; the key is printed once, alone on the last line."""
+    from api.auth import create_key
+    from storage.registry import RECORDS
+
+    settings = _settings(data_dir)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    records = RECORDS[settings.records.kind](settings.records, settings)
+    records.migrate()
+    try:
+        key, plaintext = create_key(records, tenant, admin=admin, read_only=read_only)
+    finally:
+        records.close()
+    role = "admin" if admin else "read-only" if read_only else "standard"
+    typer.echo(f"created {role} key {key.prefix}… for tenant {tenant!r}; store it now, it is not shown again:", err=False)
+    typer.echo(plaintext)
+
+
+def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    stream = sys.stdin if str(path) == "-" else path.open(encoding="utf-8")
+    try:
+        for n, line in enumerate(stream, start=1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise typer.BadParameter(f"line {n}: {exc}") from None
+    finally:
+        if stream is not sys.stdin:
+            stream.close()
+
+
+@app.command()
+def ingest(
+    path: Annotated[Path, typer.Argument(help="JSONL file of messages (or - for stdin)")],
+    tenant: Tenant,
+    infer: Annotated[bool, typer.Option(help="derive semantic/refined memories")] = True,
+    batch: Annotated[int, typer.Option(help="messages per write")] = 100,
+    data_dir: DataDir = None,
+) -> None:
+    """Write messages from JSONL: {"user_id", "session_id"?, "agent_id"?, "id"?, "role", "name"?, "content", "timestamp"?} per line."""
+    from tqdm import tqdm
+
+    from memsvc.schemas import WriteRequest
+
+    rows = list(_read_jsonl(path))
+    os_ = _memory_os(data_dir)
+    written = skipped = 0
+    try:
+        with tqdm(total=len(rows), unit="msg", desc="ingest") as bar:
+            key = lambda r: (r.get("user_id"), r.get("session_id"), r.get("agent_id"))  # noqa: E731
+            for (user_id, session_id, agent_id), group in itertools.groupby(rows, key=key):
+                group_rows = list(group)
+                for i in range(0, len(group_rows), batch):
+                    chunk = group_rows[i: i + batch]
+                    req = WriteRequest.model_validate({
+                        "user_id": user_id, "session_id": session_id, "agent_id": agent_id, "infer": infer,
+                        "messages": [{k: v for k, v in r.items() if k not in ("user_id", "session_id", "agent_id")} for r in chunk],
+                    })
+                    result = os_.add(tenant, req, actor="cli")
+                    written += len(result.written)
+                    skipped += len(result.skipped)
+                    bar.update(len(chunk))
+    finally:
+        os_.close()
+    typer.echo(json.dumps({"messages": len(rows), "memories_written": written, "skipped": skipped}))
+
+
+@app.command()
+def recall(
+    query: Annotated[str, typer.Argument(help="what to recall")],
+    tenant: Tenant,
+    user: Annotated[str, typer.Option("--user", help="user id")],
+    top_k: Annotated[int, typer.Option(help="results")] = 10,
+    token_budget: Annotated[int | None, typer.Option(help="token budget")] = None,
+    explain: Annotated[bool, typer.Option(help="include why")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Search a user's memories and print the results as JSON."""
+    from memsvc.schemas import SearchRequest
+
+    os_ = _memory_os(data_dir)
+    try:
+        res = os_.search(tenant, SearchRequest(user_id=user, query=query, top_k=top_k, token_budget=token_budget, explain=explain))
+    finally:
+        os_.close()
+    typer.echo(res.model_dump_json(indent=2))
+
+
+@app.command("export")
+def export_cmd(
+    tenant: Tenant,
+    out: Annotated[Path, typer.Option("--out", help="JSONL file to write (- for stdout)")] = Path("-"),
+    user: Annotated[str | None, typer.Option("--user", help="only this user")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Export memories with their full version history as JSONL."""
+    os_ = _memory_os(data_dir)
+    count = 0
+    stream = sys.stdout if str(out) == "-" else out.open("w", encoding="utf-8")
+    try:
+        for record in os_.export(tenant, user):
+            stream.write(json.dumps(record, sort_keys=True) + "\n")
+            count += 1
+    finally:
+        if stream is not sys.stdout:
+            stream.close()
+        os_.close()
+    typer.echo(f"exported {count} memories", err=True)
+
+
+@app.command("import")
+def import_cmd(
+    path: Annotated[Path, typer.Argument(help="JSONL written by `memsvc export`")],
+    tenant: Tenant,
+    data_dir: DataDir = None,
+) -> None:
+    """Import memories exported by `memsvc export` (ids, versions and history kept)."""
+    os_ = _memory_os(data_dir)
+    try:
+        n = os_.import_records(tenant, _read_jsonl(path), actor="cli")
+    finally:
+        os_.close()
+    typer.echo(json.dumps({"imported": n}))
+
+
+@app.command()
+def purge(
+    tenant: Tenant,
+    user: Annotated[str, typer.Option("--user", help="user to remove everywhere")],
+    yes: Annotated[bool, typer.Option("--yes", help="do not ask")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Delete everything about a user (records, vectors, graph, logs)."""
+    if not yes:
+        typer.confirm(f"Delete every memory of user {user!r} in tenant {tenant!r}?", abort=True)
+    os_ = _memory_os(data_dir)
+    try:
+        counts = os_.purge_user(tenant, user, actor="cli")
+    finally:
+        os_.close()
+    typer.echo(json.dumps({"user_id": user, "deleted": counts}))
+
+
+def _mount_eval() -> None:
+    try:
+        from evals.cli import eval_app
+    except ImportError:  # evals not installed
+        return
+    app.add_typer(eval_app, name="eval", help="Run the evaluation suite.")
+
+
+_mount_eval()
+
+
+if __name__ == "__main__":
+    app()

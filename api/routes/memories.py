@@ -1,0 +1,94 @@
+"""/v1/memories, /v1/jobs and /v1/feedback."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
+
+from api.deps import MemoryOSDep, PrincipalDep, WriterDep
+from memsvc.models import MemoryStatus, MemoryType
+from memsvc.ports import MemoryQuery
+from memsvc.schemas import (
+    FeedbackRequest,
+    MemoryPatch,
+    SearchRequest,
+    SearchResult,
+    WriteRequest,
+    WriteResult,
+)
+
+router = APIRouter(prefix="/v1", tags=["memories"])
+
+
+@router.post("/memories", response_model=WriteResult, responses={202: {"description": "accepted as a job"}})
+def write_memories(body: WriteRequest, os_: MemoryOSDep, who: WriterDep) -> Any:
+    """Write messages; memories are derived from them (episodic always, more with `infer`)."""
+    if not body.wait:
+        job = os_.submit(who.tenant, body, actor=who.actor)
+        return JSONResponse({"job_id": job.id}, status_code=202)
+    return os_.add(who.tenant, body, actor=who.actor)
+
+
+@router.get("/jobs/{job_id}")
+def get_job(job_id: str, os_: MemoryOSDep, who: PrincipalDep) -> dict[str, Any]:
+    job = os_.job(who.tenant, job_id)
+    return {"id": job.id, "state": job.state.value, "result": job.result, "error": job.error,
+            "created_at": job.created_at.isoformat(), "updated_at": job.updated_at.isoformat()}
+
+
+@router.post("/memories/search", response_model=SearchResult)
+def search_memories(body: SearchRequest, os_: MemoryOSDep, who: PrincipalDep) -> SearchResult:
+    """Recall within `top_k` / `token_budget`, in the order to show a reader (strongest at the edges; `rank` 1 = best)."""
+    return os_.search(who.tenant, body, actor=who.actor)
+
+
+@router.get("/memories")
+def list_memories(
+    os_: MemoryOSDep, who: PrincipalDep,
+    user_id: str | None = None,
+    type: Annotated[list[MemoryType] | None, Query()] = None,
+    status: Annotated[list[MemoryStatus] | None, Query()] = None,
+    q: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> dict[str, Any]:
+    page = os_.list(who.tenant, MemoryQuery(user_id=user_id, types=type, statuses=status, text=q, limit=limit, cursor=cursor))
+    return {"items": [c.public() for c in page.items], "next_cursor": page.next_cursor}
+
+
+@router.get("/memories/{memory_id}")
+def get_memory(memory_id: str, os_: MemoryOSDep, who: PrincipalDep) -> dict[str, Any]:
+    return os_.get(who.tenant, memory_id).public()
+
+
+@router.patch("/memories/{memory_id}")
+def patch_memory(memory_id: str, body: MemoryPatch, os_: MemoryOSDep, who: WriterDep) -> dict[str, Any]:
+    return os_.update(who.tenant, memory_id, body, actor=who.actor).public()
+
+
+@router.delete("/memories/{memory_id}")
+def delete_memory(memory_id: str, os_: MemoryOSDep, who: WriterDep) -> dict[str, Any]:
+    return os_.delete(who.tenant, memory_id, actor=who.actor).public()
+
+
+@router.get("/memories/{memory_id}/history")
+def memory_history(memory_id: str, os_: MemoryOSDep, who: PrincipalDep) -> dict[str, Any]:
+    versions = os_.history(who.tenant, memory_id)
+    return {"memory_id": memory_id, "versions": [
+        {"version": v.version, "change": v.change.value, "actor": v.actor,
+         "changed_at": v.changed_at.isoformat(), "memory": _public_snapshot(v.snapshot)}
+        for v in versions
+    ]}
+
+
+def _public_snapshot(snapshot: dict[str, Any]) -> dict[str, Any]:
+    keep = ("id", "type", "content", "user_id", "agent_id", "session_id", "source_ids", "created_at",
+            "event_time", "valid_from", "valid_to", "importance", "version", "status", "metadata")
+    return {k: snapshot.get(k) for k in keep}
+
+
+@router.post("/feedback")
+def feedback(body: FeedbackRequest, os_: MemoryOSDep, who: WriterDep) -> dict[str, Any]:
+    return os_.feedback(who.tenant, body, actor=who.actor)

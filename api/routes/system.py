@@ -1,0 +1,53 @@
+"""Health, readiness, metrics, skills and policies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.deps import MemoryOSDep, PrincipalDep
+from memsvc.ports import VectorFilter
+
+router = APIRouter(tags=["system"])
+
+
+@router.get("/healthz")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz")
+def readyz(os_: MemoryOSDep) -> Any:
+    checks: dict[str, str] = {}
+    try:
+        pending = len(os_.records.pending_outbox(limit=1000))
+        checks["records"] = "ok"
+    except Exception as exc:  # report, don't raise: this endpoint is for probes
+        checks["records"] = f"error: {type(exc).__name__}"
+        pending = -1
+    try:
+        os_.vectors.count(VectorFilter(tenant="__readyz__"))
+        checks["vectors"] = "ok"
+    except Exception as exc:
+        checks["vectors"] = f"error: {type(exc).__name__}"
+    ok = all(v == "ok" for v in checks.values())
+    return JSONResponse({"status": "ready" if ok else "not_ready", "checks": checks, "outbox_pending": pending},
+                        status_code=200 if ok else 503)
+
+
+@router.get("/metrics")
+def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/v1/skills", tags=["skills"])
+def skills(os_: MemoryOSDep, who: PrincipalDep) -> dict[str, Any]:
+    return {"skills": [c.model_dump() for c in os_.skills()]}
+
+
+@router.get("/v1/policies", tags=["policies"])
+def policies(os_: MemoryOSDep, who: PrincipalDep) -> dict[str, Any]:
+    return os_.policies(who.tenant)

@@ -1,0 +1,4 @@
+"""Evaluation suite: dataset loaders, LMEB-style tasks, metrics, baselines, runners and reports.
+
+Uses `memsvc` only through its public interface (`MemoryClient`: in-process `MemoryOS` or REST).
+"""

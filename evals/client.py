@@ -1,0 +1,85 @@
+"""`MemoryClient`: what the runners drive — memsvc in-process, memsvc over REST, or a baseline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import httpx
+
+from memsvc.schemas import SearchRequest, SearchResult, WriteRequest, WriteResult
+
+
+@runtime_checkable
+class MemoryClient(Protocol):
+    """The two calls of the REST contract that a benchmark needs."""
+
+    def add(self, req: WriteRequest) -> WriteResult: ...
+
+    def search(self, req: SearchRequest) -> SearchResult: ...
+
+    def close(self) -> None: ...
+
+
+class InProcessClient:
+    """The `MemoryOS` facade, called as the REST API calls it, for one tenant."""
+
+    def __init__(self, os_: Any, tenant: str = "eval", owns: bool = True) -> None:
+        self._os = os_
+        self.tenant = tenant
+        self._owns = owns
+
+    def add(self, req: WriteRequest) -> WriteResult:
+        return self._os.add(self.tenant, req)  # type: ignore[no-any-return]
+
+    def search(self, req: SearchRequest) -> SearchResult:
+        return self._os.search(self.tenant, req)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        if self._owns:
+            self._os.close()
+
+
+class RestClientError(RuntimeError):
+    def __init__(self, status: int, body: str) -> None:
+        super().__init__(f"memsvc answered {status}: {body[:500]}")
+        self.status = status
+
+
+class RestClient:
+    """A live memsvc server over REST (`POST /v1/memories`, `POST /v1/memories/search`)."""
+
+    def __init__(self, url: str, key: str, timeout_s: float = 600.0, transport: httpx.BaseTransport | None = None) -> None:
+        self._http = httpx.Client(
+            base_url=url.rstrip("/"),
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=timeout_s,
+            transport=transport,
+        )
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        resp = self._http.post(path, json=body)
+        if resp.status_code >= 400:
+            raise RestClientError(resp.status_code, resp.text)
+        return resp.json()  # type: ignore[no-any-return]
+
+    def add(self, req: WriteRequest) -> WriteResult:
+        body = req.model_dump(mode="json", exclude_none=True)
+        body["wait"] = True  # the runner measures the write before it searches
+        return WriteResult.model_validate(self._post("/v1/memories", body))
+
+    def search(self, req: SearchRequest) -> SearchResult:
+        return SearchResult.model_validate(
+            self._post("/v1/memories/search", req.model_dump(mode="json", exclude_none=True))
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def build_in_process(data_dir: str, tenant: str = "eval") -> InProcessClient:
+    """Wire memsvc on embedded defaults under `data_dir` (the eval CLI is one of the two wiring places)."""
+    from memsvc.config import Settings
+    from storage.registry import build_memory_os
+
+    return InProcessClient(build_memory_os(Settings(data_dir=Path(data_dir))), tenant=tenant)

@@ -1,0 +1,292 @@
+"""`MemoryOS`: the facade the API, the CLI and the evaluation runners use."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from memsvc.config import Settings
+from memsvc.errors import Conflict, InvalidInput, MemsvcError, NotFound
+from memsvc.indexer import GraphExtractor, Indexer
+from memsvc.models import (
+    ChangeKind,
+    EventLog,
+    Job,
+    JobState,
+    MemoryCube,
+    MemoryStatus,
+    MemoryVersion,
+    OutboxEntry,
+    OutboxOp,
+    utcnow,
+)
+from memsvc.ports import Embedder, GraphStore, MemoryQuery, Page, RecordStore, VectorIndex
+from memsvc.read import EntityResolver, GraphRetriever, ReadPipeline
+from memsvc.schemas import (
+    FeedbackRequest,
+    MemoryPatch,
+    SearchRequest,
+    SearchResult,
+    WriteRequest,
+    WriteResult,
+)
+from memsvc.skills import SkillCard, load_skill_bank
+from memsvc.write.pipeline import WritePipeline, assign_message_ids
+
+log = logging.getLogger(__name__)
+
+
+class MemoryOS:
+    """Memory operations scoped by tenant; owns the pipelines and the background job worker."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        records: RecordStore,
+        vectors: VectorIndex,
+        embedder: Embedder,
+        graph: GraphStore | None = None,
+        graph_extractor: GraphExtractor | None = None,
+        graph_retriever: GraphRetriever | None = None,
+        entity_resolver: EntityResolver | None = None,
+        skills_dir: Path | None = None,
+    ) -> None:
+        self.settings = settings
+        self.records = records
+        self.vectors = vectors
+        self.embedder = embedder
+        self.graph = graph
+        self.indexer = Indexer(records, vectors, embedder, graph, graph_extractor)
+        self.writer = WritePipeline(records, vectors, self.indexer, settings.limits, settings.write)
+        self.reader = ReadPipeline(
+            records, vectors, embedder, settings.search, settings.limits, graph_retriever, entity_resolver
+        )
+        self.skill_bank: list[SkillCard] = load_skill_bank(skills_dir)
+        self._jobs = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memsvc-jobs")
+
+    # -- lifecycle ---------------------------------------------------------------------
+    def start(self) -> dict[str, int]:
+        """Start-up repair: replay the outbox, resume unfinished jobs."""
+        replayed = self.indexer.replay()
+        jobs = self.records.unfinished_jobs()
+        for job in jobs:
+            self._jobs.submit(self._run_job, job)
+        if replayed or jobs:
+            log.info("start-up: replayed %d outbox entries, resumed %d jobs", replayed, len(jobs))
+        return {"outbox_replayed": replayed, "jobs_resumed": len(jobs)}
+
+    def close(self) -> None:
+        self._jobs.shutdown(wait=True)
+        self.vectors.flush()
+        self.vectors.close()
+        if self.graph is not None:
+            self.graph.close()
+        self.records.close()
+
+    # -- writes ------------------------------------------------------------------------
+    def add(self, tenant: str, req: WriteRequest, *, actor: str | None = None) -> WriteResult:
+        return self.writer.write(tenant, req, actor=actor)
+
+    def submit(self, tenant: str, req: WriteRequest, *, actor: str | None = None) -> Job:
+        """Accept a write for the background worker; the job is stored before this returns."""
+        self.writer.check_limits(req)
+        req = assign_message_ids(req)
+        job = Job(tenant=tenant, kind="write", request={"body": req.model_dump(mode="json"), "actor": actor})
+        self.records.save_job(job)
+        self._jobs.submit(self._run_job, job)
+        return job
+
+    def _run_job(self, job: Job) -> None:
+        job.state = JobState.RUNNING
+        job.updated_at = utcnow()
+        self.records.save_job(job)
+        try:
+            req = WriteRequest.model_validate(job.request["body"])
+            result = self.writer.write(job.tenant, req, actor=job.request.get("actor"))
+            job.state, job.result = JobState.DONE, result.model_dump(mode="json")
+        except MemsvcError as exc:
+            job.state, job.error = JobState.FAILED, exc.to_dict()["error"]
+        except Exception as exc:  # keep the worker alive; the job records what went wrong
+            log.exception("job %s failed", job.id)
+            job.state, job.error = JobState.FAILED, {"code": "internal", "message": str(exc)}
+        job.updated_at = utcnow()
+        self.records.save_job(job)
+
+    def job(self, tenant: str, job_id: str) -> Job:
+        job = self.records.get_job(tenant, job_id)
+        if job is None:
+            raise NotFound(f"job {job_id} not found")
+        return job
+
+    # -- reads -------------------------------------------------------------------------
+    def search(self, tenant: str, req: SearchRequest, *, actor: str | None = None) -> SearchResult:
+        return self.reader.search(tenant, req, actor=actor)
+
+    def get(self, tenant: str, memory_id: str) -> MemoryCube:
+        cube = self.records.get_memory(tenant, memory_id)
+        if cube is None:
+            raise NotFound(f"memory {memory_id} not found")
+        return cube
+
+    def list(self, tenant: str, query: MemoryQuery) -> Page[MemoryCube]:
+        if query.limit < 1 or query.limit > self.settings.limits.max_list_limit:
+            raise InvalidInput(f"limit must be between 1 and {self.settings.limits.max_list_limit}")
+        return self.records.list_memories(tenant, query)
+
+    def history(self, tenant: str, memory_id: str) -> list[MemoryVersion]:
+        self.get(tenant, memory_id)
+        return self.records.history(tenant, memory_id)
+
+    # -- corrections -------------------------------------------------------------------
+    def update(self, tenant: str, memory_id: str, patch: MemoryPatch, *, actor: str | None = None) -> MemoryCube:
+        cube = self.get(tenant, memory_id)
+        changes = patch.model_dump(exclude_unset=True)
+        if not changes:
+            raise InvalidInput("nothing to change")
+        if changes.get("status") not in (None, MemoryStatus.ACTIVE, MemoryStatus.ARCHIVED):
+            raise InvalidInput("status can only be set to active (restore) or archived")
+        if cube.status is MemoryStatus.DELETED and changes.get("status") is not MemoryStatus.ACTIVE:
+            raise Conflict("memory is deleted; restore it first (status: active)")
+        was_indexed = cube.status is not MemoryStatus.DELETED
+        old_content = cube.content
+        for key, value in changes.items():
+            setattr(cube, key, value)
+        start, end = cube.valid_from, cube.valid_to
+        if start is not None and end is not None and end <= start:
+            raise InvalidInput("valid_to must be after valid_from")
+        restored = changes.get("status") is MemoryStatus.ACTIVE and cube.superseded_by is not None
+        if restored:
+            cube.superseded_by = None
+        cube.version += 1
+        cube.updated_at = utcnow()
+        reindex = not was_indexed or cube.content != old_content
+        entries = self._reindex_entries(tenant, cube, full=reindex)
+        change = ChangeKind.RESTORE if not was_indexed or restored else ChangeKind.UPDATE
+        with self.records.unit_of_work() as uow:
+            uow.save_memory(cube, change, actor=actor)
+            uow.enqueue(entries)
+            uow.log([EventLog(tenant=tenant, user_id=cube.user_id, kind=f"memory.{change.value}", actor=actor,
+                              payload={"memory_id": cube.id, "version": cube.version, "fields": sorted(changes)})])
+        self.indexer.apply(entries)
+        return cube
+
+    def _reindex_entries(self, tenant: str, cube: MemoryCube, *, full: bool) -> list[OutboxEntry]:
+        ids = {"user_id": cube.user_id, "ids": [cube.id]}
+        if not full:
+            return [OutboxEntry(tenant=tenant, op=OutboxOp.SET_STATUS, payload=ids)]
+        return [
+            OutboxEntry(tenant=tenant, op=OutboxOp.UPSERT_VECTORS, payload=ids),
+            OutboxEntry(tenant=tenant, op=OutboxOp.DELETE_GRAPH, payload=ids),
+            OutboxEntry(tenant=tenant, op=OutboxOp.INDEX_GRAPH, payload=ids),
+        ]
+
+    def delete(self, tenant: str, memory_id: str, *, actor: str | None = None) -> MemoryCube:
+        """Soft delete: the cube leaves every index but keeps its history and can be restored."""
+        cube = self.get(tenant, memory_id)
+        if cube.status is MemoryStatus.DELETED:
+            return cube
+        cube.status = MemoryStatus.DELETED
+        cube.version += 1
+        cube.updated_at = utcnow()
+        ids = {"user_id": cube.user_id, "ids": [cube.id]}
+        entries = [
+            OutboxEntry(tenant=tenant, op=OutboxOp.DELETE_VECTORS, payload=ids),
+            OutboxEntry(tenant=tenant, op=OutboxOp.DELETE_GRAPH, payload=ids),
+        ]
+        with self.records.unit_of_work() as uow:
+            uow.save_memory(cube, ChangeKind.DELETE, actor=actor)
+            uow.enqueue(entries)
+            uow.log([EventLog(tenant=tenant, user_id=cube.user_id, kind="memory.delete", actor=actor,
+                              payload={"memory_id": cube.id, "version": cube.version})])
+        self.indexer.apply(entries)
+        return cube
+
+    def purge_user(self, tenant: str, user_id: str, *, actor: str | None = None) -> dict[str, int]:
+        """Remove a user everywhere: derived stores first (replayable), then every SQL row."""
+        entry = OutboxEntry(tenant=tenant, op=OutboxOp.PURGE_SCOPE, payload={"user_id": user_id})
+        with self.records.unit_of_work() as uow:
+            uow.enqueue([entry])
+        self.indexer.apply([entry])
+        counts = self.records.purge_user(tenant, user_id)
+        with self.records.unit_of_work() as uow:
+            uow.log([EventLog(tenant=tenant, user_id=None, kind="user.purge", actor=actor,
+                              payload={"user_id": user_id, "counts": counts})])
+        return counts
+
+    # -- graph, feedback, skills, policies -----------------------------------------------
+    def graph_view(self, tenant: str, user_id: str, *, limit: int = 100, cursor: str | None = None) -> dict[str, Any]:
+        if self.graph is None:
+            return {"entities": [], "relations": [], "next_cursor": None}
+        ents = self.graph.entities(tenant, user_id, limit=limit, cursor=cursor)
+        rels = self.graph.relations(tenant, user_id, limit=limit, cursor=cursor)
+        return {
+            "entities": [e.model_dump(mode="json", exclude={"tenant"}) for e in ents.items],
+            "relations": [r.model_dump(mode="json", exclude={"tenant"}) for r in rels.items],
+            "next_cursor": ents.next_cursor,
+        }
+
+    def feedback(self, tenant: str, req: FeedbackRequest, *, actor: str | None = None) -> dict[str, Any]:
+        found = {c.id for c in self.records.get_memories(tenant, req.used_memory_ids) if c.user_id == req.user_id}
+        unknown = [i for i in req.used_memory_ids if i not in found]
+        if unknown:
+            raise NotFound("unknown memory ids for this user", details={"ids": unknown})
+        with self.records.unit_of_work() as uow:
+            uow.log([EventLog(tenant=tenant, user_id=req.user_id, kind="feedback", actor=actor,
+                              payload=req.model_dump(mode="json"))])
+        return {"recorded": True, "memory_ids": req.used_memory_ids}
+
+    def skills(self) -> list[SkillCard]:
+        return self.skill_bank
+
+    def policies(self, tenant: str) -> dict[str, Any]:
+        stats = self.records.scope_stats(tenant)
+        return {
+            "write_gate": {"kind": "heuristic", "signals": ["phatic", "length", "numbers", "first_person", "role"]},
+            "read_gate": {"kind": "rules", "query_kinds": ["temporal", "preference", "procedural", "multi_hop", "factual"]},
+            "retention": {"kind": "keep_all", "note": "no eviction; superseded and archived memories stay queryable with as_of"},
+            "stats": {
+                "users": len(stats),
+                "memories": sum(s.total for s in stats),
+                "by_type": _sum_counts(s.counts for s in stats),
+            },
+        }
+
+    # -- export / import ---------------------------------------------------------------
+    def export(self, tenant: str, user_id: str | None = None) -> Iterator[dict[str, Any]]:
+        for cube in self.records.iter_memories(tenant, user_id):
+            record = cube.model_dump(mode="json", exclude={"tenant"})
+            record["history"] = [v.model_dump(mode="json") for v in self.records.history(tenant, cube.id)]
+            yield record
+
+    def import_records(self, tenant: str, records: Iterator[dict[str, Any]], *, actor: str | None = None) -> int:
+        cubes: list[MemoryCube] = []
+        for raw in records:
+            data = {k: v for k, v in raw.items() if k != "history"}
+            cubes.append(MemoryCube.model_validate({**data, "tenant": tenant}))
+        existing = {c.id for c in self.records.get_memories(tenant, [c.id for c in cubes])}
+        if existing:
+            raise Conflict("memories with these ids exist already", details={"ids": sorted(existing)[:20]})
+        by_user: dict[str, list[str]] = {}
+        for c in cubes:
+            if c.status is not MemoryStatus.DELETED:
+                by_user.setdefault(c.user_id, []).append(c.id)
+        entries = [
+            OutboxEntry(tenant=tenant, op=op, payload={"user_id": u, "ids": ids})
+            for u, ids in by_user.items() for op in (OutboxOp.UPSERT_VECTORS, OutboxOp.INDEX_GRAPH)
+        ]
+        with self.records.unit_of_work() as uow:
+            uow.insert_memories(cubes, actor=actor)
+            uow.enqueue(entries)
+        self.indexer.apply(entries)
+        return len(cubes)
+
+
+def _sum_counts(counts: Iterator[dict[str, int]] | Any) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for c in counts:
+        for k, v in c.items():
+            total[k] = total.get(k, 0) + v
+    return total

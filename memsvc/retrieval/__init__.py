@@ -1,0 +1,1 @@
+"""Pure retrieval functions: fusion, packing, presets, query analysis."""

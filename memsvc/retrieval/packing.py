@@ -1,0 +1,58 @@
+"""Budget packing and reader ordering."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+
+
+def count_tokens(text: str) -> int:
+    """Approximate LLM tokens: words and punctuation marks, long words counted per 6 chars.
+
+    Close to BPE counts for English prose without needing a tokenizer download.
+    """
+    total = 0
+    for tok in _TOKEN.findall(text):
+        total += max(1, (len(tok) + 5) // 6)
+    return total
+
+
+def pack(
+    items: Sequence[T],
+    *,
+    top_k: int,
+    token_budget: int | None,
+    cost: Callable[[T], int],
+) -> list[T]:
+    """Greedy best-first selection: at most `top_k` items whose summed cost fits the budget.
+
+    An item that does not fit is skipped and smaller later items may still fit;
+    `items` must already be ordered best first.
+    """
+    chosen: list[T] = []
+    spent = 0
+    for item in items:
+        if len(chosen) >= top_k:
+            break
+        c = cost(item)
+        if token_budget is not None and spent + c > token_budget:
+            continue
+        chosen.append(item)
+        spent += c
+    return chosen
+
+
+def edge_order(items: Sequence[T]) -> list[T]:
+    """Reorder best-first items so the strongest sit at both ends ("lost in the middle").
+
+    [1, 2, 3, 4, 5] -> [1, 3, 5, 4, 2]: ranks 1 and 2 at the edges, the weakest in the middle.
+    """
+    front = list(items[0::2])
+    back = list(items[1::2])
+    back.reverse()
+    return front + back

@@ -1,0 +1,1 @@
+"""Write path stages (ARCHITECTURE.md §2): normalise, segment, gate, extract, resolve, commit."""

@@ -1,0 +1,226 @@
+"""The write pipeline: messages in, cubes committed to SQL, derived stores indexed."""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+
+from memsvc.config import Limits, WriteConfig
+from memsvc.errors import PayloadTooLarge
+from memsvc.indexer import Indexer
+from memsvc.models import (
+    ChangeKind,
+    EventLog,
+    MemoryCube,
+    MemoryStatus,
+    MemoryType,
+    OutboxEntry,
+    OutboxOp,
+    StoredMessage,
+    as_utc,
+    new_id,
+    utcnow,
+)
+from memsvc.ports import RecordStore, VectorFilter, VectorIndex
+from memsvc.schemas import MessageIn, Skipped, WriteRequest, WriteResult
+from memsvc.write.extract import FactCandidate, extract_facts, extract_procedure
+from memsvc.write.stages import heuristic_gate, segment
+
+SLOT_KEY = "_slot"
+
+
+@dataclass
+class _Plan:
+    """What one request will change, built before anything is committed."""
+
+    messages: list[StoredMessage] = field(default_factory=list)
+    new: list[MemoryCube] = field(default_factory=list)
+    superseded: list[MemoryCube] = field(default_factory=list)
+    embeddings: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def assign_message_ids(req: WriteRequest) -> WriteRequest:
+    """Give every message an id, so a retried or replayed request is idempotent."""
+    if all(m.id is not None for m in req.messages):
+        return req
+    messages = [m if m.id is not None else m.model_copy(update={"id": new_id()}) for m in req.messages]
+    return req.model_copy(update={"messages": messages})
+
+
+class WritePipeline:
+    def __init__(
+        self, records: RecordStore, vectors: VectorIndex, indexer: Indexer,
+        limits: Limits, config: WriteConfig,
+    ) -> None:
+        self.records = records
+        self.vectors = vectors
+        self.indexer = indexer
+        self.limits = limits
+        self.config = config
+        self._locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
+        self._locks_guard = threading.Lock()
+
+    def check_limits(self, req: WriteRequest) -> None:
+        if len(req.messages) > self.limits.max_messages:
+            raise PayloadTooLarge(
+                f"at most {self.limits.max_messages} messages per request",
+                details={"messages": len(req.messages)},
+            )
+        for i, m in enumerate(req.messages):
+            if len(m.content) > self.limits.max_content_chars:
+                raise PayloadTooLarge(
+                    f"message content longer than {self.limits.max_content_chars} characters",
+                    details={"index": i, "length": len(m.content)},
+                )
+
+    def _scope_lock(self, tenant: str, user_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks[(tenant, user_id)]
+
+    def write(self, tenant: str, req: WriteRequest, *, actor: str | None = None) -> WriteResult:
+        self.check_limits(req)
+        req = assign_message_ids(req)
+        with self._scope_lock(tenant, req.user_id):
+            known = self.records.known_message_ids(tenant, req.user_id, [m.id for m in req.messages if m.id])
+            fresh = [m for m in req.messages if m.id not in known]
+            skipped = [Skipped(message_id=m.id, reason="duplicate message id") for m in req.messages if m.id in known and m.id]
+            if not fresh:
+                return WriteResult(written=[], skipped=skipped)
+            plan = self._plan(tenant, req, fresh)
+            entries = self._commit(tenant, req, plan, actor)
+        self.indexer.apply(entries, plan.embeddings)
+        return WriteResult(written=[c.public() for c in plan.new], skipped=skipped)
+
+    def _plan(self, tenant: str, req: WriteRequest, fresh: list[MessageIn]) -> _Plan:
+        plan = _Plan()
+        now = utcnow()
+        times = [as_utc(m.timestamp) or now for m in fresh]
+        episodes = segment(times, [req.session_id] * len(fresh))
+        facts: list[tuple[MemoryCube, str | None]] = []
+        for m, when, episode in zip(fresh, times, episodes, strict=True):
+            assert m.id is not None
+            plan.messages.append(StoredMessage(
+                tenant=tenant, user_id=req.user_id, id=m.id, role=m.role, content=m.content, name=m.name,
+                session_id=req.session_id, agent_id=req.agent_id, timestamp=when,
+            ))
+            gate = heuristic_gate(m.role, m.content)
+            speaker = m.name or m.role.value
+            base = {
+                "tenant": tenant, "user_id": req.user_id, "agent_id": req.agent_id,
+                "session_id": req.session_id, "source_ids": [m.id], "event_time": when,
+                "valid_from": when, "created_at": now, "updated_at": now,
+            }
+            plan.new.append(MemoryCube(
+                type=MemoryType.EPISODIC, content=f"{speaker}: {m.content}", importance=gate.importance,
+                metadata={**req.metadata, "episode": episode}, written_by="episodic-turn", **base,
+            ))
+            if not (req.infer and gate.extract):
+                continue
+            subject = m.name or "User"
+            for fact in extract_facts(m.content, subject):
+                facts.append((self._fact_cube(fact, req, base, gate.importance), fact.slot))
+            if extract_procedure(m.content):
+                plan.new.append(MemoryCube(
+                    type=MemoryType.PROCEDURAL, content=m.content, importance=max(gate.importance, 0.6),
+                    metadata=dict(req.metadata), written_by="capture-procedures", **base,
+                ))
+        candidates = [c for c, _ in facts]
+        vectors = self.indexer.embed(plan.new + candidates) if plan.new or candidates else np.zeros((0, 0))
+        for cube, vec in zip(plan.new + candidates, vectors, strict=True):
+            plan.embeddings[cube.id] = vec
+        self._resolve(tenant, req.user_id, facts, plan)
+        return plan
+
+    @staticmethod
+    def _fact_cube(fact: FactCandidate, req: WriteRequest, base: dict[str, object], importance: float) -> MemoryCube:
+        metadata = dict(req.metadata)
+        if fact.slot:
+            metadata[SLOT_KEY] = fact.slot
+        return MemoryCube(
+            type=fact.type, content=fact.content, importance=min(1.0, importance + 0.1),
+            metadata=metadata, written_by=fact.skill, **base,  # type: ignore[arg-type]
+        )
+
+    def _resolve(self, tenant: str, user_id: str, facts: list[tuple[MemoryCube, str | None]], plan: _Plan) -> None:
+        """Drop repeats of known facts; let a newer value of a single-valued slot supersede the older."""
+        accepted: list[MemoryCube] = []
+        by_slot: dict[str, MemoryCube] = {}
+        stored_old: dict[str, MemoryCube] = {}
+        for cube, slot in facts:
+            vec = plan.embeddings[cube.id]
+            if any(float(vec @ plan.embeddings[a.id]) >= self.config.dedup_threshold for a in accepted):
+                continue
+            hits = self.vectors.search(
+                vec.tolist(), VectorFilter(tenant=tenant, user_id=user_id, types=[cube.type], statuses=[MemoryStatus.ACTIVE]), 1
+            )
+            if hits and hits[0][1] >= self.config.dedup_threshold:
+                continue
+            accepted.append(cube)
+            if slot is None:
+                continue
+            current = cube
+            rivals = [by_slot[slot]] if slot in by_slot else []
+            for old in self._slot_holders(tenant, user_id, slot, vec):
+                rivals.append(stored_old.setdefault(old.id, old))
+            for rival in rivals:
+                if rival.status is not MemoryStatus.ACTIVE or rival is current:
+                    continue
+                newer, older = (current, rival) if _start(current) >= _start(rival) else (rival, current)
+                _supersede(older, newer)
+                if older.id in stored_old:
+                    older.version += 1
+                    plan.superseded.append(older)
+                current = newer
+            by_slot[slot] = current
+        plan.new.extend(accepted)
+
+    def _slot_holders(self, tenant: str, user_id: str, slot: str, vec: np.ndarray) -> list[MemoryCube]:
+        """Active stored facts that set the same slot (nearest first)."""
+        flt = VectorFilter(
+            tenant=tenant, user_id=user_id, types=[MemoryType.SEMANTIC, MemoryType.REFINED],
+            statuses=[MemoryStatus.ACTIVE], metadata={SLOT_KEY: slot},
+        )
+        ids = [i for i, _ in self.vectors.search(vec.tolist(), flt, 20)]
+        return self.records.get_memories(tenant, ids)
+
+    def _commit(self, tenant: str, req: WriteRequest, plan: _Plan, actor: str | None) -> list[OutboxEntry]:
+        new_ids = [c.id for c in plan.new]
+        entries = [OutboxEntry(tenant=tenant, op=OutboxOp.UPSERT_VECTORS, payload={"user_id": req.user_id, "ids": new_ids})]
+        if plan.superseded:
+            entries.append(OutboxEntry(
+                tenant=tenant, op=OutboxOp.SET_STATUS,
+                payload={"user_id": req.user_id, "ids": [c.id for c in plan.superseded]},
+            ))
+        if self.config.extract_entities:
+            entries.append(OutboxEntry(tenant=tenant, op=OutboxOp.INDEX_GRAPH, payload={"user_id": req.user_id, "ids": new_ids}))
+        with self.records.unit_of_work() as uow:
+            uow.add_messages(plan.messages)
+            uow.insert_memories(plan.new, actor=actor)
+            for old in plan.superseded:
+                uow.save_memory(old, ChangeKind.SUPERSEDE, actor=actor)
+            uow.enqueue(entries)
+            uow.log([EventLog(
+                tenant=tenant, user_id=req.user_id, kind="write", actor=actor,
+                payload={
+                    "message_ids": [m.id for m in plan.messages],
+                    "written": [{"id": c.id, "type": c.type.value, "skill": c.written_by} for c in plan.new],
+                    "superseded": [c.id for c in plan.superseded],
+                },
+            )])
+        return entries
+
+
+def _start(cube: MemoryCube) -> datetime:
+    return cube.valid_from or cube.event_time or cube.created_at
+
+
+def _supersede(older: MemoryCube, newer: MemoryCube) -> None:
+    """The older value stays, closed at the moment the newer one became true."""
+    older.status = MemoryStatus.SUPERSEDED
+    older.valid_to = _start(newer)
+    older.superseded_by = newer.id
+    older.updated_at = utcnow()

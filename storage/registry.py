@@ -1,0 +1,138 @@
+"""One registry from config `kind` to factory, and the wiring of a `MemoryOS`.
+
+Only the app factory's lifespan, the CLI and the evaluation CLI call `build_memory_os`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from memsvc.config import (
+    EdgeVectors,
+    FalkorGraph,
+    LocalEmbedder,
+    OpenAIEmbedder,
+    OpenAILLM,
+    PostgresRecords,
+    QdrantLocalVectors,
+    QdrantServerVectors,
+    Settings,
+    SqlGraph,
+    SqliteRecords,
+)
+from memsvc.memory_os import MemoryOS
+from memsvc.ports import LLM, Embedder, GraphStore, RecordStore, VectorIndex
+
+SKILLS_DIR = Path(__file__).resolve().parent.parent / "skills"
+
+
+def _sqlite(cfg: SqliteRecords, s: Settings) -> RecordStore:
+    from storage.sql.records import SqlRecordStore
+
+    path = cfg.path or s.data_dir / "memsvc.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return SqlRecordStore.from_url(f"sqlite:///{path}")
+
+
+def _postgres(cfg: PostgresRecords, s: Settings) -> RecordStore:
+    from storage.sql.records import SqlRecordStore
+
+    return SqlRecordStore.from_url(cfg.url, pool_size=cfg.pool_size)
+
+
+def _edge(cfg: EdgeVectors, s: Settings, dim: int) -> VectorIndex:
+    from storage.vectors.edge import EdgeVectorIndex
+
+    return EdgeVectorIndex(cfg.path or s.data_dir / "vectors", dim, hnsw_m=cfg.hnsw_m, hnsw_ef_construct=cfg.hnsw_ef_construct)
+
+
+def _qdrant(cfg: QdrantServerVectors, s: Settings, dim: int) -> VectorIndex:
+    from storage.vectors.qdrant import QdrantVectorIndex
+
+    return QdrantVectorIndex.from_url(cfg.url, cfg.api_key, cfg.collection, dim)
+
+
+def _qdrant_local(cfg: QdrantLocalVectors, s: Settings, dim: int) -> VectorIndex:
+    from storage.vectors.qdrant import QdrantVectorIndex
+
+    return QdrantVectorIndex.local(cfg.path, cfg.collection, dim)
+
+
+def _sql_graph(cfg: SqlGraph, s: Settings, records: RecordStore) -> GraphStore:
+    from storage.graph.sql import SqlGraphStore
+
+    return SqlGraphStore(records.engine)  # type: ignore[attr-defined]
+
+
+def _falkor(cfg: FalkorGraph, s: Settings, records: RecordStore) -> GraphStore:
+    from storage.graph.falkor import FalkorGraphStore
+
+    return FalkorGraphStore(cfg.host, cfg.port, cfg.password)
+
+
+def _local_embedder(cfg: LocalEmbedder) -> Embedder:
+    from storage.embedders import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder(cfg)
+
+
+def _openai_embedder(cfg: OpenAIEmbedder) -> Embedder:
+    from storage.embedders import OpenAIEmbeddings
+
+    return OpenAIEmbeddings(cfg)
+
+
+def _openai_llm(cfg: OpenAILLM) -> LLM:
+    from storage.llm import OpenAIChat
+
+    return OpenAIChat(cfg)
+
+
+RECORDS: dict[str, Callable[[Any, Settings], RecordStore]] = {"sqlite": _sqlite, "postgresql": _postgres}
+VECTORS: dict[str, Callable[[Any, Settings, int], VectorIndex]] = {
+    "qdrant-edge": _edge, "qdrant": _qdrant, "qdrant-local": _qdrant_local,
+}
+GRAPHS: dict[str, Callable[[Any, Settings, RecordStore], GraphStore]] = {"sql": _sql_graph, "falkordb": _falkor}
+EMBEDDERS: dict[str, Callable[[Any], Embedder]] = {"sentence-transformers": _local_embedder, "openai": _openai_embedder}
+LLMS: dict[str, Callable[[Any], LLM]] = {"openai": _openai_llm}
+
+
+def build_llm(settings: Settings) -> LLM | None:
+    factory = LLMS.get(settings.llm.kind)
+    return factory(settings.llm) if factory else None
+
+
+_EMBEDDER_CACHE: dict[str, Embedder] = {}
+
+
+def build_embedder(settings: Settings, *, shared: bool = True) -> Embedder:
+    """The configured embedder; by default one instance per config in this process (weights load once)."""
+    key = settings.embedder.model_dump_json()
+    if shared and key in _EMBEDDER_CACHE:
+        return _EMBEDDER_CACHE[key]
+    embedder = EMBEDDERS[settings.embedder.kind](settings.embedder)
+    if shared:
+        _EMBEDDER_CACHE[key] = embedder
+    return embedder
+
+
+def build_memory_os(settings: Settings, *, start: bool = True) -> MemoryOS:
+    """Open every configured backend, migrate the schema and (by default) run start-up repair."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    records = RECORDS[settings.records.kind](settings.records, settings)
+    records.migrate()
+    embedder = build_embedder(settings)
+    vectors = VECTORS[settings.vectors.kind](settings.vectors, settings, embedder.dim)
+    graph = GRAPHS[settings.graph.kind](settings.graph, settings, records)
+    from storage.graph_wiring import graph_functions
+
+    extractor, retriever, resolver = graph_functions(graph, embedder)
+    os_ = MemoryOS(
+        settings, records, vectors, embedder, graph=graph, graph_extractor=extractor,
+        graph_retriever=retriever, entity_resolver=resolver, skills_dir=SKILLS_DIR,
+    )
+    if start:
+        os_.start()
+    return os_

@@ -1,0 +1,456 @@
+"""`SqlRecordStore`: the `RecordStore` port on SQLAlchemy Core (SQLite or PostgreSQL).
+
+Every call takes its own pooled connection and transaction, so one store serves many threads.
+A unit of work stages its writes and runs them in one write transaction when the `with` block
+exits cleanly (on SQLite the write lock is held only for that short flush).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from alembic import command
+from sqlalchemy import (
+    ColumnElement,
+    Engine,
+    LargeBinary,
+    Table,
+    and_,
+    cast,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    union,
+    update,
+)
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+
+from memsvc.errors import BackendUnavailable, Conflict, InvalidInput
+from memsvc.models import (
+    ApiKey,
+    ChangeKind,
+    EventLog,
+    Job,
+    JobState,
+    MemoryCube,
+    MemoryStatus,
+    MemoryType,
+    MemoryVersion,
+    OutboxEntry,
+    OutboxOp,
+    StoredMessage,
+    utcnow,
+)
+from memsvc.ports import MemoryQuery, Page, ScopeStats
+from storage.sql import schema as t
+from storage.sql.engine import SQLITE_LOWER, WRITE, dialect_insert, make_engine
+from storage.sql.migrations import alembic_config
+from storage.sql.unit_of_work import SqlUnitOfWork
+
+CHUNK = 500  # ids per IN (...) list; keeps well under SQLite's and PostgreSQL's parameter limits
+_MIGRATE_LOCK = 0x6D656D737663  # pg_advisory_xact_lock key ("memsvc")
+
+class SqlRecordStore:
+    """The source of truth: messages, cubes, versions, outbox, keys, jobs and event logs."""
+
+    def __init__(self, engine: Engine, *, owns_engine: bool = False) -> None:
+        self._engine = engine
+        self._writer = engine.execution_options(**{WRITE: True})
+        self._owns_engine = owns_engine
+        self._pg = engine.dialect.name == "postgresql"
+
+    @classmethod
+    def from_url(cls, url: str, *, pool_size: int = 10) -> SqlRecordStore:
+        """A store on `sqlite:///path`, `sqlite://` or `postgresql+psycopg://...`; `close()` disposes it."""
+        return cls(make_engine(url, pool_size=pool_size), owns_engine=True)
+
+    @property
+    def engine(self) -> Engine:
+        """The engine, for components that share the database (the SQL graph store)."""
+        return self._engine
+
+    # -- transactions ---------------------------------------------------------------------
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with _translate_errors(), self._engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with _translate_errors(), self._writer.begin() as conn:
+            yield conn
+
+    def migrate(self) -> None:
+        with self._write() as conn:
+            if self._pg:  # concurrent starts: one migrates, the others wait and find it done
+                conn.execute(select(func.pg_advisory_xact_lock(_MIGRATE_LOCK)))
+            command.upgrade(alembic_config(connection=conn), "head")
+
+    @contextmanager
+    def unit_of_work(self) -> Iterator[SqlUnitOfWork]:
+        uow = SqlUnitOfWork()
+        try:
+            yield uow
+        finally:
+            ops = uow.finish()  # staged writes are dropped when the block raises
+        if ops:
+            with self._write() as conn:
+                for op in ops:
+                    op(conn)
+        uow.committed()
+
+    # -- messages -------------------------------------------------------------------------
+
+    def known_message_ids(self, tenant: str, user_id: str, ids: Sequence[str]) -> set[str]:
+        m = t.messages
+        found: set[str] = set()
+        with self._read() as conn:
+            for chunk in _chunks(ids):
+                stmt = select(m.c.id).where(m.c.tenant == tenant, m.c.user_id == user_id, m.c.id.in_(chunk))
+                found.update(conn.execute(stmt).scalars())
+        return found
+
+    def get_messages(self, tenant: str, user_id: str, ids: Sequence[str]) -> list[StoredMessage]:
+        """Messages in the order of `ids` (each once); unknown ids are skipped."""
+        m = t.messages
+        by_id: dict[str, StoredMessage] = {}
+        with self._read() as conn:
+            for chunk in _chunks(ids):
+                stmt = select(m).where(m.c.tenant == tenant, m.c.user_id == user_id, m.c.id.in_(chunk))
+                by_id.update((r.id, StoredMessage.model_validate(r._mapping)) for r in conn.execute(stmt))
+        return [by_id[i] for i in dict.fromkeys(ids) if i in by_id]
+
+    # -- memories -------------------------------------------------------------------------
+
+    def get_memory(self, tenant: str, memory_id: str) -> MemoryCube | None:
+        m = t.memories
+        with self._read() as conn:
+            row = conn.execute(select(m).where(m.c.tenant == tenant, m.c.id == memory_id)).first()
+        return _cube(row) if row is not None else None
+
+    def get_memories(self, tenant: str, ids: Sequence[str]) -> list[MemoryCube]:
+        m = t.memories
+        by_id: dict[str, MemoryCube] = {}
+        with self._read() as conn:
+            for chunk in _chunks(ids):
+                stmt = select(m).where(m.c.tenant == tenant, m.c.id.in_(chunk))
+                by_id.update((r.id, _cube(r)) for r in conn.execute(stmt))
+        return [by_id[i] for i in dict.fromkeys(ids) if i in by_id]
+
+    def list_memories(self, tenant: str, query: MemoryQuery) -> Page[MemoryCube]:
+        """Newest first by (created_at, id); `created_from <= created_at < created_to`.
+
+        `types=[]` or `statuses=[]` match nothing (None means no filter).
+        """
+        if query.limit < 1:
+            raise InvalidInput("limit must be at least 1")
+        m = t.memories
+        conds: list[ColumnElement[bool]] = [m.c.tenant == tenant]
+        if query.user_id is not None:
+            conds.append(m.c.user_id == query.user_id)
+        if query.types is not None:
+            conds.append(m.c.type.in_([v.value for v in query.types]))
+        if query.statuses is not None:
+            conds.append(m.c.status.in_([v.value for v in query.statuses]))
+        if query.text:
+            conds.append(self._contains_ci(m.c.content, query.text))
+        if query.created_from is not None:
+            conds.append(m.c.created_at >= query.created_from)
+        if query.created_to is not None:
+            conds.append(m.c.created_at < query.created_to)
+        if query.cursor is not None:
+            created, last_id = _decode_memory_cursor(query.cursor)
+            conds.append(or_(m.c.created_at < created, and_(m.c.created_at == created, m.c.id < last_id)))
+        stmt = select(m).where(*conds).order_by(m.c.created_at.desc(), m.c.id.desc()).limit(query.limit + 1)
+        with self._read() as conn:
+            cubes = [_cube(r) for r in conn.execute(stmt)]
+        if len(cubes) <= query.limit:
+            return Page(items=cubes)
+        last = cubes[query.limit - 1]
+        return Page(items=cubes[: query.limit], next_cursor=_encode_cursor([last.created_at.isoformat(), last.id]))
+
+    def iter_memories(self, tenant: str, user_id: str | None = None) -> Iterator[MemoryCube]:
+        """All cubes of the tenant (or scope), oldest first, fetched in batches (no open transaction)."""
+        m = t.memories
+        base: list[ColumnElement[bool]] = [m.c.tenant == tenant]
+        if user_id is not None:
+            base.append(m.c.user_id == user_id)
+        after: tuple[datetime, str] | None = None
+        while True:
+            conds = list(base)
+            if after is not None:
+                conds.append(or_(m.c.created_at > after[0], and_(m.c.created_at == after[0], m.c.id > after[1])))
+            stmt = select(m).where(*conds).order_by(m.c.created_at, m.c.id).limit(CHUNK)
+            with self._read() as conn:
+                batch = [_cube(r) for r in conn.execute(stmt)]
+            yield from batch
+            if len(batch) < CHUNK:
+                return
+            after = (batch[-1].created_at, batch[-1].id)
+
+    def history(self, tenant: str, memory_id: str) -> list[MemoryVersion]:
+        v = t.memory_versions
+        stmt = select(v).where(v.c.tenant == tenant, v.c.memory_id == memory_id).order_by(v.c.version)
+        with self._read() as conn:
+            return [
+                MemoryVersion(
+                    memory_id=r.memory_id, version=r.version, snapshot=r.snapshot,
+                    change=ChangeKind(r.change), actor=r.actor, changed_at=r.changed_at,
+                )
+                for r in conn.execute(stmt)
+            ]
+
+    def record_access(self, tenant: str, ids: Sequence[str], at: datetime) -> None:
+        m = t.memories
+        with self._write() as conn:
+            for chunk in _chunks(ids):
+                conn.execute(
+                    update(m)
+                    .where(m.c.tenant == tenant, m.c.id.in_(chunk))
+                    .values(access_count=m.c.access_count + 1, last_accessed_at=at)
+                )
+
+    def purge_user(self, tenant: str, user_id: str) -> dict[str, int]:
+        """Delete the scope's rows everywhere; counts per table.
+
+        Also removes the scope's jobs (request `user_id`) and its outbox entries (payload
+        `user_id`), except a pending `purge_scope` entry, which still has work to do.
+        """
+        m, v, o, j = t.memories, t.memory_versions, t.outbox, t.jobs
+        scoped: list[Table] = [t.messages, t.events, t.entities, t.relations, t.mentions]
+        counts: dict[str, int] = {}
+        with self._write() as conn:
+            own_ids = select(m.c.id).where(m.c.tenant == tenant, m.c.user_id == user_id)
+            counts["memory_versions"] = conn.execute(
+                delete(v).where(v.c.tenant == tenant, v.c.memory_id.in_(own_ids))
+            ).rowcount
+            counts["memories"] = conn.execute(
+                delete(m).where(m.c.tenant == tenant, m.c.user_id == user_id)
+            ).rowcount
+            for table in scoped:
+                counts[table.name] = conn.execute(
+                    delete(table).where(table.c.tenant == tenant, table.c.user_id == user_id)
+                ).rowcount
+            counts["jobs"] = conn.execute(
+                delete(j).where(j.c.tenant == tenant, j.c.request["user_id"].as_string() == user_id)
+            ).rowcount
+            keep = and_(o.c.done_at.is_(None), o.c.op == OutboxOp.PURGE_SCOPE.value)
+            counts["outbox"] = conn.execute(
+                delete(o).where(
+                    o.c.tenant == tenant, o.c.payload["user_id"].as_string() == user_id, ~keep
+                )
+            ).rowcount
+        return counts
+
+    # -- outbox ---------------------------------------------------------------------------
+
+    def pending_outbox(self, limit: int = 100) -> list[OutboxEntry]:
+        """Entries not yet done, oldest first, across all tenants."""
+        o = t.outbox
+        stmt = select(o).where(o.c.done_at.is_(None)).order_by(o.c.id).limit(limit)
+        with self._read() as conn:
+            return [
+                OutboxEntry(
+                    id=r.id, tenant=r.tenant, op=OutboxOp(r.op), payload=r.payload,
+                    created_at=r.created_at, attempts=r.attempts,
+                )
+                for r in conn.execute(stmt)
+            ]
+
+    def complete_outbox(self, ids: Sequence[int]) -> None:
+        """Mark entries done (`done_at`); the rows stay as an audit trail until the scope is purged."""
+        o = t.outbox
+        now = utcnow()
+        with self._write() as conn:
+            for chunk in _chunks(ids):
+                conn.execute(update(o).where(o.c.id.in_(chunk), o.c.done_at.is_(None)).values(done_at=now))
+
+    def fail_outbox(self, entry_id: int, error: str) -> None:
+        o = t.outbox
+        with self._write() as conn:
+            conn.execute(
+                update(o).where(o.c.id == entry_id).values(attempts=o.c.attempts + 1, last_error=error)
+            )
+
+    # -- keys, jobs, events ---------------------------------------------------------------
+
+    def add_key(self, key: ApiKey) -> None:
+        """Insert a key; a duplicate id or hash raises `Conflict`."""
+        with self._write() as conn:
+            conn.execute(insert(t.api_keys).values(**key.model_dump()))
+
+    def key_by_hash(self, key_hash: str) -> ApiKey | None:
+        k = t.api_keys
+        with self._read() as conn:
+            row = conn.execute(select(k).where(k.c.key_hash == key_hash)).first()
+        return ApiKey.model_validate(row._mapping) if row is not None else None
+
+    def save_job(self, job: Job) -> None:
+        """Insert or overwrite the job; an id held by another tenant raises `Conflict`."""
+        j = t.jobs
+        row = job.model_dump(mode="json")
+        row["created_at"], row["updated_at"] = job.created_at, job.updated_at
+        stmt = dialect_insert(self._engine.dialect.name, j).values(**row)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[j.c.id],
+            set_={c: stmt.excluded[c] for c in row if c not in ("id", "tenant")},
+            where=j.c.tenant == stmt.excluded.tenant,
+        ).execution_options(preserve_rowcount=True)  # INSERT rowcount is not kept by default
+        with self._write() as conn:
+            if conn.execute(stmt).rowcount != 1:
+                raise Conflict(f"job id {job.id} is taken")
+
+    def get_job(self, tenant: str, job_id: str) -> Job | None:
+        j = t.jobs
+        with self._read() as conn:
+            row = conn.execute(select(j).where(j.c.tenant == tenant, j.c.id == job_id)).first()
+        return Job.model_validate(row._mapping) if row is not None else None
+
+    def unfinished_jobs(self) -> list[Job]:
+        """Pending or running jobs of every tenant, oldest first."""
+        j = t.jobs
+        unfinished = [JobState.PENDING.value, JobState.RUNNING.value]
+        stmt = select(j).where(j.c.state.in_(unfinished)).order_by(j.c.created_at, j.c.id)
+        with self._read() as conn:
+            return [Job.model_validate(r._mapping) for r in conn.execute(stmt)]
+
+    def events(
+        self, tenant: str, *, user_id: str | None = None, kinds: Sequence[str] | None = None,
+        limit: int = 100, cursor: str | None = None,
+    ) -> Page[EventLog]:
+        """Newest first (by id); `kinds=[]` matches nothing."""
+        if limit < 1:
+            raise InvalidInput("limit must be at least 1")
+        e = t.events
+        conds: list[ColumnElement[bool]] = [e.c.tenant == tenant]
+        if user_id is not None:
+            conds.append(e.c.user_id == user_id)
+        if kinds is not None:
+            conds.append(e.c.kind.in_(list(kinds)))
+        if cursor is not None:
+            conds.append(e.c.id < _decode_event_cursor(cursor))
+        stmt = select(e).where(*conds).order_by(e.c.id.desc()).limit(limit + 1)
+        with self._read() as conn:
+            items = [EventLog.model_validate(r._mapping) for r in conn.execute(stmt)]
+        if len(items) <= limit:
+            return Page(items=items)
+        return Page(items=items[:limit], next_cursor=_encode_cursor([items[limit - 1].id]))
+
+    # -- admin ----------------------------------------------------------------------------
+
+    def scope_stats(self, tenant: str | None = None) -> list[ScopeStats]:
+        """One row per (tenant, user_id) with memories, sorted.
+
+        `counts` has every memory type (active cubes only); `total` and `bytes` (UTF-8 bytes of
+        content) cover all non-deleted cubes; `last_write` is the newest `updated_at`.
+        """
+        m = t.memories
+        size = func.octet_length(m.c.content) if self._pg else func.length(cast(m.c.content, LargeBinary))
+        stmt = select(
+            m.c.tenant, m.c.user_id, m.c.type, m.c.status,
+            func.count().label("n"), func.sum(size).label("size"), func.max(m.c.updated_at).label("last"),
+        ).group_by(m.c.tenant, m.c.user_id, m.c.type, m.c.status)
+        if tenant is not None:
+            stmt = stmt.where(m.c.tenant == tenant)
+        stats: dict[tuple[str, str], ScopeStats] = {}
+        with self._read() as conn:
+            rows = conn.execute(stmt).all()
+        for r in rows:
+            s = stats.setdefault(
+                (r.tenant, r.user_id),
+                ScopeStats(tenant=r.tenant, user_id=r.user_id, counts={v.value: 0 for v in MemoryType},
+                           total=0, bytes=0),
+            )
+            if r.status == MemoryStatus.ACTIVE.value:
+                s.counts[r.type] = s.counts.get(r.type, 0) + r.n
+            if r.status != MemoryStatus.DELETED.value:
+                s.total += r.n
+                s.bytes += int(r.size or 0)
+            if r.last is not None and (s.last_write is None or r.last > s.last_write):
+                s.last_write = r.last
+        return [stats[key] for key in sorted(stats)]
+
+    def tenants(self) -> list[str]:
+        """Tenants that have memories or API keys, sorted."""
+        stmt = union(select(t.memories.c.tenant), select(t.api_keys.c.tenant))
+        with self._read() as conn:
+            return sorted(conn.execute(stmt).scalars())
+
+    def close(self) -> None:
+        if self._owns_engine:
+            self._engine.dispose()
+
+    # -- dialect helpers ------------------------------------------------------------------
+
+    def _contains_ci(self, column: ColumnElement[str], text: str) -> ColumnElement[bool]:
+        """Case-insensitive substring match, `%`, `_` and `/` taken literally."""
+        if self._pg:
+            return column.icontains(text, autoescape=True)
+        # SQLite's LIKE and lower() fold ASCII only; fold with Python's str.lower instead.
+        folded: ColumnElement[str] = getattr(func, SQLITE_LOWER)(column)
+        return folded.contains(text.lower(), autoescape=True)
+
+
+
+# -- rows, cursors and errors ---------------------------------------------------------------
+
+
+def _cube(row: Row[Any]) -> MemoryCube:
+    return MemoryCube.model_validate(row._mapping)
+
+
+def _encode_cursor(value: list[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(value, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> Any:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        return json.loads(raw)
+    except (ValueError, TypeError) as exc:
+        raise InvalidInput("invalid cursor", details={"cursor": cursor}) from exc
+
+
+def _decode_memory_cursor(cursor: str) -> tuple[datetime, str]:
+    value = _decode_cursor(cursor)
+    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value):
+        try:
+            created = datetime.fromisoformat(value[0])
+        except ValueError:
+            pass
+        else:
+            if created.tzinfo is not None:
+                return created, value[1]
+    raise InvalidInput("invalid cursor", details={"cursor": cursor})
+
+
+def _decode_event_cursor(cursor: str) -> int:
+    value = _decode_cursor(cursor)
+    if isinstance(value, list) and len(value) == 1 and type(value[0]) is int:
+        return value[0]
+    raise InvalidInput("invalid cursor", details={"cursor": cursor})
+
+
+def _chunks(ids: Sequence[Any]) -> Iterable[list[Any]]:
+    unique = list(dict.fromkeys(ids))
+    for start in range(0, len(unique), CHUNK):
+        yield unique[start : start + CHUNK]
+
+
+@contextmanager
+def _translate_errors() -> Iterator[None]:
+    try:
+        yield
+    except IntegrityError as exc:
+        raise Conflict("the write conflicts with stored data") from exc
+    except (OperationalError, InterfaceError) as exc:
+        raise BackendUnavailable("the record database is unavailable") from exc

@@ -1,0 +1,251 @@
+"""SQLAlchemy Core tables of the record store and the SQL graph store.
+
+The Alembic revisions under `migrations/versions` create exactly these tables; a test compares
+the two (autogenerate finds no difference), so change both together.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+from memsvc.models import as_utc
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """`timestamp with time zone`; values go in as UTC and always come back aware UTC.
+
+    SQLite keeps no offset, so aware values are converted to UTC and stored naive; naive
+    values read back (SQLite) are taken as UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        value = as_utc(value)
+        if value is not None and dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return as_utc(value)
+
+
+def json_type() -> Any:
+    """JSON everywhere, JSONB on PostgreSQL; Python None is stored as SQL NULL."""
+    return JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
+
+
+# Autoincrement ids: BIGINT on PostgreSQL, INTEGER (the rowid alias) on SQLite.
+AutoId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("tenant", String(), nullable=False),
+    Column("user_id", String(), nullable=False),
+    Column("id", String(), nullable=False),
+    Column("role", String(), nullable=False),
+    Column("name", String()),
+    Column("content", Text(), nullable=False),
+    Column("session_id", String()),
+    Column("agent_id", String()),
+    Column("timestamp", UTCDateTime()),
+    Column("created_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("tenant", "user_id", "id"),
+)
+
+memories = Table(
+    "memories",
+    metadata,
+    Column("id", String(), primary_key=True),
+    Column("tenant", String(), nullable=False),
+    Column("user_id", String(), nullable=False),
+    Column("agent_id", String()),
+    Column("session_id", String()),
+    Column("type", String(), nullable=False),
+    Column("content", Text(), nullable=False),
+    Column("source_ids", json_type(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Column("event_time", UTCDateTime()),
+    Column("valid_from", UTCDateTime()),
+    Column("valid_to", UTCDateTime()),
+    Column("importance", Float(), nullable=False),
+    Column("version", Integer(), nullable=False),
+    Column("status", String(), nullable=False),
+    Column("metadata", json_type(), nullable=False),
+    Column("embedding_model", String()),
+    Column("access_count", Integer(), nullable=False),
+    Column("last_accessed_at", UTCDateTime()),
+    Column("superseded_by", String()),
+    Column("written_by", String()),
+    # listing newest first, per user and per tenant
+    Index(None, "tenant", "user_id", "created_at", "id"),
+    Index(None, "tenant", "created_at", "id"),
+)
+
+memory_versions = Table(
+    "memory_versions",
+    metadata,
+    Column("memory_id", String(), nullable=False),
+    Column("version", Integer(), nullable=False),
+    Column("tenant", String(), nullable=False),
+    Column("snapshot", json_type(), nullable=False),
+    Column("change", String(), nullable=False),
+    Column("actor", String()),
+    Column("changed_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("memory_id", "version"),
+)
+
+outbox = Table(
+    "outbox",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("tenant", String(), nullable=False),
+    Column("op", String(), nullable=False),
+    Column("payload", json_type(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("attempts", Integer(), nullable=False),
+    Column("last_error", Text()),
+    Column("done_at", UTCDateTime()),
+    Index(None, "done_at", "id"),
+    Index(None, "tenant"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(), primary_key=True),
+    Column("tenant", String(), nullable=False),
+    Column("key_hash", String(), nullable=False, unique=True),
+    Column("prefix", String(), nullable=False),
+    Column("admin", Boolean(), nullable=False),
+    Column("read_only", Boolean(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("revoked", Boolean(), nullable=False),
+    Index(None, "tenant"),
+)
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(), primary_key=True),
+    Column("tenant", String(), nullable=False),
+    Column("kind", String(), nullable=False),
+    Column("state", String(), nullable=False),
+    Column("request", json_type(), nullable=False),
+    Column("result", json_type()),
+    Column("error", json_type()),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    Index(None, "tenant", "created_at"),
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("id", AutoId, primary_key=True, autoincrement=True),
+    Column("tenant", String(), nullable=False),
+    Column("user_id", String()),
+    Column("kind", String(), nullable=False),
+    Column("payload", json_type(), nullable=False),
+    Column("actor", String()),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index(None, "tenant", "id"),
+    Index(None, "tenant", "user_id", "id"),
+)
+
+# Graph tables: written by the SQL graph store (no foreign keys by design; it manages them).
+entities = Table(
+    "entities",
+    metadata,
+    Column("id", String(), primary_key=True),
+    Column("tenant", String(), nullable=False),
+    Column("user_id", String(), nullable=False),
+    Column("name", String(), nullable=False),
+    Column("norm_name", String(), nullable=False),
+    Column("label", String()),
+    Column("aliases", json_type(), nullable=False),
+    Column("mention_count", Integer(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index(None, "tenant", "user_id", "norm_name"),
+)
+
+relations = Table(
+    "relations",
+    metadata,
+    Column("id", String(), primary_key=True),
+    Column("tenant", String(), nullable=False),
+    Column("user_id", String(), nullable=False),
+    Column("subject_id", String(), nullable=False),
+    Column("predicate", String(), nullable=False),
+    Column("object_id", String(), nullable=False),
+    Column("memory_id", String()),
+    Column("valid_from", UTCDateTime()),
+    Column("valid_to", UTCDateTime()),
+    Column("weight", Float(), nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index(None, "tenant", "user_id"),
+    Index(None, "memory_id"),
+)
+
+mentions = Table(
+    "mentions",
+    metadata,
+    Column("tenant", String(), nullable=False),
+    Column("user_id", String(), nullable=False),
+    Column("memory_id", String(), nullable=False),
+    Column("entity_id", String(), nullable=False),
+    Column("weight", Float(), nullable=False),
+    PrimaryKeyConstraint("memory_id", "entity_id"),  # also the memory_id index
+    Index(None, "tenant", "user_id"),
+    Index(None, "entity_id"),
+)
+
+__all__ = [
+    "AutoId",
+    "UTCDateTime",
+    "api_keys",
+    "entities",
+    "events",
+    "json_type",
+    "memories",
+    "memory_versions",
+    "mentions",
+    "messages",
+    "metadata",
+    "outbox",
+    "relations",
+]

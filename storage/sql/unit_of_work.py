@@ -1,0 +1,138 @@
+"""`SqlUnitOfWork`: writes staged by the engine and flushed in one transaction by the store."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from functools import partial
+from typing import Any
+
+from sqlalchemy import Insert, Table, and_, insert, select, update
+from sqlalchemy.engine import Connection
+
+from memsvc.errors import Conflict, NotFound
+from memsvc.models import ChangeKind, EventLog, MemoryCube, OutboxEntry, StoredMessage, utcnow
+from storage.sql import schema as t
+from storage.sql.engine import dialect_insert
+
+Op = Callable[[Connection], None]
+
+
+class SqlUnitOfWork:
+    """Writes staged for one transaction; values are captured when staged."""
+
+    def __init__(self) -> None:
+        self._ops: list[Op] | None = []
+        self._on_commit: list[Callable[[], None]] = []
+
+    def finish(self) -> list[Op]:
+        """The staged operations, in order; nothing can be staged afterwards."""
+        ops, self._ops = self._ops or [], None
+        return ops
+
+    def committed(self) -> None:
+        for callback in self._on_commit:
+            callback()
+
+    def _stage(self, op: Op) -> None:
+        if self._ops is None:
+            raise RuntimeError("unit of work already finished")
+        self._ops.append(op)
+
+    def add_messages(self, messages: Sequence[StoredMessage]) -> None:
+        """Insert messages; ids already stored for the scope are ignored (idempotent)."""
+        rows = [_message_row(msg) for msg in messages]
+        if rows:
+            self._stage(partial(_insert_ignore, t.messages, rows))
+
+    def insert_memories(self, cubes: Sequence[MemoryCube], *, actor: str | None = None) -> None:
+        if not cubes:
+            return
+        now = utcnow()
+        rows = [_cube_row(c) for c in cubes]
+        versions = [_version_row(c, ChangeKind.CREATE, actor, now) for c in cubes]
+        self._stage(partial(_execute, insert(t.memories), rows))
+        self._stage(partial(_execute, insert(t.memory_versions), versions))
+
+    def save_memory(self, cube: MemoryCube, change: ChangeKind, *, actor: str | None = None) -> None:
+        """Overwrite the row; `NotFound` if absent, `Conflict` unless `cube.version` is newer."""
+        self._stage(partial(_save_memory, _cube_row(cube), _version_row(cube, change, actor, utcnow())))
+
+    def enqueue(self, entries: Sequence[OutboxEntry]) -> None:
+        """Stage outbox entries; each entry's `id` is set once the transaction commits."""
+        rows = [
+            {
+                "tenant": e.tenant, "op": e.op.value, "payload": e.model_dump(mode="json")["payload"],
+                "created_at": e.created_at, "attempts": e.attempts,
+            }
+            for e in entries
+        ]
+        if rows:
+            self._stage(partial(self._insert_outbox, rows, list(entries)))
+
+    def _insert_outbox(self, rows: list[dict[str, Any]], entries: list[OutboxEntry], conn: Connection) -> None:
+        stmt = insert(t.outbox).returning(t.outbox.c.id, sort_by_parameter_order=True)
+        ids = conn.execute(stmt, rows).scalars().all()
+        self._on_commit.append(partial(_assign_ids, entries, list(ids)))
+
+    def log(self, events: Sequence[EventLog]) -> None:
+        rows = [
+            {
+                "tenant": e.tenant, "user_id": e.user_id, "kind": e.kind,
+                "payload": e.model_dump(mode="json")["payload"], "actor": e.actor, "created_at": e.created_at,
+            }
+            for e in events
+        ]
+        if rows:
+            self._stage(partial(_execute, insert(t.events), rows))
+
+
+# -- staged operations ----------------------------------------------------------------------
+
+
+def _execute(stmt: Insert, rows: list[dict[str, Any]], conn: Connection) -> None:
+    conn.execute(stmt, rows)
+
+
+def _insert_ignore(table: Table, rows: list[dict[str, Any]], conn: Connection) -> None:
+    conn.execute(dialect_insert(conn.dialect.name, table).on_conflict_do_nothing(), rows)
+
+
+def _assign_ids(entries: list[OutboxEntry], ids: list[int]) -> None:
+    for entry, entry_id in zip(entries, ids, strict=True):
+        entry.id = entry_id
+
+
+def _save_memory(row: dict[str, Any], version: dict[str, Any], conn: Connection) -> None:
+    m = t.memories
+    mine = and_(m.c.id == row["id"], m.c.tenant == row["tenant"])
+    values = {k: v for k, v in row.items() if k not in ("id", "tenant")}
+    if conn.execute(update(m).where(mine, m.c.version < row["version"]).values(**values)).rowcount != 1:
+        current = conn.execute(select(m.c.version).where(mine)).scalar()
+        if current is None:
+            raise NotFound(f"memory {row['id']} not found")
+        raise Conflict(f"memory {row['id']} is at version {current}, not older than {row['version']}")
+    conn.execute(insert(t.memory_versions).values(**version))
+
+
+# -- rows -----------------------------------------------------------------------------------
+
+
+def _cube_row(cube: MemoryCube) -> dict[str, Any]:
+    row = cube.model_dump()
+    json_safe = cube.model_dump(mode="json", include={"type", "status", "metadata", "source_ids"})
+    row.update(json_safe)
+    return row
+
+
+def _version_row(cube: MemoryCube, change: ChangeKind, actor: str | None, at: datetime) -> dict[str, Any]:
+    return {
+        "memory_id": cube.id, "version": cube.version, "tenant": cube.tenant,
+        "snapshot": cube.model_dump(mode="json"), "change": change.value, "actor": actor, "changed_at": at,
+    }
+
+
+def _message_row(msg: StoredMessage) -> dict[str, Any]:
+    row = msg.model_dump()
+    row["role"] = msg.role.value
+    return row

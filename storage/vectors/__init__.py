@@ -1,0 +1,1 @@
+"""Vector indexes: `edge.EdgeVectorIndex` (qdrant-edge, the default) and `qdrant.QdrantVectorIndex`."""

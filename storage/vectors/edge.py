@@ -1,0 +1,306 @@
+"""`VectorIndex` on Qdrant's engine in-process (qdrant-edge-py): the default backend.
+
+One shard holds every tenant's points: a dense vector "dense" (cosine, HNSW) and a sparse
+vector "bm25" whose IDF the engine computes at query time, plus keyword and float payload
+indexes for the filtered fields. Updates go through the shard's write-ahead log.
+
+Edge runs no optimizer by itself: new points sit in an appendable, unindexed segment until
+`optimize()` turns it into HNSW segments. After enough upserts or deletes, once writes pause,
+we run it on a background thread (one at a time), so bulk loads end up indexed without any
+write paying for it; `optimize()` can also be called directly, e.g. after a bulk import.
+
+Threads: the binding can be shared between threads (queries from several threads run at the
+same time, and with updates and a running `optimize()`). We still serialise updates with one
+lock — the service never needs concurrent writes, and it keeps the WAL order equal to the
+call order — while reads and the optimiser go unlocked. `close()` waits for running calls,
+a running optimisation included, and later calls raise `BackendUnavailable`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import qdrant_edge as qe
+
+from memsvc.ports import VectorFilter, VectorPayload, VectorPoint
+from storage.vectors import common as c
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "edge_config.json"
+UPSERT_BATCH = 512
+# HNSW's full-scan threshold (KB of vectors): filters selecting fewer points than this are
+# answered from the payload index by exact scoring, which is both exact and fast.
+FULL_SCAN_THRESHOLD_KB = 10_000
+# Optimise after this many KB of vectors were written since the last run (qdrant's default
+# indexing threshold is of the same order).
+OPTIMIZE_AFTER_KB = 10_000
+MIN_OPTIMIZE_AFTER = 1_000
+
+
+class EdgeVectorIndex:
+    """Dense + BM25 search over one qdrant-edge shard under `path` (created if absent)."""
+
+    def __init__(self, path: Path, dim: int, hnsw_m: int = 16, hnsw_ef_construct: int = 100) -> None:
+        self.path = Path(path)
+        self.dim = dim
+        config = qe.EdgeConfig(
+            vectors={c.DENSE: qe.EdgeVectorParams(size=dim, distance=qe.Distance.Cosine)},
+            sparse_vectors={c.SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
+            hnsw_config=qe.HnswIndexConfig(
+                m=hnsw_m, ef_construct=hnsw_ef_construct, full_scan_threshold=FULL_SCAN_THRESHOLD_KB
+            ),
+            wal_enabled=True,
+        )
+        if (self.path / CONFIG_FILE).exists():
+            self._shard = qe.EdgeShard.load(str(self.path), config)
+        else:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._shard = qe.EdgeShard.create(str(self.path), config)
+        self._gate = c.Gate(f"vector index {self.path}")
+        self._write_lock = threading.Lock()
+        self._optimize_lock = threading.Lock()
+        self._ensure_payload_indexes()
+        self.optimizer = _OptimizeScheduler(
+            self._background_optimize, after=max(MIN_OPTIMIZE_AFTER, OPTIMIZE_AFTER_KB * 1024 // (4 * dim))
+        )
+        if self._shard.info().points_count:
+            self.optimizer.request()  # index what an earlier process left unindexed
+
+    # ------------------------------------------------------------------ writes
+
+    def upsert(self, points: Sequence[VectorPoint]) -> None:
+        if not points:
+            return
+        with self._gate.enter():
+            for start in range(0, len(points), UPSERT_BATCH):
+                batch = [self._point(p) for p in points[start:start + UPSERT_BATCH]]
+                self._update(qe.UpdateOperation.upsert_points(batch), len(batch))
+
+    def set_payload(self, items: Sequence[tuple[str, VectorPayload]]) -> None:
+        with self._gate.enter():
+            for point_id, payload in items:
+                # By filter: overwrite by id fails on a missing id after changing the others.
+                only = qe.Filter(must=[qe.HasIdCondition({point_id})])
+                self._update(qe.UpdateOperation.overwrite_payload_by_filter(only, c.encode_payload(payload)))
+
+    def delete(self, ids: Sequence[str]) -> None:
+        if not ids:
+            return
+        with self._gate.enter():
+            self._update(qe.UpdateOperation.delete_points(list(ids)), len(ids))
+
+    def delete_scope(self, tenant: str, user_id: str) -> None:
+        with self._gate.enter():
+            flt = _filter(c.scope_condition(tenant, user_id))
+            removed = self._shard.count(qe.CountRequest(exact=True, filter=flt))
+            self._update(qe.UpdateOperation.delete_points_by_filter(flt), removed)
+
+    # ------------------------------------------------------------------ reads
+
+    def search(self, vector: Sequence[float], flt: VectorFilter, limit: int) -> list[tuple[str, float]]:
+        if limit <= 0 or c.matches_nothing(flt):
+            return []
+        query = qe.Query.Nearest(c.dense(vector, self.dim), using=c.DENSE)
+        request = qe.QueryRequest(
+            limit=limit, query=query, filter=_filter(c.build_condition(flt)),
+            with_payload=False, with_vector=False,
+        )
+        with self._gate.enter():
+            hits = self._shard.query(request)
+        return c.ranked([(str(h.id), float(h.score)) for h in hits])
+
+    def search_text(self, text: str, flt: VectorFilter, limit: int) -> list[tuple[str, float]]:
+        indices, values = c.embed_query(text)
+        if not indices or limit <= 0 or c.matches_nothing(flt):
+            return []
+        # IDF over the scope's own points: another tenant's texts never shift the ranking.
+        idf = qe.IdfParams(corpus=_filter(c.scope_condition(flt.tenant, flt.user_id)))
+        request = qe.QueryRequest(
+            limit=limit,
+            query=qe.Query.Nearest(qe.SparseVector(indices, values), using=c.SPARSE),
+            filter=_filter(c.build_condition(flt)),
+            params=qe.SearchParams(idf=idf),
+            with_payload=False, with_vector=False,
+        )
+        with self._gate.enter():
+            hits = self._shard.query(request)
+        return c.ranked([(str(h.id), float(h.score)) for h in hits if h.score > 0])
+
+    def count(self, flt: VectorFilter) -> int:
+        if c.matches_nothing(flt):
+            return 0
+        with self._gate.enter():
+            return int(self._shard.count(qe.CountRequest(exact=True, filter=_filter(c.build_condition(flt)))))
+
+    # ------------------------------------------------------------------ maintenance
+
+    def optimize(self) -> bool:
+        """Build HNSW and merge segments now (blocking); True when anything changed."""
+        with self._gate.enter():
+            return self._run_optimize()
+
+    def flush(self) -> None:
+        with self._gate.enter(), self._write_lock:
+            self._shard.flush()
+
+    def close(self) -> None:
+        self.optimizer.close()  # drops a pending run, waits for a running one
+        if not self._gate.close():  # waits for running calls
+            return
+        with self._write_lock:
+            self._shard.flush()
+            self._shard.close()
+
+    def info(self) -> qe.ShardInfo:
+        with self._gate.enter():
+            return self._shard.info()
+
+    # ------------------------------------------------------------------ internals
+
+    def _point(self, p: VectorPoint) -> qe.Point:
+        vectors: dict[str, qe.NamedVector] = {c.DENSE: c.dense(p.vector, self.dim)}
+        indices, values = c.embed_document(p.text)
+        if indices:  # a point without tokens stays out of the BM25 corpus
+            vectors[c.SPARSE] = qe.SparseVector(indices, values)
+        return qe.Point(p.id, vectors, c.encode_payload(p.payload))
+
+    def _update(self, operation: qe.UpdateOperation, changed: int = 0) -> None:
+        with self._write_lock:
+            self._shard.update(operation)
+        self.optimizer.note_writes(changed)
+
+    def _run_optimize(self) -> bool:
+        # Writes and reads go on while the optimiser works (it swaps segments in atomically).
+        with self._optimize_lock:
+            self.optimizer.reset()
+            return bool(self._shard.optimize())
+
+    def _background_optimize(self) -> None:
+        try:
+            with self._gate.enter():
+                self._run_optimize()
+        except Exception:  # a failed run is retried after the next writes
+            if not self._gate.closed:
+                log.exception("optimising the vector shard at %s failed", self.path)
+
+    def _ensure_payload_indexes(self) -> None:
+        existing = set(self._shard.info().payload_schema)
+        for name, schema in _payload_indexes().items():
+            if name not in existing:
+                self._shard.update(qe.UpdateOperation.create_field_index(name, schema))
+
+
+class _OptimizeScheduler:
+    """Runs `run` on a background thread once `after` points changed and writes paused.
+
+    Waiting for a pause (`idle_s` without writes) lets a bulk load finish before the HNSW
+    build starts, instead of rebuilding ever larger segments while it goes on; a steady
+    stream of writes still gets optimised `max_delay_s` after the work became due.
+    """
+
+    def __init__(self, run: Callable[[], object], after: int, idle_s: float = 2.0, max_delay_s: float = 60.0) -> None:
+        self.after, self.idle_s, self.max_delay_s = after, idle_s, max_delay_s
+        self._run = run
+        self._cond = threading.Condition()
+        self._pending = 0  # points written or deleted since the last run started
+        self._last_write = 0.0
+        self._due_since: float | None = None
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def note_writes(self, changed: int) -> None:
+        with self._cond:
+            self._pending += changed
+            self._last_write = time.monotonic()
+            if self._pending >= self.after and self._due_since is None:
+                self._due(self._last_write)
+
+    def request(self) -> None:
+        """Run as soon as writes pause, however few changed."""
+        with self._cond:
+            if self._due_since is None:
+                self._due(time.monotonic())
+
+    def reset(self) -> None:
+        with self._cond:
+            self._pending = 0
+            self._due_since = None
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+            thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    def _due(self, since: float) -> None:
+        # Called with the condition held.
+        self._due_since = since
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="edge-optimize", daemon=True)
+            self._thread.start()
+        self._cond.notify_all()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._closed:
+                    if self._due_since is None:
+                        self._cond.wait()
+                        continue
+                    now = time.monotonic()
+                    idle_left = self.idle_s - (now - self._last_write)
+                    delay_left = self.max_delay_s - (now - self._due_since)
+                    if idle_left <= 0 or delay_left <= 0:
+                        break
+                    self._cond.wait(timeout=min(idle_left, delay_left))
+                if self._closed:
+                    return
+            self._run()  # resets the schedule first; writes during the run count towards the next
+
+
+def _payload_indexes() -> dict[str, qe.KeywordIndexParams | qe.FloatIndexParams]:
+    # Extra HNSW links per value only where a search is usually confined to one value
+    # (tenant, user); the other fields are selective through the planner's index lookups.
+    return {
+        "tenant": qe.KeywordIndexParams(is_tenant=True),
+        "user_id": qe.KeywordIndexParams(),
+        "type": qe.KeywordIndexParams(enable_hnsw=False),
+        "status": qe.KeywordIndexParams(enable_hnsw=False),
+        "agent_id": qe.KeywordIndexParams(enable_hnsw=False),
+        "session_id": qe.KeywordIndexParams(enable_hnsw=False),
+        **{name: qe.FloatIndexParams(enable_hnsw=False) for name in c.TIME_FIELDS},
+    }
+
+
+def _filter(cond: c.AllOf) -> qe.Filter:
+    return qe.Filter(must=[_condition(x) for x in cond.conditions])
+
+
+def _condition(cond: c.Cond) -> qe.FieldCondition | qe.IsEmptyCondition | qe.HasIdCondition | qe.Filter:
+    match cond:
+        case c.Match(key, value):
+            return qe.FieldCondition(key, match=qe.MatchValue(value))
+        case c.MatchAny(key, values):
+            return qe.FieldCondition(key, match=qe.MatchAny(list(values)))
+        case c.Range(key, gte, gt, lte, lt):
+            return qe.FieldCondition(key, range=qe.RangeFloat(gte=gte, gt=gt, lte=lte, lt=lt))
+        case c.IsEmpty(key):
+            return qe.IsEmptyCondition(key)
+        case c.HasId(ids):
+            return qe.HasIdCondition(set(ids))
+        case c.AnyOf(conditions):
+            return qe.Filter(should=[_condition(x) for x in conditions])
+        case c.AllOf(conditions):
+            return qe.Filter(must=[_condition(x) for x in conditions])
+    raise TypeError(f"unknown condition {cond!r}")
