@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import errors
+from api import admin, errors
 from api.middleware import BodyLimitMiddleware, Metrics, MetricsMiddleware
 from api.routes import memories, system, users
 from memsvc.config import Settings
@@ -45,6 +45,7 @@ def create_app(settings: Settings | None = None, memory_os: MemoryOS | None = No
     app.include_router(memories.router)
     app.include_router(users.router)
     app.include_router(system.router)
+    admin.install(app)  # /admin: the operator UI (its router also serves its static files)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
     return app

@@ -129,14 +129,22 @@ def content_words(text: str) -> set[str]:
     return {stem(w) for w in words if w not in STOPWORDS and (len(w) > 1 or w.isdigit())}
 
 
-def states_source(memory_content: str, source_text: str, threshold: float = 0.5) -> bool:
-    """True when at least `threshold` of the source's content words occur in the memory.
+def states_source(memory_content: str, source_text: str, threshold: float = 0.5, min_shared: int = 2) -> bool:
+    """Does the memory state (part of) the source's content?
 
-    A memory that copies its source (an episodic cube `speaker: text`) states it; a derived memory
-    (fact, summary) listing several sources earns credit only for those whose content it restates.
-    A source without content words (e.g. "ok!") is stated only by a memory containing its text.
+    With S, M the content words of source and memory and shared = |S ∩ M|, true when either
+    - the memory restates the source: shared ≥ `threshold` · |S| (an episodic cube `speaker: text`), or
+    - the memory is drawn from the source: shared ≥ `threshold` · |M| and shared ≥ `min_shared` (a fact
+      extracted from one sentence of a long turn).
+    A summary listing many sources covers each of them only in small part and is credited with none
+    of them unless it restates it. A source without content words (e.g. "ok!") is stated only by a
+    memory containing its text. Pass the source as the message was written, `speaker: text`.
     """
     source = content_words(source_text)
     if not source:
         return source_text.strip().lower() in memory_content.lower()
-    return len(source & content_words(memory_content)) / len(source) >= threshold
+    memory = content_words(memory_content)
+    shared = len(source & memory)
+    if shared >= threshold * len(source):
+        return True
+    return bool(memory) and shared >= min_shared and shared >= threshold * len(memory)

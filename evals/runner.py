@@ -51,7 +51,7 @@ class SystemRun:
     memories_written: int = 0
     messages_skipped: int = 0
     latencies_ms: list[float] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+    search_seconds: float = 0.0
 
     def throughput(self) -> float:
         return self.messages_written / self.write_seconds if self.write_seconds > 0 else 0.0
@@ -96,6 +96,11 @@ def to_message(doc: Doc) -> MessageIn:
     )
 
 
+def source_text(doc: Doc) -> str:
+    """A message as written: `speaker: text` (derived memories name the speaker, turns say "I")."""
+    return f"{doc.speaker}: {doc.content}" if doc.speaker else doc.content
+
+
 def to_hits(results: list[dict[str, Any]], docs: dict[str, Doc], threshold: float = 0.5) -> list[Hit]:
     """Rank by score (stable; returned order when a score is missing) and credit stated sources."""
     if results and all(isinstance(r.get("score"), int | float) for r in results):
@@ -105,7 +110,7 @@ def to_hits(results: list[dict[str, Any]], docs: dict[str, Doc], threshold: floa
         content = str(r.get("content") or "")
         sources = tuple(str(s) for s in r.get("source_ids") or [])
         credited = tuple(
-            s for s in dict.fromkeys(sources) if s in docs and M.states_source(content, docs[s].content, threshold)
+            s for s in dict.fromkeys(sources) if s in docs and M.states_source(content, source_text(docs[s]), threshold)
         )
         hits.append(Hit(str(r.get("id")), str(r.get("type")), r.get("score"), len(content.split()), sources,
                         credited, content, r.get("event_time")))
@@ -176,6 +181,7 @@ def run_system(task: Task, system: str, client: MemoryClient, opts: RunOptions,
         result = client.search(req)
         latency = (time.perf_counter() - start) * 1000
         run.latencies_ms.append(latency)
+        run.search_seconds += latency / 1000
         hits = to_hits(result.results, docs[query.scene], opts.states_threshold)
         item: dict[str, Any] = {
             "id": query.id,
@@ -222,7 +228,7 @@ def system_summary(run: SystemRun, task: Task) -> dict[str, Any]:
     return {
         **summarise(run.items, task.main_categories),
         "latency_ms": {"p50": M.percentile(run.latencies_ms, 50), "p95": M.percentile(run.latencies_ms, 95),
-                       "n": len(run.latencies_ms)},
+                       "n": len(run.latencies_ms), "total_s": round(run.search_seconds, 3)},
         "write": {"messages": run.messages_written, "seconds": round(run.write_seconds, 3),
                   "messages_per_s": round(run.throughput(), 2), "memories_written": run.memories_written,
                   "skipped": run.messages_skipped},

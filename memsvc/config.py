@@ -91,6 +91,9 @@ class LocalEmbedder(_Section):
     model_path: str | None = Field(None, description="model directory; default the packaged MiniLM")
     device: str | None = Field(None, description="cpu, cuda, …; default cuda when available")
     batch_size: int = 64
+    torch_threads: int | None = Field(
+        None, ge=1, description="CPU threads for torch; default half the cores (request threads run in parallel)"
+    )
 
 
 class OpenAIEmbedder(_Section):
@@ -143,6 +146,19 @@ class SearchConfig(_Section):
     rrf_k: int = 60
 
 
+class AdminConfig(_Section):
+    """The operator UI at /admin."""
+
+    reports_dir: Path | None = Field(
+        None, description="evaluation outputs (per-run folders with results.json, report.md, PNGs); "
+                          "default <data_dir>/../eval-out, else ./eval-out")
+    session_ttl_s: int = Field(8 * 3600, ge=60, description="lifetime of an admin login session")
+    secret: str | None = Field(
+        None, min_length=32, description="HMAC key signing session cookies (set the same value on every API node); "
+                          "default a random key kept in <data_dir>/admin_secret (mode 0600)")
+    graph_max_nodes: int = Field(200, ge=1, le=2000, description="cap on the entities the graph view draws")
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="MEMSVC_", env_nested_delimiter="__", extra="forbid"
@@ -151,12 +167,13 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./data")
     host: str = "127.0.0.1"
     port: int = 8080
-    records: RecordsConfig = Field(default_factory=SqliteRecords)
-    vectors: VectorsConfig = Field(default_factory=EdgeVectors)
-    graph: GraphConfig = Field(default_factory=SqlGraph)
-    embedder: EmbedderConfig = Field(default_factory=LocalEmbedder)
-    llm: LLMConfig = Field(default_factory=NoLLM)
-    limits: Limits = Field(default_factory=Limits)
-    write: WriteConfig = Field(default_factory=WriteConfig)
-    search: SearchConfig = Field(default_factory=SearchConfig)
+    records: RecordsConfig = SqliteRecords()
+    vectors: VectorsConfig = EdgeVectors()
+    graph: GraphConfig = SqlGraph()
+    embedder: EmbedderConfig = LocalEmbedder()
+    llm: LLMConfig = NoLLM()
+    limits: Limits = Limits()
+    write: WriteConfig = WriteConfig()
+    search: SearchConfig = SearchConfig()
+    admin: AdminConfig = AdminConfig()
     log_level: str = "info"

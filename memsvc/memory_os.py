@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+from pydantic import ValidationError
 
 from memsvc.config import Settings
 from memsvc.errors import Conflict, InvalidInput, MemsvcError, NotFound
@@ -21,6 +23,7 @@ from memsvc.models import (
     MemoryVersion,
     OutboxEntry,
     OutboxOp,
+    StoredMessage,
     utcnow,
 )
 from memsvc.ports import Embedder, GraphStore, MemoryQuery, Page, RecordStore, VectorIndex
@@ -131,7 +134,7 @@ class MemoryOS:
             raise NotFound(f"memory {memory_id} not found")
         return cube
 
-    def list(self, tenant: str, query: MemoryQuery) -> Page[MemoryCube]:
+    def list_memories(self, tenant: str, query: MemoryQuery) -> Page[MemoryCube]:
         if query.limit < 1 or query.limit > self.settings.limits.max_list_limit:
             raise InvalidInput(f"limit must be between 1 and {self.settings.limits.max_list_limit}")
         return self.records.list_memories(tenant, query)
@@ -256,16 +259,33 @@ class MemoryOS:
 
     # -- export / import ---------------------------------------------------------------
     def export(self, tenant: str, user_id: str | None = None) -> Iterator[dict[str, Any]]:
+        """JSONL records: each memory with its full history, then the source messages it cites."""
+        cited: dict[str, set[str]] = {}
         for cube in self.records.iter_memories(tenant, user_id):
-            record = cube.model_dump(mode="json", exclude={"tenant"})
+            record = {"kind": "memory", **cube.model_dump(mode="json", exclude={"tenant"})}
             record["history"] = [v.model_dump(mode="json") for v in self.records.history(tenant, cube.id)]
+            cited.setdefault(cube.user_id, set()).update(cube.source_ids)
             yield record
+        for uid, ids in sorted(cited.items()):
+            for msg in self.records.get_messages(tenant, uid, sorted(ids)):
+                yield {"kind": "message", **msg.model_dump(mode="json", exclude={"tenant"})}
 
-    def import_records(self, tenant: str, records: Iterator[dict[str, Any]], *, actor: str | None = None) -> int:
+    def import_records(self, tenant: str, records: Iterable[dict[str, Any]], *, actor: str | None = None) -> int:
+        """Load an export into `tenant` (ids, versions and history kept); returns memories imported."""
         cubes: list[MemoryCube] = []
+        versions: list[MemoryVersion] = []
+        messages: list[StoredMessage] = []
         for raw in records:
-            data = {k: v for k, v in raw.items() if k != "history"}
-            cubes.append(MemoryCube.model_validate({**data, "tenant": tenant}))
+            kind = raw.get("kind", "memory")
+            data = {k: v for k, v in raw.items() if k not in ("kind", "history")}
+            try:
+                if kind == "message":
+                    messages.append(StoredMessage.model_validate({**data, "tenant": tenant}))
+                    continue
+                cubes.append(MemoryCube.model_validate({**data, "tenant": tenant}))
+                versions.extend(MemoryVersion.model_validate(v) for v in raw.get("history", []))
+            except ValidationError as exc:
+                raise InvalidInput(f"bad {kind} record", details=exc.errors(include_url=False)) from None
         existing = {c.id for c in self.records.get_memories(tenant, [c.id for c in cubes])}
         if existing:
             raise Conflict("memories with these ids exist already", details={"ids": sorted(existing)[:20]})
@@ -278,8 +298,11 @@ class MemoryOS:
             for u, ids in by_user.items() for op in (OutboxOp.UPSERT_VECTORS, OutboxOp.INDEX_GRAPH)
         ]
         with self.records.unit_of_work() as uow:
-            uow.insert_memories(cubes, actor=actor)
+            uow.add_messages(messages)
+            uow.import_memories(cubes, versions)
             uow.enqueue(entries)
+            uow.log([EventLog(tenant=tenant, user_id=None, kind="import", actor=actor,
+                              payload={"memories": len(cubes), "messages": len(messages)})])
         self.indexer.apply(entries)
         return len(cubes)
 

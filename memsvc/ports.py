@@ -69,6 +69,9 @@ class UnitOfWork(Protocol):
     def insert_memories(self, cubes: Sequence[MemoryCube], *, actor: str | None = None) -> None:
         """Insert new cubes and record each one's version-1 snapshot (change=create)."""
 
+    def import_memories(self, cubes: Sequence[MemoryCube], versions: Sequence[MemoryVersion]) -> None:
+        """Insert cubes together with their recorded history, unchanged (lossless import)."""
+
     def save_memory(self, cube: MemoryCube, change: ChangeKind, *, actor: str | None = None) -> None:
         """Overwrite the cube's row with `cube` (caller has bumped `version`) and append its snapshot."""
 

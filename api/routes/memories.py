@@ -54,7 +54,7 @@ def list_memories(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
 ) -> dict[str, Any]:
-    page = os_.list(who.tenant, MemoryQuery(user_id=user_id, types=type, statuses=status, text=q, limit=limit, cursor=cursor))
+    page = os_.list_memories(who.tenant, MemoryQuery(user_id=user_id, types=type, statuses=status, text=q, limit=limit, cursor=cursor))
     return {"items": [c.public() for c in page.items], "next_cursor": page.next_cursor}
 
 

@@ -6,6 +6,7 @@ import threading
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 
@@ -109,7 +110,7 @@ class WritePipeline:
             ))
             gate = heuristic_gate(m.role, m.content)
             speaker = m.name or m.role.value
-            base = {
+            base: dict[str, Any] = {
                 "tenant": tenant, "user_id": req.user_id, "agent_id": req.agent_id,
                 "session_id": req.session_id, "source_ids": [m.id], "event_time": when,
                 "valid_from": when, "created_at": now, "updated_at": now,
@@ -136,13 +137,13 @@ class WritePipeline:
         return plan
 
     @staticmethod
-    def _fact_cube(fact: FactCandidate, req: WriteRequest, base: dict[str, object], importance: float) -> MemoryCube:
+    def _fact_cube(fact: FactCandidate, req: WriteRequest, base: dict[str, Any], importance: float) -> MemoryCube:
         metadata = dict(req.metadata)
         if fact.slot:
             metadata[SLOT_KEY] = fact.slot
         return MemoryCube(
             type=fact.type, content=fact.content, importance=min(1.0, importance + 0.1),
-            metadata=metadata, written_by=fact.skill, **base,  # type: ignore[arg-type]
+            metadata=metadata, written_by=fact.skill, **base,
         )
 
     def _resolve(self, tenant: str, user_id: str, facts: list[tuple[MemoryCube, str | None]], plan: _Plan) -> None:

@@ -11,7 +11,7 @@ from sqlalchemy import Insert, Table, and_, insert, select, update
 from sqlalchemy.engine import Connection
 
 from memsvc.errors import Conflict, NotFound
-from memsvc.models import ChangeKind, EventLog, MemoryCube, OutboxEntry, StoredMessage, utcnow
+from memsvc.models import ChangeKind, EventLog, MemoryCube, MemoryVersion, OutboxEntry, StoredMessage, utcnow
 from storage.sql import schema as t
 from storage.sql.engine import dialect_insert
 
@@ -53,6 +53,21 @@ class SqlUnitOfWork:
         versions = [_version_row(c, ChangeKind.CREATE, actor, now) for c in cubes]
         self._stage(partial(_execute, insert(t.memories), rows))
         self._stage(partial(_execute, insert(t.memory_versions), versions))
+
+    def import_memories(self, cubes: Sequence[MemoryCube], versions: Sequence[MemoryVersion]) -> None:
+        """Insert cubes with their recorded history exactly as exported (no new snapshot)."""
+        if not cubes:
+            return
+        tenants = {c.id: c.tenant for c in cubes}
+        rows = [_cube_row(c) for c in cubes]
+        history = [
+            {"memory_id": v.memory_id, "version": v.version, "tenant": tenants[v.memory_id], "snapshot": v.snapshot,
+             "change": v.change.value, "actor": v.actor, "changed_at": v.changed_at}
+            for v in versions if v.memory_id in tenants
+        ]
+        self._stage(partial(_execute, insert(t.memories), rows))
+        if history:
+            self._stage(partial(_execute, insert(t.memory_versions), history))
 
     def save_memory(self, cube: MemoryCube, change: ChangeKind, *, actor: str | None = None) -> None:
         """Overwrite the row; `NotFound` if absent, `Conflict` unless `cube.version` is newer."""

@@ -169,8 +169,7 @@ def build_condition(flt: VectorFilter) -> AllOf:
     if flt.session_id is not None:
         conds.append(Match("session_id", flt.session_id))
     if flt.valid_at is not None:
-        t = epoch(flt.valid_at)
-        conds.append(Range("created_at", lte=t))
+        t = epoch(flt.valid_at)  # valid time only: back-filled history is true as of its own dates
         conds.append(AnyOf((IsEmpty("valid_from"), Range("valid_from", lte=t))))
         conds.append(AnyOf((IsEmpty("valid_to"), Range("valid_to", gt=t))))
     if flt.event_from is not None or flt.event_to is not None:

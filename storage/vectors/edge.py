@@ -4,23 +4,25 @@ One shard holds every tenant's points: a dense vector "dense" (cosine, HNSW) and
 vector "bm25" whose IDF the engine computes at query time, plus keyword and float payload
 indexes for the filtered fields. Updates go through the shard's write-ahead log.
 
-Edge runs no optimizer by itself: new points sit in an appendable, unindexed segment until
-`optimize()` turns it into HNSW segments. After enough upserts or deletes, once writes pause,
-we run it on a background thread (one at a time), so bulk loads end up indexed without any
-write paying for it; `optimize()` can also be called directly, e.g. after a bulk import.
+Edge runs no optimizer by itself: new points sit in an appendable, unindexed segment (searched
+exactly, through the payload indexes) until `optimize()` turns it into HNSW segments. After
+every ~indexing-threshold of upserts or deletes we run it on a background thread, one run at a
+time; `optimize()` can also be called directly, e.g. after a bulk import.
 
-Threads: the binding can be shared between threads (queries from several threads run at the
-same time, and with updates and a running `optimize()`). We still serialise updates with one
-lock — the service never needs concurrent writes, and it keeps the WAL order equal to the
-call order — while reads and the optimiser go unlocked. `close()` waits for running calls,
-a running optimisation included, and later calls raise `BackendUnavailable`.
+Threads: the binding may be shared between threads (no `unsendable` class; updates, queries
+and `optimize()` from different threads work together), but it holds the GIL for the whole of
+each call: queries and updates are short, an optimisation is not (seconds per few thousand
+384-d points on two cores), and stalls every Python thread meanwhile. Small, frequent runs
+and capped segment sizes keep each stall bounded. We serialise updates with one lock (the
+service never needs concurrent writes, and the WAL order then equals the call order); reads
+and the optimiser go unlocked. `close()` waits for running calls, a running optimisation
+included, and later calls raise `BackendUnavailable`.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -37,9 +39,14 @@ UPSERT_BATCH = 512
 # answered from the payload index by exact scoring, which is both exact and fast.
 FULL_SCAN_THRESHOLD_KB = 10_000
 # Optimise after this many KB of vectors were written since the last run (qdrant's default
-# indexing threshold is of the same order).
+# indexing threshold, ~6.6k points at 384 dimensions).
 OPTIMIZE_AFTER_KB = 10_000
 MIN_OPTIMIZE_AFTER = 1_000
+# Segments stop growing at about this many points and up to 8 of them are kept before merging:
+# an optimisation then rebuilds at most one such segment, which bounds how long it holds the
+# GIL (with qdrant's defaults each run merged into two ever larger segments: 3-4x the time).
+MAX_SEGMENT_POINTS = 32_000
+SEGMENTS = 8
 
 
 class EdgeVectorIndex:
@@ -53,6 +60,10 @@ class EdgeVectorIndex:
             sparse_vectors={c.SPARSE: qe.EdgeSparseVectorParams(modifier=qe.Modifier.Idf)},
             hnsw_config=qe.HnswIndexConfig(
                 m=hnsw_m, ef_construct=hnsw_ef_construct, full_scan_threshold=FULL_SCAN_THRESHOLD_KB
+            ),
+            optimizers=qe.EdgeOptimizersConfig(
+                default_segment_number=SEGMENTS,
+                max_segment_size=max(OPTIMIZE_AFTER_KB, MAX_SEGMENT_POINTS * 4 * dim // 1024),
             ),
             wal_enabled=True,
         )
@@ -175,7 +186,8 @@ class EdgeVectorIndex:
         self.optimizer.note_writes(changed)
 
     def _run_optimize(self) -> bool:
-        # Writes and reads go on while the optimiser works (it swaps segments in atomically).
+        # The engine lets reads and writes run beside it (segments are swapped in atomically),
+        # though the binding's hold on the GIL keeps Python callers waiting meanwhile.
         with self._optimize_lock:
             self.optimizer.reset()
             return bool(self._shard.optimize())
@@ -196,20 +208,19 @@ class EdgeVectorIndex:
 
 
 class _OptimizeScheduler:
-    """Runs `run` on a background thread once `after` points changed and writes paused.
+    """Runs `run` on a background thread whenever `after` points changed since the last run.
 
-    Waiting for a pause (`idle_s` without writes) lets a bulk load finish before the HNSW
-    build starts, instead of rebuilding ever larger segments while it goes on; a steady
-    stream of writes still gets optimised `max_delay_s` after the work became due.
+    Small, frequent runs are what keep the GIL stalls short (see the module docstring): the
+    optimiser indexes the new segment and merges it into the existing graphs incrementally,
+    so one run costs about the same at 10k points as at 100k.
     """
 
-    def __init__(self, run: Callable[[], object], after: int, idle_s: float = 2.0, max_delay_s: float = 60.0) -> None:
-        self.after, self.idle_s, self.max_delay_s = after, idle_s, max_delay_s
+    def __init__(self, run: Callable[[], object], after: int) -> None:
+        self.after = after
         self._run = run
         self._cond = threading.Condition()
         self._pending = 0  # points written or deleted since the last run started
-        self._last_write = 0.0
-        self._due_since: float | None = None
+        self._due = False
         self._closed = False
         self._thread: threading.Thread | None = None
 
@@ -220,22 +231,21 @@ class _OptimizeScheduler:
     def note_writes(self, changed: int) -> None:
         with self._cond:
             self._pending += changed
-            self._last_write = time.monotonic()
-            if self._pending >= self.after and self._due_since is None:
-                self._due(self._last_write)
+            if self._pending >= self.after:
+                self._wake()
 
     def request(self) -> None:
-        """Run as soon as writes pause, however few changed."""
+        """Run soon, however few points changed."""
         with self._cond:
-            if self._due_since is None:
-                self._due(time.monotonic())
+            self._wake()
 
     def reset(self) -> None:
         with self._cond:
             self._pending = 0
-            self._due_since = None
+            self._due = False
 
     def close(self) -> None:
+        """Drop a pending run and wait for a running one."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
@@ -243,9 +253,11 @@ class _OptimizeScheduler:
         if thread is not None and thread is not threading.current_thread():
             thread.join()
 
-    def _due(self, since: float) -> None:
+    def _wake(self) -> None:
         # Called with the condition held.
-        self._due_since = since
+        if self._closed:
+            return
+        self._due = True
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="edge-optimize", daemon=True)
             self._thread.start()
@@ -254,16 +266,8 @@ class _OptimizeScheduler:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._closed:
-                    if self._due_since is None:
-                        self._cond.wait()
-                        continue
-                    now = time.monotonic()
-                    idle_left = self.idle_s - (now - self._last_write)
-                    delay_left = self.max_delay_s - (now - self._due_since)
-                    if idle_left <= 0 or delay_left <= 0:
-                        break
-                    self._cond.wait(timeout=min(idle_left, delay_left))
+                while not (self._due or self._closed):
+                    self._cond.wait()
                 if self._closed:
                     return
             self._run()  # resets the schedule first; writes during the run count towards the next

@@ -13,6 +13,7 @@ from api.auth import create_key
 from memsvc.config import PostgresRecords, QdrantLocalVectors, Settings
 from memsvc.memory_os import MemoryOS
 from storage.registry import build_memory_os
+from tests.conftest import reset_postgres
 
 
 def make_settings(data_dir: Path, records: str = "sqlite", vectors: str = "qdrant-edge", pg_url: str | None = None) -> Settings:
@@ -25,9 +26,15 @@ def make_settings(data_dir: Path, records: str = "sqlite", vectors: str = "qdran
     return settings
 
 
-@pytest.fixture
-def memory_os(tmp_path: Path) -> Iterator[MemoryOS]:
-    os_ = build_memory_os(make_settings(tmp_path))
+@pytest.fixture(params=["embedded", pytest.param("postgresql+qdrant-client", marks=pytest.mark.service)])
+def memory_os(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MemoryOS]:
+    """Embedded defaults (SQLite + Qdrant edge shard), and PostgreSQL + qdrant-client's code path."""
+    if request.param == "embedded":
+        settings = make_settings(tmp_path)
+    else:
+        url = reset_postgres(request.getfixturevalue("postgres_url"))
+        settings = make_settings(tmp_path, records="postgresql", vectors="qdrant-local", pg_url=url)
+    os_ = build_memory_os(settings)
     yield os_
     os_.close()
 

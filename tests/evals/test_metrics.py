@@ -117,6 +117,20 @@ def test_states_source_copy_and_derived() -> None:
     assert not M.states_source("Melanie likes painting sunsets with her kids.", source)
 
 
+def test_states_source_fact_drawn_from_a_long_turn() -> None:
+    turn = ("Caroline: Being a mom is awesome. I'm creating a library for when I have kids. I'm really "
+            "looking forward to reading to them and opening up their minds.")
+    # 4 of the memory's 4 content words (caroline, creat, library, kid) come from the turn's 11
+    assert M.states_source("Caroline is creating a library for when Caroline has kids.", turn)
+    # one shared word is never enough, however short the memory
+    assert not M.states_source("Caroline cooks.", turn)
+    assert not M.states_source("Caroline went to an LGBTQ+ counseling workshop last Friday.", turn)
+    # a summary of many turns covers each only in small part
+    summary = ("Caroline talked about adoption agencies, her counseling career, the pride parade, her art, "
+               "a library for her future kids, horseback riding with her dad and a charity race.")
+    assert not M.states_source(summary, turn)
+
+
 def test_states_source_without_content_words() -> None:
     assert M.states_source("Caroline: ok!", "ok!")
     assert not M.states_source("Melanie: sure thing", "ok!")

@@ -81,7 +81,7 @@ def test_hits_ranked_by_score_and_credited_only_for_stated_sources() -> None:
     ]
     hits = to_hits(results, docs)
     assert [h.id for h in hits] == ["m2", "m1"]
-    assert hits[0].credited == ("D1:2",)  # D2:1 is not stated (1 of 5 content words), D9:9 unknown
+    assert hits[0].credited == ("D1:2",)  # D2:1 shares one content word (paint), D9:9 is unknown
     assert hits[1].credited == ("D1:1",)
     assert hits[0].words == 13
 
@@ -122,3 +122,16 @@ def test_session_level_labels() -> None:
     assert item["metrics"]["R@1"] == 0.0 and item["metrics"]["R@5"] == 1.0
     assert item["metrics"]["session_R@1"] == 0.0 and item["metrics"]["session_R@5"] == 1.0
     assert item["metrics"]["session_nDCG@10"] == 0.6309297535714575  # 1 / log2(3): second in [s1, answer_x]
+
+
+def test_report_table_with_differences() -> None:
+    from evals.report import metric_table
+
+    rows = {"memsvc": {"ER@10": 0.5, "nDCG@10": 0.25}, "bm25": {"ER@10": 0.375}}
+    assert metric_table(rows, ("ER@5", "ER@10", "nDCG@10"), "memsvc") == [
+        "| system | ER@10 | nDCG@10 |",
+        "| --- | ---: | ---: |",
+        "| memsvc | 50.0 | 25.0 |",
+        "| bm25 | 37.5 | – |",
+        "| Δ memsvc − bm25 | +12.5 | – |",
+    ]

@@ -178,7 +178,7 @@ def test_valid_at(vector_index: VectorIndex) -> None:
     day = timedelta(days=1)
     vector_index.upsert([
         point(1),  # no validity bounds, created before t
-        point(2, created_at=t + day),  # recorded after t
+        point(2, created_at=t + day),  # recorded after t, still valid at t (valid time, not record time)
         point(3, valid_from=t - day),
         point(4, valid_from=t + day),  # not yet valid
         point(5, valid_from=t),  # valid_from <= t holds at equality
@@ -186,10 +186,10 @@ def test_valid_at(vector_index: VectorIndex) -> None:
         point(7, valid_to=t),  # valid_to > t fails at equality
         point(8, valid_from=t - 2 * day, valid_to=t - day),  # expired
         point(9, valid_from=t - day, valid_to=t + day),
-        point(10, created_at=t),  # created_at <= t holds at equality
+        point(10, created_at=t),
     ])
-    assert ids(vector_index, flt(valid_at=t)) == {mid(1), mid(3), mid(5), mid(6), mid(9), mid(10)}
-    assert vector_index.count(flt(valid_at=t)) == 6
+    assert ids(vector_index, flt(valid_at=t)) == {mid(1), mid(2), mid(3), mid(5), mid(6), mid(9), mid(10)}
+    assert vector_index.count(flt(valid_at=t)) == 7
     # Naive datetimes are taken as UTC.
     assert ids(vector_index, flt(valid_at=t.replace(tzinfo=None))) == ids(vector_index, flt(valid_at=t))
     assert ids(vector_index, flt(valid_at=t + 3 * day)) == {mid(1), mid(2), mid(3), mid(4), mid(5), mid(10)}
@@ -424,7 +424,7 @@ def test_edge_optimize_keeps_results(tmp_path: Path) -> None:
 
 def test_edge_optimizes_in_the_background_after_many_writes(tmp_path: Path) -> None:
     index = EdgeVectorIndex(tmp_path / "shard", DIM)
-    index.optimizer.after, index.optimizer.idle_s = 100, 0.05
+    index.optimizer.after = 100
     try:
         index.upsert([point(n, text="bulk") for n in range(1, 91)])
         assert index.optimizer.pending == 90  # not due yet

@@ -1,0 +1,74 @@
+"""The CLI in-process: ingest, recall, export → import → export (lossless), purge, keys."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from api.cli import app
+from memsvc.schemas import MemoryPatch
+from storage.registry import build_memory_os
+from tests.api.conftest import make_settings
+
+runner = CliRunner()
+
+MESSAGES = [
+    {"user_id": "alice", "session_id": "s1", "id": "m1", "role": "user", "name": "Alice",
+     "content": "I moved to Berlin in May 2023.", "timestamp": "2023-05-20T10:00:00Z"},
+    {"user_id": "alice", "session_id": "s1", "id": "m2", "role": "user", "name": "Alice",
+     "content": "My cat is called Miso.", "timestamp": "2023-05-20T10:01:00Z"},
+    {"user_id": "bob", "id": "b1", "role": "user", "name": "Bob", "content": "I love sailing."},
+]
+
+
+def invoke(*args: str) -> str:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def test_ingest_recall_export_import_purge(tmp_path: Path) -> None:
+    src = tmp_path / "messages.jsonl"
+    src.write_text("\n".join(json.dumps(m) for m in MESSAGES) + "\n")
+    d1, d2 = tmp_path / "one", tmp_path / "two"
+    out = invoke("ingest", str(src), "--tenant", "t", "--data-dir", str(d1))
+    assert json.loads(out.strip().splitlines()[-1]) == {"messages": 3, "memories_written": 6, "skipped": 0}
+    again = invoke("ingest", str(src), "--tenant", "t", "--data-dir", str(d1))
+    assert json.loads(again.strip().splitlines()[-1])["skipped"] == 3
+
+    os_ = build_memory_os(make_settings(d1))
+    try:
+        cat = next(c for c in os_.records.iter_memories("t", "alice") if c.content == "Alice: My cat is called Miso.")
+        os_.update("t", cat.id, MemoryPatch(content="Alice: My cat is called Mochi."))
+    finally:
+        os_.close()
+
+    res = json.loads(invoke("recall", "Where does Alice live?", "--tenant", "t", "--user", "alice", "--data-dir", str(d1)))
+    assert "Berlin" in min(res["results"], key=lambda r: r["rank"])["content"]
+
+    e1, e2 = tmp_path / "e1.jsonl", tmp_path / "e2.jsonl"
+    invoke("export", "--tenant", "t", "--out", str(e1), "--data-dir", str(d1))
+    records = [json.loads(line) for line in e1.read_text().splitlines()]
+    assert sum(r["kind"] == "memory" for r in records) == 6
+    assert sum(r["kind"] == "message" for r in records) == 3
+    edited = next(r for r in records if r["id"] == cat.id)
+    assert [v["change"] for v in edited["history"]] == ["create", "update"]
+
+    assert json.loads(invoke("import", str(e1), "--tenant", "t", "--data-dir", str(d2)))["imported"] == 6
+    invoke("export", "--tenant", "t", "--out", str(e2), "--data-dir", str(d2))
+    assert sorted(e2.read_text().splitlines()) == sorted(e1.read_text().splitlines())
+    res = json.loads(invoke("recall", "What is the cat called?", "--tenant", "t", "--user", "alice", "--data-dir", str(d2)))
+    assert "Alice: My cat is called Mochi." in [r["content"] for r in res["results"]]
+
+    purged = json.loads(invoke("purge", "--tenant", "t", "--user", "alice", "--yes", "--data-dir", str(d2)))
+    assert purged["deleted"]["memories"] == 4
+    res = json.loads(invoke("recall", "Berlin", "--tenant", "t", "--user", "alice", "--data-dir", str(d2)))
+    assert res["results"] == []
+
+
+def test_keys_create_prints_the_key_alone_on_the_last_line(tmp_path: Path) -> None:
+    out = invoke("keys", "create", "--tenant", "demo", "--admin", "--data-dir", str(tmp_path))
+    key = out.strip().splitlines()[-1]
+    assert key.startswith("msk_") and " " not in key
