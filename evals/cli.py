@@ -18,14 +18,16 @@ from typing import Annotated, Any
 import typer
 
 from evals.baselines import BASELINES, Encoder, make_baseline
-from evals.client import MemoryClient, RestClient, build_in_process
+from evals.client import MemoryClient, PresetClient, RestClient, build_in_process
 from evals.datasets.base import default_data_root
 from evals.qa import QA_BENCHMARKS, SKIP_MESSAGE, QAScorer, endpoint_from_env
 from evals.report import dataset_checksums, write_outputs
 from evals.runner import RunOptions, run_system, system_summary
 from evals.tasks import BENCHMARKS, Task, build_task, write_lmeb
 
-SYSTEMS = ("memsvc", *BASELINES)
+# memsvc-ppr: memsvc's own scopes searched with the `hybrid_ppr` preset (dense + BM25 + graph PPR).
+MEMSVC_SYSTEMS = {"memsvc": None, "memsvc-ppr": "hybrid_ppr"}
+SYSTEMS = (*MEMSVC_SYSTEMS, *BASELINES)
 # `memsvc eval all`: (query limit, scene limit) per task, chosen to keep the development suite under
 # 30 minutes on two cores. Scenes are taken in file order and written whole; queries are balanced over
 # scene × category. None = everything. Writing (embedding) the documents dominates the time.
@@ -107,7 +109,8 @@ def run_suite(
     results: dict[str, Any] = {"tasks": {}}
     files: list[Path] = []
     with ExitStack() as stack:
-        memsvc = _memsvc_client(stack, url, key, data_dir) if "memsvc" in systems else None
+        wants_memsvc = any(s in MEMSVC_SYSTEMS for s in systems)
+        memsvc = _memsvc_client(stack, url, key, data_dir) if wants_memsvc else None
         for name in benchmarks:
             extra = {"question_ids": question_ids} if name == "longmemeval" and question_ids else {}
             task: Task = build_task(name, data, **extra)
@@ -128,10 +131,14 @@ def run_suite(
             }
             item_ids = None
             for system in systems:
-                client = memsvc if system == "memsvc" else make_baseline(system, encoder)
-                assert client is not None
+                if system in MEMSVC_SYSTEMS:
+                    assert memsvc is not None
+                    preset = MEMSVC_SYSTEMS[system]
+                    client: MemoryClient = PresetClient(memsvc, preset) if preset else memsvc
+                else:
+                    client = make_baseline(system, encoder)
                 run = run_system(task, system, client, opts, qa=scorer)
-                if system != "memsvc":
+                if system not in MEMSVC_SYSTEMS:
                     client.close()
                 ids = [i["id"] for i in run.items]
                 if item_ids is not None and ids != item_ids:

@@ -40,6 +40,24 @@ class InProcessClient:
             self._os.close()
 
 
+class PresetClient:
+    """Another retrieval preset over the same memsvc client: writes land in the same scopes
+    (and are skipped there as duplicates), searches name `preset`."""
+
+    def __init__(self, inner: MemoryClient, preset: str) -> None:
+        self._inner = inner
+        self.preset = preset
+
+    def add(self, req: WriteRequest) -> WriteResult:
+        return self._inner.add(req)
+
+    def search(self, req: SearchRequest) -> SearchResult:
+        return self._inner.search(req.model_copy(update={"preset": self.preset}))
+
+    def close(self) -> None:
+        """The inner client is closed by its owner."""
+
+
 class RestClientError(RuntimeError):
     def __init__(self, status: int, body: str) -> None:
         super().__init__(f"memsvc answered {status}: {body[:500]}")

@@ -27,10 +27,16 @@ def dataset_checksums(files: Sequence[Path], root: Path | None = None) -> list[d
     return out
 
 
+MIN_QUERIES_FOR_AVERAGE = 10
+
+
 def memory_type_table(tasks: dict[str, Any], metric: str = HEADLINE) -> dict[str, dict[str, float]]:
-    """Macro average over the tasks of each memory type of each system's headline `metric`."""
+    """Macro average over the tasks of each memory type of each system's headline `metric`
+    (tasks with fewer than `MIN_QUERIES_FOR_AVERAGE` queries are left out)."""
     table: dict[str, dict[str, list[float]]] = {}
     for t in tasks.values():
+        if t["n_queries"] < MIN_QUERIES_FOR_AVERAGE:
+            continue
         for system, s in t["systems"].items():
             value = s["headline"]["metrics"].get(metric)
             if value is not None:
@@ -93,6 +99,9 @@ def task_section(name: str, task: dict[str, Any], reference: str | None, plots: 
     for s, v in systems.items():
         lat, w = v["latency_ms"], v["write"]
         lines.append(f"| {s} | {lat['p50']:.1f} | {lat['p95']:.1f} | {w['messages_per_s']:.1f} | {w['memories_written']} |")
+    if "memsvc-ppr" in systems and "memsvc" in systems:
+        lines += ["", "memsvc-ppr searches the scopes memsvc wrote (its own writes are skipped as duplicates), "
+                      "so its write columns are not a throughput."]
     qa_rows = {s: v["headline"]["metrics"].get("QA") for s, v in systems.items()}
     if any(v is not None for v in qa_rows.values()):
         lines += ["", "QA accuracy (LLM judge): " + ", ".join(f"{s} {_fmt(v)}" for s, v in qa_rows.items())]
@@ -120,7 +129,10 @@ def write_report(out: Path, results: dict[str, Any], plots: dict[str, list[str]]
         lines.append(f"| {name} | {t['memory_type']} | {t['n_queries']} | " + " | ".join(vals) + " |")
     by_type = results.get("memory_types", {})
     if len(tasks) > 1 and by_type:
-        lines += ["", "Per memory type (macro average over tasks):", ""]
+        few = [n for n, t in tasks.items() if t["n_queries"] < MIN_QUERIES_FOR_AVERAGE]
+        lines += ["", "Per memory type (macro average over tasks" +
+                  (f"; left out for fewer than {MIN_QUERIES_FOR_AVERAGE} queries: {', '.join(few)}" if few else "")
+                  + "):", ""]
         lines += metric_table({s: {mt: row.get(s) for mt, row in by_type.items() if row.get(s) is not None}
                                for s in systems}, tuple(by_type), reference)
     lines += [""] + [f"![{p}]({p})" for p in plots.get("_suite", [])] + [""]
@@ -157,9 +169,11 @@ def write_plots(out: Path, results: dict[str, Any]) -> dict[str, list[str]]:
             ax.set_xticks(budgets, [str(b) for b in budgets])
             ax.grid(alpha=0.3)
         axes[0][0].set_ylabel("evidence recall")
-        axes[0][-1].legend(fontsize=7, loc="lower right")
+        handles, labels = axes[0][0].get_legend_handles_labels()
+        rows = -(-len(labels) // 4)
+        fig.legend(handles, labels, loc="lower center", ncol=min(4, max(1, len(labels))), fontsize=7)
         fig.suptitle(f"{name}: recall vs word budget")
-        fig.tight_layout()
+        fig.tight_layout(rect=(0, 0.06 * rows + 0.02, 1, 1))
         files.append(f"{name}_budget.png")
         fig.savefig(out / files[-1], dpi=110)
         plt.close(fig)

@@ -138,7 +138,6 @@ class Limits(_Section):
 class WriteConfig(_Section):
     extract_entities: bool = True
     dedup_threshold: float = Field(0.97, description="cosine above which a new fact repeats an old one")
-    supersede_threshold: float = Field(0.80, description="cosine above which a same-slot fact replaces an old one")
 
 
 class SearchConfig(_Section):

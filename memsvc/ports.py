@@ -228,6 +228,10 @@ class GraphSnapshot:
     memory_ids: list[str]
     adjacency: Any  # scipy.sparse.csr_matrix
     mentions: Any  # scipy.sparse.csr_matrix
+    # Display names aligned with `entity_ids` (empty when a store does not fill them).
+    entity_names: list[str] = field(default_factory=list)
+    # The relations behind `adjacency`, with predicates and validity (for as_of and supersession).
+    relations: list[Relation] = field(default_factory=list)
 
 
 class GraphStore(Protocol):

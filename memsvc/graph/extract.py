@@ -301,7 +301,6 @@ def _add_triple(out: dict[Triple, None], subject: str | None, predicate: str, ob
         out[Triple(subject, predicate, obj)] = None
 
 
-
 def cube_records(
     nlp: Language,
     cubes: Sequence[MemoryCube],
@@ -316,6 +315,11 @@ def cube_records(
     """
     speakers = [speaker(c) if speaker else None for c in cubes]
     extractions = extract_graph_batch(nlp, [c.content for c in cubes], speakers, batch_size=batch_size)
+    return merge_records(cubes, extractions)
+
+
+def merge_records(cubes: Sequence[MemoryCube], extractions: Sequence[GraphExtraction]) -> GraphRecords:
+    """Store records of each cube's extraction (any extractor); an entity of several cubes appears once."""
     merged: dict[str, Entity] = {}
     out = GraphRecords([], [], [])
     for cube, extraction in zip(cubes, extractions, strict=True):

@@ -151,6 +151,40 @@ def rank_memories(
     return memory_scores(mentions, personalized_pagerank(adjacency, weights, damping))
 
 
+def joint_adjacency(adjacency: sp.csr_matrix, mentions: sp.csr_matrix) -> sp.csr_matrix:
+    """Entities and memories as one graph (HippoRAG 2's passage nodes): `[[A, M^T], [M, 0]]`."""
+    a = sp.csr_matrix(adjacency, dtype=np.float64)
+    m = sp.csr_matrix(mentions, dtype=np.float64)
+    if m.shape[1] != a.shape[0]:
+        raise ValueError(f"mentions has {m.shape[1]} entity columns, adjacency has {a.shape[0]} nodes")
+    return sp.csr_matrix(sp.bmat([[a, m.T], [m, None]], format="csr"))
+
+
+def rank_memories_joint(
+    adjacency: sp.csr_matrix,
+    mentions: sp.csr_matrix,
+    entity_seeds: npt.ArrayLike,
+    memory_seeds: npt.ArrayLike,
+    damping: float = DEFAULT_DAMPING,
+) -> FloatArray:
+    """PPR over entities and memory nodes together; each memory's score is its own PPR mass.
+
+    `entity_seeds` (one weight per entity) and `memory_seeds` (one per memory) form one
+    personalization vector (their relative sizes matter, not their scale). Returns zeros when
+    no seed has weight.
+    """
+    e = np.asarray(entity_seeds, dtype=np.float64).ravel()
+    m = np.asarray(memory_seeds, dtype=np.float64).ravel()
+    if e.shape[0] != adjacency.shape[0] or m.shape[0] != mentions.shape[0]:
+        raise ValueError("seed vectors must have one weight per entity and per memory")
+    p = np.concatenate([e, m])
+    if not p.any():
+        return np.zeros(m.shape[0], dtype=np.float64)
+    r = personalized_pagerank(joint_adjacency(adjacency, mentions), p, damping)
+    out: FloatArray = r[e.shape[0] :]
+    return out
+
+
 def entity_seeds_from_memories(mentions: sp.csr_matrix, memory_weights: npt.ArrayLike) -> FloatArray:
     """Spread memory weights (e.g. dense-retrieval hits) onto the entities they mention (`M^T w`)."""
     w = np.asarray(memory_weights, dtype=np.float64).ravel()

@@ -10,6 +10,7 @@ class RetrievalPreset:
     name: str
     weights: dict[str, float] = field(default_factory=dict)  # retriever -> RRF weight
     rrf_k: int = 60
+    tie_tolerance: dict[str, float] = field(default_factory=lambda: {"keyword": 0.05})
     expand_neighbours: int = 0  # temporal neighbours added around strong episodic hits
 
     @property
@@ -19,9 +20,10 @@ class RetrievalPreset:
 
 DENSE = RetrievalPreset("dense", {"dense": 1.0})
 KEYWORD = RetrievalPreset("keyword", {"keyword": 1.0})
-# Keyword ranks count half: on a user's own scope BM25 often matches only names that occur
-# everywhere, and an equal vote lets that noise outrank a clear dense match.
-HYBRID = RetrievalPreset("hybrid", {"dense": 1.0, "keyword": 0.5})
+# Equal votes for dense and BM25 (measured better on LoCoMo than keyword at 0.5); BM25 scores
+# within 5% of each other count as one rank (see `rrf`), which removes the noise of a keyword
+# list that only matched a name present everywhere.
+HYBRID = RetrievalPreset("hybrid", {"dense": 1.0, "keyword": 1.0})
 HYBRID_PPR = RetrievalPreset("hybrid_ppr", {"dense": 1.0, "keyword": 0.5, "graph": 0.5})
 
 PRESETS: dict[str, RetrievalPreset] = {p.name: p for p in (DENSE, KEYWORD, HYBRID, HYBRID_PPR)}

@@ -188,7 +188,9 @@ class FalkorGraphStore:
             self._query(name, (
                 "UNWIND $rows AS r MATCH (s:Entity {id: r.s}) MATCH (o:Entity {id: r.o}) "
                 "MERGE (s)-[x:REL {id: r.id}]->(o) ON CREATE SET x.predicate = r.p, x.memory_id = r.m, "
-                "x.valid_from = r.vf, x.valid_to = r.vt, x.weight = r.w, x.created_at = r.c"
+                "x.valid_from = r.vf, x.valid_to = r.vt, x.weight = r.w, x.created_at = r.c "
+                # a known relation changes only by being closed (valid_to set once)
+                "ON MATCH SET x.valid_to = coalesce(x.valid_to, r.vt)"
             ), {"rows": [
                 {"id": r.id, "s": r.subject_id, "o": r.object_id, "p": r.predicate, "m": r.memory_id,
                  "vf": _iso(r.valid_from), "vt": _iso(r.valid_to), "w": float(r.weight), "c": now}
@@ -329,7 +331,7 @@ class FalkorGraphStore:
             if hit is not None and token is not None and hit[0] == token:
                 self._snapshots.move_to_end(name)
                 return hit[1]
-        snap = self._build(name)
+        snap = self._build(name, tenant, user_id)
         if token is not None:
             with self._lock:
                 self._snapshots[name] = (token, snap)
@@ -337,11 +339,15 @@ class FalkorGraphStore:
                     self._snapshots.popitem(last=False)
         return snap
 
-    def _build(self, name: str) -> GraphSnapshot:
+    def _build(self, name: str, tenant: str, user_id: str) -> GraphSnapshot:
         self.builds += 1
-        entity_ids = sorted(row[0] for row in self._rows(name, "MATCH (e:Entity) RETURN e.id"))
+        display = {row[0]: row[1] for row in self._rows(name, "MATCH (e:Entity) RETURN e.id, e.name")}
+        entity_ids = sorted(display)
         mention_rows = self._rows(name, "MATCH (m:Memory)-[x:MENTIONS]->(e:Entity) RETURN m.id, e.id, x.weight")
-        rel_rows = self._rows(name, "MATCH (s:Entity)-[x:REL]->(o:Entity) RETURN s.id, o.id, x.weight")
+        rel_rows = self._rows(name, (
+            "MATCH (s:Entity)-[x:REL]->(o:Entity) "
+            "RETURN s.id, o.id, x.weight, x.id, x.predicate, x.memory_id, x.valid_from, x.valid_to"
+        ))
         e_idx = {eid: i for i, eid in enumerate(entity_ids)}
         # the three reads are not one transaction: drop rows of entities written in between
         mention_rows = [r for r in mention_rows if r[1] in e_idx]
@@ -356,7 +362,13 @@ class FalkorGraphStore:
             len(entity_ids), [e_idx[r[0]] for r in rel_rows], [e_idx[r[1]] for r in rel_rows],
             np.array([r[2] for r in rel_rows], dtype=np.float64), mentions,
         )
-        return GraphSnapshot(entity_ids, memory_ids, adjacency, mentions)
+        relations = [
+            Relation(id=r[3], tenant=tenant, user_id=user_id, subject_id=r[0], predicate=r[4], object_id=r[1],
+                     memory_id=r[5], valid_from=_dt(r[6]), valid_to=_dt(r[7]), weight=float(r[2]))
+            for r in rel_rows
+        ]
+        return GraphSnapshot(entity_ids, memory_ids, adjacency, mentions,
+                             entity_names=[display[e] or "" for e in entity_ids], relations=relations)
 
     def close(self) -> None:
         with _translate_errors():

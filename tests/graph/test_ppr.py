@@ -143,3 +143,35 @@ def test_adjacency_builder_sums_relations_and_co_mentions() -> None:
     a = build_adjacency(3, [0, 1, 1], [1, 0, 1], [1.0, 0.5, 9.0], mentions)
     # 0-1: relations 1 + 0.5 both ways, co-mention 1*2; 1-2: co-mention 1*1; self-loop dropped
     assert a.toarray().tolist() == [[0.0, 3.5, 0.0], [3.5, 0.0, 1.0], [0.0, 1.0, 0.0]]
+
+
+def test_joint_adjacency_puts_memories_beside_entities() -> None:
+    from memsvc.graph.ppr import joint_adjacency
+
+    a = sp.csr_matrix(np.array([[0.0, 2.0], [2.0, 0.0]]))
+    m = sp.csr_matrix(np.array([[1.0, 0.0], [0.5, 3.0], [0.0, 0.0]]))
+    j = joint_adjacency(a, m).toarray()
+    assert j.tolist() == [
+        [0.0, 2.0, 1.0, 0.5, 0.0],
+        [2.0, 0.0, 0.0, 3.0, 0.0],
+        [1.0, 0.0, 0.0, 0.0, 0.0],
+        [0.5, 3.0, 0.0, 0.0, 0.0],
+        [0.0, 0.0, 0.0, 0.0, 0.0],
+    ]
+    with pytest.raises(ValueError):
+        joint_adjacency(a, sp.csr_matrix(np.ones((2, 3))))
+
+
+def test_rank_memories_joint_is_ppr_mass_of_memory_nodes() -> None:
+    from memsvc.graph.ppr import joint_adjacency, rank_memories_joint
+
+    a = sp.csr_matrix(np.array([[0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]))
+    m = sp.csr_matrix(np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
+    e_seeds, m_seeds = np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, 0.25])
+    got = rank_memories_joint(a, m, e_seeds, m_seeds, 0.5)
+    full = personalized_pagerank(joint_adjacency(a, m), np.concatenate([e_seeds, m_seeds]), 0.5)
+    assert np.allclose(got, full[3:])
+    assert got[0] > got[2] > got[1]  # seeded entity's memory, then the seeded memory, then the middle
+    assert rank_memories_joint(a, m, np.zeros(3), np.zeros(3)).tolist() == [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError):
+        rank_memories_joint(a, m, np.zeros(2), np.zeros(3))

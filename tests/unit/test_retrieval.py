@@ -50,3 +50,12 @@ def test_classify_query_kinds() -> None:
     assert classify("What is Bob's favorite food?") is QueryKind.PREFERENCE
     assert classify("How do I reset the router?") is QueryKind.PROCEDURAL
     assert classify("Where does Alice live?") is QueryKind.FACTUAL
+
+
+def test_rrf_near_equal_scores_share_a_rank_with_tie_tolerance() -> None:
+    kw = [("cat", 0.448), ("cat2", 0.448), ("berlin", 0.439), ("far", 0.2)]
+    fused = rrf({"keyword": kw}, tie_tolerance={"keyword": 0.05})
+    assert {f.id: f.ranks["keyword"] for f in fused} == {"cat": 1, "cat2": 1, "berlin": 1, "far": 4}
+    both = rrf({"dense": [("berlin", 0.66), ("cat", 0.45)], "keyword": kw}, tie_tolerance={"keyword": 0.05})
+    assert both[0].id == "berlin"
+    assert [f.ranks["keyword"] for f in rrf({"keyword": kw})] == [1, 2, 3, 4]
