@@ -125,8 +125,9 @@ class MemoryOS:
         return job
 
     # -- reads -------------------------------------------------------------------------
-    def search(self, tenant: str, req: SearchRequest, *, actor: str | None = None) -> SearchResult:
-        return self.reader.search(tenant, req, actor=actor)
+    def search(self, tenant: str, req: SearchRequest, *, actor: str | None = None, record: bool = True) -> SearchResult:
+        """Recall; `record=False` (operator browsing) leaves access counts and the recall log alone."""
+        return self.reader.search(tenant, req, actor=actor, record=record)
 
     def get(self, tenant: str, memory_id: str) -> MemoryCube:
         cube = self.records.get_memory(tenant, memory_id)

@@ -92,7 +92,7 @@ class ReadPipeline:
             ids=ids,
         )
 
-    def search(self, tenant: str, req: SearchRequest, *, actor: str | None = None) -> SearchResult:
+    def search(self, tenant: str, req: SearchRequest, *, actor: str | None = None, record: bool = True) -> SearchResult:
         if len(req.query) > self.limits.max_query_chars:
             raise InvalidInput(f"query longer than {self.limits.max_query_chars} characters")
         if req.top_k > self.limits.max_top_k:
@@ -122,7 +122,8 @@ class ReadPipeline:
         ordered = edge_order(chosen)
         kind = classify(req.query)
         results = [self._result(c, ranked[c.cube.id], preset, kind.value, paths, req.explain) for c in ordered]
-        self._log(tenant, req, chosen, preset, actor)
+        if record:
+            self._log(tenant, req, chosen, preset, actor)
         return SearchResult(results=results, context="\n".join(c.line for c in ordered))
 
     def _load(self, tenant: str, flt: VectorFilter, fused: Sequence[Fused]) -> list[_Candidate]:

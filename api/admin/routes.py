@@ -186,7 +186,7 @@ def _semantic(os_: MemoryOS, session: AdminSession, form: dict[str, Any], types:
     if not form["q"].strip():
         raise ValueError("Semantic search needs a query.")
     req = SearchRequest(user_id=form["user"], query=form["q"], top_k=form["limit"], types=types, explain=True)
-    results = os_.search(session.tenant, req, actor=session.actor).results
+    results = os_.search(session.tenant, req, actor=session.actor, record=False).results
     ranked = sorted(results, key=lambda r: r["rank"])
     cubes = {c.id: c for c in os_.records.get_memories(session.tenant, [r["id"] for r in ranked])}
     items = [cubes[r["id"]] for r in ranked if r["id"] in cubes

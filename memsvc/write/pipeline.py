@@ -133,6 +133,7 @@ class WritePipeline:
         vectors = self.indexer.embed(plan.new + candidates) if plan.new or candidates else np.zeros((0, 0))
         for cube, vec in zip(plan.new + candidates, vectors, strict=True):
             plan.embeddings[cube.id] = vec
+            cube.embedding_model = self.indexer.embedder.model_name
         self._resolve(tenant, req.user_id, facts, plan)
         return plan
 
