@@ -128,7 +128,7 @@ def build_memory_os(settings: Settings, *, start: bool = True) -> MemoryOS:
     graph = GRAPHS[settings.graph.kind](settings.graph, settings, records)
     from storage.graph_wiring import graph_functions
 
-    extractor, retriever, resolver = graph_functions(graph, embedder)
+    extractor, retriever, resolver = graph_functions(graph, embedder, settings=settings)
     os_ = MemoryOS(
         settings, records, vectors, embedder, graph=graph, graph_extractor=extractor,
         graph_retriever=retriever, entity_resolver=resolver, skills_dir=SKILLS_DIR,

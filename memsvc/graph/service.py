@@ -103,7 +103,7 @@ class GraphService:
         extractor: CubeExtractor | None = None, damping: float = DEFAULT_DAMPING,
         dense_seed_weight: float = 0.5, dense_seeds: int = 5, passage_weight: float = 0.5,
         synonym_threshold: float = 0.85, synonym_top: int = 5, query_match_threshold: float = 0.8,
-        hub_exponent: float = 0.0, max_cached_scopes: int = 64,
+        hub_exponent: float = 0.5, max_cached_scopes: int = 64,
     ) -> None:
         self.store = store
         self.nlp = nlp

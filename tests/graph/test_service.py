@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 from spacy.language import Language
 
 from memsvc.config import OpenAILLM, Settings
@@ -147,3 +148,22 @@ def test_wiring_uses_openie_with_an_llm(store: GraphStore, embedder: Embedder) -
     assert extraction_llm(None) is None and extraction_llm(Settings()) is None
     llm = extraction_llm(Settings(llm=OpenAILLM(base_url="http://127.0.0.1:9/v1", api_key="x")))
     assert isinstance(llm, OpenAIChat)
+
+
+def test_hub_exponent_scales_memory_entity_edges(store: GraphStore, nlp: Language) -> None:
+    from memsvc.graph.ppr import rank_memories_joint
+
+    pairs = (("m1", "Alice"), ("m1", "Bob"), ("m2", "Alice"), ("m3", "Alice"), ("m3", "Carl"))
+    store.upsert(T, U, [Entity(id=eid(n), tenant=T, user_id=U, name=n) for n in ("Alice", "Bob", "Carl")], [],
+                 [Mention(tenant=T, user_id=U, memory_id=m, entity_id=eid(n)) for m, n in pairs])
+    snap = store.snapshot(T, U)
+    seeds = np.zeros(3)
+    seeds[snap.entity_ids.index(eid("Bob"))] = 1.0
+    for x in (0.0, 1.0):
+        hits = GraphService(store, nlp, hub_exponent=x).retrieve(T, U, "Where is Bob?", [], VectorFilter(T, U), 5)
+        counts = np.asarray(snap.mentions.sum(axis=0)).ravel()  # Alice 3, Bob 1, Carl 1
+        scaled = sp.csr_matrix(snap.mentions @ sp.diags(counts ** -x))
+        want = rank_memories_joint(snap.adjacency, scaled, seeds, np.zeros(3), 0.5)
+        assert {h.memory_id: h.score for h in hits} == pytest.approx(
+            {m: float(want[i]) for i, m in enumerate(snap.memory_ids)})
+        assert [h.memory_id for h in hits][0] == "m1"
