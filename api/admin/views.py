@@ -84,7 +84,7 @@ class RecallStats:
 
 
 def recall_stats(memory_id: str, events: list[EventLog], complete: bool) -> RecallStats:
-    """How many logged recalls returned the memory, split by who searched (admin searches count too)."""
+    """How many logged recalls returned the memory, split by who searched (admin searches are not recorded since `record=False`; older logs may hold some)."""
     agents = admins = 0
     for e in events:
         if memory_id in (e.payload.get("returned") or []):
