@@ -22,9 +22,8 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine, and_, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, Row
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
-from memsvc.errors import BackendUnavailable, Conflict
+from memsvc.errors import Conflict
 from memsvc.graph.ids import normalize_name
 from memsvc.graph.matrix import build_adjacency, build_mentions
 from memsvc.models import Entity, Mention, Relation, utcnow
@@ -45,7 +44,7 @@ from storage.graph.common import (
     referenced_ids,
 )
 from storage.sql import schema
-from storage.sql.engine import WRITE
+from storage.sql.engine import WRITE, translate_errors
 
 E, R, M = schema.entities, schema.relations, schema.mentions
 Scope = tuple[str, str]
@@ -130,12 +129,12 @@ class SqlGraphStore:
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        with _translate_errors(), self._engine.connect() as conn:
+        with translate_errors("graph"), self._engine.connect() as conn:
             yield conn
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with _translate_errors(), self._writer.begin() as conn:
+        with translate_errors("graph"), self._writer.begin() as conn:
             yield conn
 
     def _scope_lock(self, scope: Scope) -> threading.Lock:
@@ -440,13 +439,3 @@ def _relation(row: Row[Any]) -> Relation:
         predicate=row.predicate, object_id=row.object_id, memory_id=row.memory_id,
         valid_from=row.valid_from, valid_to=row.valid_to, weight=row.weight,
     )
-
-
-@contextmanager
-def _translate_errors() -> Iterator[None]:
-    try:
-        yield
-    except IntegrityError as exc:
-        raise Conflict("the graph write conflicts with stored data") from exc
-    except (OperationalError, InterfaceError) as exc:
-        raise BackendUnavailable("the graph database is unavailable") from exc

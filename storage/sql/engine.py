@@ -9,13 +9,18 @@ reader later tries to write. Connections that will write ask for `BEGIN IMMEDIAT
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.pool import StaticPool
+
+from memsvc.errors import BackendUnavailable, Conflict
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -98,3 +103,14 @@ def _sqlite_engine(url: str, *, in_memory: bool, echo: bool) -> Engine:
 
 def _lower(value: str | None) -> str | None:
     return value.lower() if value is not None else None
+
+
+@contextmanager
+def translate_errors(what: str) -> Iterator[None]:
+    """Database errors as memsvc errors: integrity -> Conflict, connection/lock -> BackendUnavailable."""
+    try:
+        yield
+    except IntegrityError as exc:
+        raise Conflict(f"the {what} write conflicts with stored data") from exc
+    except (OperationalError, InterfaceError) as exc:
+        raise BackendUnavailable(f"the {what} database is unavailable") from exc

@@ -31,9 +31,8 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, Row
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 
-from memsvc.errors import BackendUnavailable, Conflict, InvalidInput
+from memsvc.errors import Conflict, InvalidInput
 from memsvc.models import (
     ApiKey,
     ChangeKind,
@@ -51,7 +50,7 @@ from memsvc.models import (
 )
 from memsvc.ports import MemoryQuery, Page, ScopeStats
 from storage.sql import schema as t
-from storage.sql.engine import SQLITE_LOWER, WRITE, dialect_insert, make_engine
+from storage.sql.engine import SQLITE_LOWER, WRITE, dialect_insert, make_engine, translate_errors
 from storage.sql.migrations import alembic_config
 from storage.sql.unit_of_work import SqlUnitOfWork
 
@@ -81,12 +80,12 @@ class SqlRecordStore:
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        with _translate_errors(), self._engine.connect() as conn:
+        with translate_errors("record"), self._engine.connect() as conn:
             yield conn
 
     @contextmanager
     def _write(self) -> Iterator[Connection]:
-        with _translate_errors(), self._writer.begin() as conn:
+        with translate_errors("record"), self._writer.begin() as conn:
             yield conn
 
     def migrate(self) -> None:
@@ -444,13 +443,3 @@ def _chunks(ids: Sequence[Any]) -> Iterable[list[Any]]:
     unique = list(dict.fromkeys(ids))
     for start in range(0, len(unique), CHUNK):
         yield unique[start : start + CHUNK]
-
-
-@contextmanager
-def _translate_errors() -> Iterator[None]:
-    try:
-        yield
-    except IntegrityError as exc:
-        raise Conflict("the write conflicts with stored data") from exc
-    except (OperationalError, InterfaceError) as exc:
-        raise BackendUnavailable("the record database is unavailable") from exc
