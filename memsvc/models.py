@@ -65,6 +65,10 @@ class StoredMessage(BaseModel):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+SPEAKER_KEY = "_speaker"
+"""Metadata key of an episodic cube: who "I" is in it (the message's name, else its role)."""
+
+
 class MemoryCube(BaseModel):
     """One unit of memory: content plus type, scope, provenance, validity and lifecycle."""
 

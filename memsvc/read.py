@@ -112,7 +112,7 @@ class ReadPipeline:
             rankings["keyword"] = self.vectors.search_text(req.query, flt, n)
         paths: dict[str, list[str]] = {}
         if "graph" in preset.retrievers and self.graph_retriever is not None:
-            hits = self.graph_retriever(tenant, req.user_id, req.query, [i for i, _ in dense[:5]], flt, n)
+            hits = self.graph_retriever(tenant, req.user_id, req.query, [i for i, _ in dense], flt, n)
             rankings["graph"] = [(h.memory_id, h.score) for h in hits]
             paths = {h.memory_id: h.path for h in hits}
         fused = rrf(rankings, k=preset.rrf_k, weights=preset.weights, tie_tolerance=preset.tie_tolerance)

@@ -18,6 +18,7 @@ Every function here is pure: matrices and vectors in, vectors out.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -68,6 +69,58 @@ def seed_vector(n: int, seeds: Mapping[int, float] | npt.ArrayLike) -> FloatArra
     return p / total
 
 
+@dataclass(frozen=True)
+class Walk:
+    """A graph's random walk (`transition_matrix`), built once and run for many seed vectors.
+
+    Building the transition matrix costs more than the walk itself on graphs of a few thousand
+    nodes, so the read path keeps one `Walk` per graph snapshot and reuses it across queries.
+    """
+
+    trans: sp.csr_matrix
+    dangling: npt.NDArray[np.bool_]
+
+    @classmethod
+    def of(cls, adjacency: sp.csr_matrix) -> Walk:
+        trans, dangling = transition_matrix(adjacency)
+        return cls(trans, dangling)
+
+    @property
+    def n(self) -> int:
+        return int(self.trans.shape[0])
+
+    def run(
+        self, seeds: Mapping[int, float] | npt.ArrayLike, damping: float = DEFAULT_DAMPING,
+        tol: float = 1e-8, max_iter: int = 100,
+    ) -> FloatArray:
+        """Stationary distribution of the seeded walk, by power iteration (sums to 1).
+
+        Stops when the L1 change of an iteration is below `tol`, or after `max_iter` iterations
+        (the last iterate is returned; with `damping < 1` the error shrinks by `damping` per step).
+        """
+        if not 0.0 <= damping < 1.0:
+            raise ValueError(f"damping must be in [0, 1), got {damping}")
+        if self.n == 0:
+            return np.zeros(0, dtype=np.float64)
+        p = seed_vector(self.n, seeds)
+        if damping == 0.0:
+            return p
+        has_dangling = bool(self.dangling.any())
+        teleport = (1.0 - damping) * p
+        r = p.copy()
+        for _ in range(max_iter):
+            nxt = self.trans @ r
+            nxt *= damping
+            leaked = float(r[self.dangling].sum()) if has_dangling else 0.0
+            nxt += teleport + (damping * leaked) * p
+            err = float(np.abs(nxt - r).sum())
+            r = nxt
+            if err < tol:
+                break
+        out: FloatArray = r / float(r.sum())
+        return out
+
+
 def personalized_pagerank(
     adjacency: sp.csr_matrix,
     seeds: Mapping[int, float] | npt.ArrayLike,
@@ -75,34 +128,12 @@ def personalized_pagerank(
     tol: float = 1e-8,
     max_iter: int = 100,
 ) -> FloatArray:
-    """Stationary distribution of the seeded random walk, by power iteration (sums to 1).
-
-    Stops when the L1 change of an iteration is below `tol`, or after `max_iter` iterations
-    (the last iterate is returned; with `damping < 1` the error shrinks by `damping` per step).
-    """
+    """PPR on `adjacency` from `seeds` (see `Walk.run`)."""
     if not 0.0 <= damping < 1.0:
         raise ValueError(f"damping must be in [0, 1), got {damping}")
-    n = adjacency.shape[0]
-    if n == 0:
+    if adjacency.shape[0] == 0:
         return np.zeros(0, dtype=np.float64)
-    p = seed_vector(n, seeds)
-    if damping == 0.0:
-        return p
-    trans, dangling = transition_matrix(adjacency)
-    has_dangling = bool(dangling.any())
-    teleport = (1.0 - damping) * p
-    r = p.copy()
-    for _ in range(max_iter):
-        nxt = trans @ r
-        nxt *= damping
-        leaked = float(r[dangling].sum()) if has_dangling else 0.0
-        nxt += teleport + (damping * leaked) * p
-        err = float(np.abs(nxt - r).sum())
-        r = nxt
-        if err < tol:
-            break
-    out: FloatArray = r / float(r.sum())
-    return out
+    return Walk.of(adjacency).run(seeds, damping, tol, max_iter)
 
 
 def mention_counts(mentions: sp.csr_matrix) -> npt.NDArray[np.int64]:
@@ -166,12 +197,14 @@ def rank_memories_joint(
     entity_seeds: npt.ArrayLike,
     memory_seeds: npt.ArrayLike,
     damping: float = DEFAULT_DAMPING,
+    walk: Walk | None = None,
 ) -> FloatArray:
     """PPR over entities and memory nodes together; each memory's score is its own PPR mass.
 
     `entity_seeds` (one weight per entity) and `memory_seeds` (one per memory) form one
     personalization vector (their relative sizes matter, not their scale). Returns zeros when
-    no seed has weight.
+    no seed has weight. `walk`, when given, must be `Walk.of(joint_adjacency(adjacency, mentions))`
+    (a cached one saves rebuilding it).
     """
     e = np.asarray(entity_seeds, dtype=np.float64).ravel()
     m = np.asarray(memory_seeds, dtype=np.float64).ravel()
@@ -180,7 +213,11 @@ def rank_memories_joint(
     p = np.concatenate([e, m])
     if not p.any():
         return np.zeros(m.shape[0], dtype=np.float64)
-    r = personalized_pagerank(joint_adjacency(adjacency, mentions), p, damping)
+    if walk is None:
+        walk = Walk.of(joint_adjacency(adjacency, mentions))
+    elif walk.n != p.shape[0]:
+        raise ValueError(f"walk has {walk.n} nodes, seeds {p.shape[0]}")
+    r = walk.run(p, damping)
     out: FloatArray = r[e.shape[0] :]
     return out
 

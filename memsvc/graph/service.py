@@ -14,8 +14,11 @@ memory's score is its PPR mass. Relations not valid at the query's time contribu
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -27,7 +30,9 @@ from memsvc.graph.ids import relation_id
 from memsvc.graph.matrix import build_adjacency
 from memsvc.graph.ppr import (
     DEFAULT_DAMPING,
+    Walk,
     entity_seeds_from_memories,
+    joint_adjacency,
     mention_counts,
     node_specificity,
     path_to,
@@ -35,7 +40,7 @@ from memsvc.graph.ppr import (
     seed_paths,
 )
 from memsvc.graph.temporal import supersede, valid_at
-from memsvc.models import Entity, MemoryCube, MemoryType, Mention, Relation, utcnow
+from memsvc.models import SPEAKER_KEY, Entity, MemoryCube, MemoryType, Mention, Relation, as_utc, utcnow
 from memsvc.ports import Embedder, GraphSnapshot, GraphStore, VectorFilter
 from memsvc.read import GraphHit
 
@@ -48,9 +53,13 @@ CubeExtractor = Callable[[Sequence[MemoryCube]], GraphRecords]
 
 
 def speaker_of(cube: MemoryCube) -> str | None:
-    """Who "I" is in an episodic cube ("Alice: I moved…" -> Alice)."""
+    """Who "I" is in an episodic cube: its `SPEAKER_KEY` metadata, else (cubes written before that
+    key existed) the `Alice: ` prefix of its content."""
     if cube.type is not MemoryType.EPISODIC:
         return None
+    speaker = cube.metadata.get(SPEAKER_KEY)
+    if isinstance(speaker, str) and speaker.strip():
+        return speaker.strip()[:_SPEAKER_MAX]
     head, sep, _ = cube.content.partition(": ")
     return head if sep and 0 < len(head) <= _SPEAKER_MAX else None
 
@@ -80,7 +89,10 @@ def synonym_pairs(
 
 def adjacency_at(snap: GraphSnapshot, when: object) -> sp.csr_matrix:
     """The snapshot's adjacency without the relation edges that are not valid at `when`."""
-    invalid = [r for r in snap.relations if not valid_at(r, when)]  # type: ignore[arg-type]
+    return _without(snap, [r for r in snap.relations if not valid_at(r, when)])  # type: ignore[arg-type]
+
+
+def _without(snap: GraphSnapshot, invalid: Sequence[Relation]) -> sp.csr_matrix:
     if not invalid:
         return snap.adjacency
     col = {e: i for i, e in enumerate(snap.entity_ids)}
@@ -93,6 +105,30 @@ def adjacency_at(snap: GraphSnapshot, when: object) -> sp.csr_matrix:
     a.data[a.data < 1e-12] = 0.0
     a.eliminate_zeros()
     return a
+
+
+def _epoch(t: datetime | None, default: float) -> float:
+    when = as_utc(t)
+    return when.timestamp() if when is not None else default
+
+
+@dataclass(frozen=True)
+class _ScopeWalk:
+    """What PPR needs of one snapshot at one set of valid relations, kept across queries."""
+
+    snap: GraphSnapshot
+    starts: npt.NDArray[np.float64]  # relation valid_from as epoch seconds (-inf: always)
+    ends: npt.NDArray[np.float64]  # relation valid_to (+inf: open)
+    invalid: bytes  # packed mask of the relations left out
+    adjacency: sp.csr_matrix  # entity graph at that validity
+    mentions: sp.csr_matrix  # hub-scaled memory x entity
+    specificity: npt.NDArray[np.float64]
+    walk: Walk  # over the joint entity + memory graph
+
+    def invalid_at(self, when: datetime) -> npt.NDArray[np.bool_]:
+        t = _epoch(when, 0.0)
+        mask: npt.NDArray[np.bool_] = ~((self.starts <= t) & (self.ends > t))
+        return mask
 
 
 class GraphService:
@@ -121,6 +157,8 @@ class GraphService:
         self.hub_exponent = hub_exponent
         self._max_cached = max_cached_scopes
         self._name_vecs: OrderedDict[tuple[str, str], dict[str, npt.NDArray[np.float32]]] = OrderedDict()
+        self._walks: OrderedDict[tuple[str, str], _ScopeWalk] = OrderedDict()
+        self._walks_lock = threading.Lock()
 
     # -- write ----------------------------------------------------------------------------
 
@@ -215,14 +253,15 @@ class GraphService:
         snap = self.store.snapshot(tenant, user_id)
         if not snap.entity_ids or not snap.memory_ids:
             return []
-        adjacency = adjacency_at(snap, flt.valid_at or utcnow())
+        prepared = self._walk((tenant, user_id), snap, flt.valid_at or utcnow())
+        adjacency, specificity = prepared.adjacency, prepared.specificity
         row = {m: i for i, m in enumerate(snap.memory_ids)}
         query_seeds = self._query_seeds(tenant, user_id, query, snap)
         n_e, n_m = len(snap.entity_ids), len(snap.memory_ids)
         seeds = np.zeros(n_e, dtype=np.float64)
         for c, w in query_seeds.items():
             seeds[c] = w
-        seeds *= node_specificity(mention_counts(snap.mentions))
+        seeds *= specificity
         if seeds.sum() > 0:
             seeds /= seeds.sum()
         memory_seeds = np.zeros(n_m, dtype=np.float64)
@@ -232,31 +271,64 @@ class GraphService:
         if memory_seeds.any():
             memory_seeds /= memory_seeds.sum()
             spread = entity_seeds_from_memories(snap.mentions, memory_seeds)
-            spread *= node_specificity(mention_counts(snap.mentions))
+            spread *= specificity
             if spread.sum() > 0:
                 seeds += self.dense_seed_weight * spread / spread.sum()
             memory_seeds *= self.passage_weight
         if not seeds.any() and not memory_seeds.any():
             return []
-        mentions = snap.mentions
-        if self.hub_exponent:
-            counts = np.maximum(mention_counts(mentions), 1).astype(np.float64)
-            mentions = sp.csr_matrix(mentions @ sp.diags(counts ** -self.hub_exponent))
-        scores = rank_memories_joint(adjacency, mentions, seeds, memory_seeds, self.damping)
+        scores = rank_memories_joint(adjacency, prepared.mentions, seeds, memory_seeds, self.damping, prepared.walk)
         order = [int(i) for i in np.argsort(-scores, kind="stable") if scores[i] > 0][:limit]
         names = self._names(tenant, snap, [snap.memory_ids[i] for i in order])
         q_cols = sorted(query_seeds)
         pred = seed_paths(adjacency, q_cols) if q_cols else None
         hits: list[GraphHit] = []
+        mentions_csr = sp.csr_matrix(snap.mentions)
         for i in order:
             path: list[str] = []
             if pred is not None:
-                reachable = [c for c in snap.mentions[i].indices if pred[c] != -2]
+                row_cols = mentions_csr.indices[mentions_csr.indptr[i] : mentions_csr.indptr[i + 1]]
+                reachable = [int(c) for c in row_cols if pred[c] != -2]
                 if reachable:
                     nodes = path_to(pred, min(reachable, key=lambda c: len(path_to(pred, c))))
                     path = [names.get(snap.entity_ids[n], snap.entity_ids[n][:8]) for n in nodes]
             hits.append(GraphHit(snap.memory_ids[i], float(scores[i]), path))
         return hits
+
+    def _walk(self, scope: tuple[str, str], snap: GraphSnapshot, when: datetime) -> _ScopeWalk:
+        """The scope's PPR walk at `when`, rebuilt only when the snapshot or the set of relations
+        valid at `when` changed (stores hand out the same snapshot object until a write)."""
+        with self._walks_lock:
+            cached = self._walks.get(scope)
+        if cached is not None and cached.snap is snap:
+            invalid = cached.invalid_at(when)
+            if np.packbits(invalid).tobytes() == cached.invalid:
+                with self._walks_lock:
+                    if scope in self._walks:
+                        self._walks.move_to_end(scope)
+                return cached
+            starts, ends = cached.starts, cached.ends
+        else:
+            starts = np.array([_epoch(r.valid_from, -np.inf) for r in snap.relations], dtype=np.float64)
+            ends = np.array([_epoch(r.valid_to, np.inf) for r in snap.relations], dtype=np.float64)
+            t = _epoch(when, 0.0)
+            invalid = ~((starts <= t) & (ends > t))
+        adjacency = _without(snap, [r for r, bad in zip(snap.relations, invalid, strict=True) if bad])
+        mentions = snap.mentions
+        if self.hub_exponent:
+            counts = np.maximum(mention_counts(mentions), 1).astype(np.float64)
+            mentions = sp.csr_matrix(mentions @ sp.diags(counts ** -self.hub_exponent))
+        prepared = _ScopeWalk(
+            snap=snap, starts=starts, ends=ends, invalid=np.packbits(invalid).tobytes(), adjacency=adjacency,
+            mentions=mentions, specificity=node_specificity(mention_counts(snap.mentions)),
+            walk=Walk.of(joint_adjacency(adjacency, mentions)),
+        )
+        with self._walks_lock:
+            self._walks[scope] = prepared
+            self._walks.move_to_end(scope)
+            while len(self._walks) > self._max_cached:
+                self._walks.popitem(last=False)
+        return prepared
 
     def _names(self, tenant: str, snap: GraphSnapshot, hit_ids: list[str]) -> dict[str, str]:
         """Entity id -> display name (from the snapshot; stores without names are asked)."""

@@ -14,6 +14,7 @@ from memsvc.config import Limits, WriteConfig
 from memsvc.errors import PayloadTooLarge
 from memsvc.indexer import Indexer
 from memsvc.models import (
+    SPEAKER_KEY,
     ChangeKind,
     EventLog,
     MemoryCube,
@@ -21,6 +22,7 @@ from memsvc.models import (
     MemoryType,
     OutboxEntry,
     OutboxOp,
+    Role,
     StoredMessage,
     as_utc,
     new_id,
@@ -32,6 +34,17 @@ from memsvc.write.extract import FactCandidate, extract_facts, extract_procedure
 from memsvc.write.stages import heuristic_gate, segment
 
 SLOT_KEY = "_slot"
+
+
+def episodic_content(role: Role, name: str | None, text: str) -> str:
+    """A turn as memory content: the user's own unnamed words verbatim (the memory is theirs, so
+    "I" is the user), anyone named or another role prefixed (`Alice: …`, `assistant: …`).
+
+    Measured on MuSiQue passages, a constant `user: ` prefix cost dense R@5 2.2 points
+    (0.622 -> 0.600, MiniLM)."""
+    if name:
+        return f"{name}: {text}"
+    return text if role is Role.USER else f"{role.value}: {text}"
 
 
 @dataclass
@@ -116,8 +129,9 @@ class WritePipeline:
                 "valid_from": when, "created_at": now, "updated_at": now,
             }
             plan.new.append(MemoryCube(
-                type=MemoryType.EPISODIC, content=f"{speaker}: {m.content}", importance=gate.importance,
-                metadata={**req.metadata, "episode": episode}, written_by="episodic-turn", **base,
+                type=MemoryType.EPISODIC, content=episodic_content(m.role, m.name, m.content),
+                importance=gate.importance, metadata={**req.metadata, "episode": episode, SPEAKER_KEY: speaker},
+                written_by="episodic-turn", **base,
             ))
             if not (req.infer and gate.extract):
                 continue

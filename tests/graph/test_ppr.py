@@ -175,3 +175,12 @@ def test_rank_memories_joint_is_ppr_mass_of_memory_nodes() -> None:
     assert rank_memories_joint(a, m, np.zeros(3), np.zeros(3)).tolist() == [0.0, 0.0, 0.0]
     with pytest.raises(ValueError):
         rank_memories_joint(a, m, np.zeros(2), np.zeros(3))
+    # a prebuilt walk of the joint graph gives the same scores, and must fit the seeds
+    from memsvc.graph.ppr import Walk
+
+    walk = Walk.of(joint_adjacency(a, m))
+    assert np.array_equal(rank_memories_joint(a, m, e_seeds, m_seeds, 0.5, walk), got)
+    assert np.array_equal(rank_memories_joint(a, m, m_seeds, e_seeds, 0.5, walk),
+                          rank_memories_joint(a, m, m_seeds, e_seeds, 0.5))
+    with pytest.raises(ValueError):
+        rank_memories_joint(a, m, e_seeds, m_seeds, 0.5, Walk.of(a))

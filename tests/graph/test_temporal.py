@@ -14,7 +14,7 @@ from memsvc.graph.ids import entity_id, normalize_name, relation_id
 from memsvc.graph.service import GraphService, adjacency_at
 from memsvc.graph.temporal import predicate_family, supersede, valid_at
 from memsvc.models import Entity, MemoryCube, MemoryType, Mention, Relation
-from memsvc.ports import GraphStore
+from memsvc.ports import GraphStore, VectorFilter
 from storage.graph.falkor import FalkorGraphStore
 from storage.graph.sql import SqlGraphStore
 from storage.sql import schema
@@ -158,3 +158,28 @@ def test_move_closes_residence_and_as_of_sees_the_old_graph(store: GraphStore, n
     # the Paris fact did not exist yet in June 2023
     assert (then[alice, paris], now[alice, paris]) == (1.0, 2.0)
     assert snap.adjacency[alice, berlin] == 2.0  # the snapshot itself is not changed
+
+
+def test_the_ppr_walk_is_reused_until_the_graph_or_the_valid_relations_change(
+    store: GraphStore, nlp: Language
+) -> None:
+    service = GraphService(store, nlp)
+    for c in (cube("m1", "Alice: I live in Berlin.", MAY_2023), cube("m2", "Alice: I moved to Paris.", JAN_2024)):
+        store.upsert(T, U, *service.extract([c]))
+    then, now = datetime(2023, 6, 1, tzinfo=UTC), JUN_2024
+
+    def walk_at(when: datetime) -> Any:
+        hits = service.retrieve(T, U, "Where does Alice live?", [], VectorFilter(tenant=T, user_id=U, valid_at=when), 10)
+        assert hits, "Alice seeds the walk"
+        return service._walks[(T, U)]
+
+    first = walk_at(then)
+    assert walk_at(then) is first  # same graph, same valid relations: nothing rebuilt
+    later = walk_at(now)
+    assert later is not first and later.walk is not first.walk
+    snap = store.snapshot(T, U)
+    for prepared, when in ((first, then), (later, now)):
+        assert (prepared.adjacency != adjacency_at(snap, when)).nnz == 0
+    assert walk_at(JAN_2024.replace(month=3)) is later  # still the same relations valid
+    store.upsert(T, U, *service.extract([cube("m3", "Alice: I adopted a cat named Miso.", JUN_2024)]))
+    assert walk_at(now) is not later  # a write makes a new snapshot

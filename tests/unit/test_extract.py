@@ -2,8 +2,10 @@
 
 from datetime import UTC, datetime, timedelta
 
-from memsvc.models import MemoryType, Role
+from memsvc.graph.service import speaker_of
+from memsvc.models import SPEAKER_KEY, MemoryCube, MemoryType, Role
 from memsvc.write.extract import extract_facts, extract_procedure, slot_of, to_third_person
+from memsvc.write.pipeline import episodic_content
 from memsvc.write.stages import heuristic_gate, segment
 
 
@@ -58,3 +60,21 @@ def test_segment_splits_on_session_change_and_time_gap() -> None:
     times = [t0, t0 + timedelta(minutes=5), t0 + timedelta(hours=2), t0 + timedelta(hours=2, minutes=1)]
     assert segment(times, ["s1", "s1", "s1", "s2"]) == [0, 0, 1, 2]
     assert segment([None, None], [None, None]) == [0, 0]
+
+
+def test_episodic_content_prefixes_names_and_other_roles_but_not_the_users_own_words() -> None:
+    assert episodic_content(Role.USER, "Alice", "I moved.") == "Alice: I moved."
+    assert episodic_content(Role.USER, None, "I moved.") == "I moved."
+    assert episodic_content(Role.ASSISTANT, None, "Noted.") == "assistant: Noted."
+    assert episodic_content(Role.TOOL, "search", "3 hits") == "search: 3 hits"
+
+
+def test_speaker_comes_from_metadata_and_falls_back_to_the_content_prefix() -> None:
+    def cube(content: str, **metadata: str) -> MemoryCube:
+        return MemoryCube(tenant="t", user_id="u", type=MemoryType.EPISODIC, content=content, metadata=metadata)
+
+    assert speaker_of(cube("Title: not a speaker", **{SPEAKER_KEY: "user"})) == "user"
+    assert speaker_of(cube("Alice: I moved.")) == "Alice"  # written before the metadata key existed
+    assert speaker_of(cube("I moved.")) is None
+    fact = MemoryCube(tenant="t", user_id="u", type=MemoryType.SEMANTIC, content="Alice: fact")
+    assert speaker_of(fact) is None
