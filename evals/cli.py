@@ -32,10 +32,11 @@ SYSTEMS = (*MEMSVC_SYSTEMS, *BASELINES)
 # 30 minutes on two cores. Scenes are taken in file order and written whole; queries are balanced over
 # scene × category. None = everything. Writing (embedding) the documents dominates the time.
 DEV_SUITE: dict[str, tuple[int | None, int | None]] = {
+    # (query limit, scene limit) per task. LongMemEval is left out: only one full instance exists here
+    # (a single question); `memsvc eval longmemeval --data <official files>` runs the real sets.
     "locomo": (None, None),  # 7 conversations, 4,124 turns, 1,345 scored questions
-    "longmemeval": (None, None),  # the one full instance here
-    "realtalk": (None, 4),  # Chat_1–Chat_4: 1,761 of 5,690 messages, 284 of 483 questions
-    "tmd": (240, 4),  # conversations 28, 31, 41, 42 (2,354 turns); first paraphrase; ~10 items per test file
+    "realtalk": (None, 3),  # Chat_1–Chat_3 of 10
+    "tmd": (240, 3),  # conversations 28, 31, 41; first paraphrase; ~10 items per test file
     "knowmebench": (300, 1),  # dataset1: 6,644 narrative records; 300 of its 471 scored questions
     "proced_mem_bench": (None, None),
     "reme": (300, None),  # of 1,105 (633 generalized + 472 task queries), 50 per workspace
