@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -101,11 +100,4 @@ def build_in_process(data_dir: str, tenant: str = "eval") -> InProcessClient:
     from memsvc.config import Settings
     from storage.registry import build_memory_os
 
-    settings = Settings(data_dir=Path(data_dir))
-    embedder = settings.embedder
-    if getattr(embedder, "torch_threads", 0) is None and "MEMSVC_EMBEDDER__TORCH_THREADS" not in os.environ:
-        # The runner sends one request at a time, so torch may use every core (a server keeps half
-        # for concurrent requests). Measured on 2 cores: 32 -> 55 REALTALK turns embedded per second.
-        embedder = embedder.model_copy(update={"torch_threads": os.cpu_count() or 1})
-        settings = settings.model_copy(update={"embedder": embedder})
-    return InProcessClient(build_memory_os(settings), tenant=tenant)
+    return InProcessClient(build_memory_os(Settings(data_dir=Path(data_dir))), tenant=tenant)
