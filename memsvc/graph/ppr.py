@@ -129,10 +129,6 @@ def personalized_pagerank(
     max_iter: int = 100,
 ) -> FloatArray:
     """PPR on `adjacency` from `seeds` (see `Walk.run`)."""
-    if not 0.0 <= damping < 1.0:
-        raise ValueError(f"damping must be in [0, 1), got {damping}")
-    if adjacency.shape[0] == 0:
-        return np.zeros(0, dtype=np.float64)
     return Walk.of(adjacency).run(seeds, damping, tol, max_iter)
 
 

@@ -112,6 +112,13 @@ def _epoch(t: datetime | None, default: float) -> float:
     return when.timestamp() if when is not None else default
 
 
+def _invalid_at(starts: npt.NDArray[np.float64], ends: npt.NDArray[np.float64], when: datetime) -> npt.NDArray[np.bool_]:
+    """Mask of the relations not valid at `when` (validity bounds as epoch seconds)."""
+    t = _epoch(when, 0.0)
+    mask: npt.NDArray[np.bool_] = ~((starts <= t) & (ends > t))
+    return mask
+
+
 @dataclass(frozen=True)
 class _ScopeWalk:
     """What PPR needs of one snapshot at one set of valid relations, kept across queries."""
@@ -125,10 +132,6 @@ class _ScopeWalk:
     specificity: npt.NDArray[np.float64]
     walk: Walk  # over the joint entity + memory graph
 
-    def invalid_at(self, when: datetime) -> npt.NDArray[np.bool_]:
-        t = _epoch(when, 0.0)
-        mask: npt.NDArray[np.bool_] = ~((self.starts <= t) & (self.ends > t))
-        return mask
 
 
 class GraphService:
@@ -301,7 +304,7 @@ class GraphService:
         with self._walks_lock:
             cached = self._walks.get(scope)
         if cached is not None and cached.snap is snap:
-            invalid = cached.invalid_at(when)
+            invalid = _invalid_at(cached.starts, cached.ends, when)
             if np.packbits(invalid).tobytes() == cached.invalid:
                 with self._walks_lock:
                     if scope in self._walks:
@@ -311,8 +314,7 @@ class GraphService:
         else:
             starts = np.array([_epoch(r.valid_from, -np.inf) for r in snap.relations], dtype=np.float64)
             ends = np.array([_epoch(r.valid_to, np.inf) for r in snap.relations], dtype=np.float64)
-            t = _epoch(when, 0.0)
-            invalid = ~((starts <= t) & (ends > t))
+            invalid = _invalid_at(starts, ends, when)
         adjacency = _without(snap, [r for r, bad in zip(snap.relations, invalid, strict=True) if bad])
         mentions = snap.mentions
         if self.hub_exponent:
