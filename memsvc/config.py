@@ -94,6 +94,9 @@ class LocalEmbedder(_Section):
     torch_threads: int | None = Field(
         None, ge=1, description="CPU threads for torch; default half the cores (request threads run in parallel)"
     )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="weights and activations; auto = bf16 where the CPU computes it natively, else fp32"
+    )
 
 
 class OpenAIEmbedder(_Section):

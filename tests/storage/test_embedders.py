@@ -1,0 +1,63 @@
+"""The local embedder: precision choice and what bf16 does to the vectors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from memsvc.config import LocalEmbedder
+from storage.embedders import SentenceTransformerEmbedder, cpu_has_native_bf16, resolve_precision
+
+CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+flags\t\t: fpu sse2 avx2 avx512f {extra}
+bugs\t\t: sysret_ss_attrs
+"""
+
+TEXTS = [
+    "Caroline went to an LGBTQ support group on Tuesday.",
+    "Melanie paints sunsets by the lake near her house.",
+    "The Berlin office moved to a new building in May 2023.",
+    "My cat Miso likes to sleep on the radiator.",
+    "To reset the router, hold the button for ten seconds and wait for the light.",
+]
+
+
+@pytest.mark.parametrize(("extra", "native"), [("avx512_bf16", True), ("amx_bf16 amx_tile", True), ("avx512bw", False)])
+def test_native_bf16_is_read_off_the_cpu_flags(tmp_path: Path, extra: str, native: bool) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text(CPUINFO.format(extra=extra))
+    assert cpu_has_native_bf16(info) is native
+
+
+def test_no_cpuinfo_means_no_native_bf16(tmp_path: Path) -> None:
+    assert cpu_has_native_bf16(tmp_path / "absent") is False
+
+
+def test_auto_precision_is_bf16_only_on_a_native_bf16_cpu() -> None:
+    assert resolve_precision("fp32", "cpu") == "fp32"
+    assert resolve_precision("bf16", "cuda") == "bf16"
+    assert resolve_precision("auto", "cuda") == "fp32"
+    assert resolve_precision("auto", "cpu") == ("bf16" if cpu_has_native_bf16() else "fp32")
+
+
+@pytest.fixture(scope="module")
+def fp32_and_bf16() -> tuple[SentenceTransformerEmbedder, SentenceTransformerEmbedder]:
+    return (SentenceTransformerEmbedder(LocalEmbedder(device="cpu", precision="fp32")),
+            SentenceTransformerEmbedder(LocalEmbedder(device="cpu", precision="bf16")))
+
+
+def test_bf16_vectors_are_unit_length_and_close_to_fp32(
+    fp32_and_bf16: tuple[SentenceTransformerEmbedder, SentenceTransformerEmbedder],
+) -> None:
+    full, half = fp32_and_bf16
+    assert (full.precision, half.precision) == ("fp32", "bf16")
+    a, b = full.embed(TEXTS), half.embed(TEXTS)
+    assert a.dtype == b.dtype == np.float32 and a.shape == b.shape == (len(TEXTS), full.dim)
+    np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, atol=1e-5)
+    assert float(np.min(np.sum(a * b, axis=1))) >= 0.99
+    # the ranking a query gets is the same
+    for query in ("Who paints?", "How do I reset the router?", "Where is the office?"):
+        assert np.argsort(-(a @ full.embed_query(query))).tolist() == np.argsort(-(b @ half.embed_query(query))).tolist()
