@@ -234,6 +234,16 @@ class GraphSnapshot:
     relations: list[Relation] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class GraphCatalog:
+    """A scope's entities and relations without the matrices: what the write path reads
+    (supersession, synonym links), cheap to hand out after every write."""
+
+    entity_ids: list[str]
+    entity_names: list[str]  # aligned with `entity_ids` (empty when a store does not fill them)
+    relations: list[Relation]
+
+
 class GraphStore(Protocol):
     """Entities, relations and memory mentions of each user scope."""
 
@@ -252,6 +262,8 @@ class GraphStore(Protocol):
         """Entities whose normalised name or alias equals one of `names` (normalised)."""
 
     def snapshot(self, tenant: str, user_id: str) -> GraphSnapshot: ...
+
+    def catalog(self, tenant: str, user_id: str) -> GraphCatalog: ...
 
     def delete_memories(self, tenant: str, memory_ids: Sequence[str]) -> None: ...
 

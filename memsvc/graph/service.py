@@ -1,10 +1,12 @@
 """The graph seams of the write and read paths: extraction on write, PPR recall on read.
 
 Write (`extract`): entities, relations and mentions of the cubes (spaCy offline, or an LLM's
-OpenIE when one is configured), then two scope-aware steps against the stored graph:
-supersession of single-valued facts (`memsvc.graph.temporal`) and synonym edges from new entity
-names to existing ones whose name embeddings are close (HippoRAG 2), computed incrementally:
-a scope's name embeddings are cached by entity id and only names not seen before are embedded.
+OpenIE when one is configured), then two scope-aware steps against the stored graph, read from
+the store's catalog (entities and relations, no matrices): supersession of single-valued facts
+(`memsvc.graph.temporal`) and synonym edges from new entity names to existing ones whose name
+embeddings are close (HippoRAG 2), computed incrementally: a scope's name embeddings are a matrix
+that grows with the scope (`_NameIndex`), and only names not seen before are embedded; a write
+neither rebuilds the scope's matrices nor re-stacks its name vectors.
 
 Read (`retrieve`): seeds are the query's entities (exact name/alias match, else the nearest
 entity names by embedding) plus the entities of the top dense hits; PPR runs over entities and
@@ -41,7 +43,7 @@ from memsvc.graph.ppr import (
 )
 from memsvc.graph.temporal import supersede, valid_at
 from memsvc.models import SPEAKER_KEY, Entity, MemoryCube, MemoryType, Mention, Relation, as_utc, utcnow
-from memsvc.ports import Embedder, GraphSnapshot, GraphStore, VectorFilter
+from memsvc.ports import Embedder, GraphCatalog, GraphSnapshot, GraphStore, VectorFilter
 from memsvc.read import GraphHit
 
 if TYPE_CHECKING:
@@ -74,8 +76,7 @@ def synonym_pairs(
     """
     if not len(new_vecs):
         return []
-    pool = np.vstack([old_vecs, new_vecs]) if len(old_vecs) else new_vecs
-    sims = new_vecs @ pool.T
+    sims = np.hstack([new_vecs @ old_vecs.T, new_vecs @ new_vecs.T]) if len(old_vecs) else new_vecs @ new_vecs.T
     n_old = len(old_vecs)
     out: list[tuple[int, int, float]] = []
     for i in range(len(new_vecs)):
@@ -133,6 +134,66 @@ class _ScopeWalk:
     walk: Walk  # over the joint entity + memory graph
 
 
+class _NameIndex:
+    """One scope's entity-name embeddings as a matrix whose rows follow the store's entity order.
+
+    `sync` consumes the store's entity list: while it only grows at the end (the SQL store between
+    deletes), the new tail is appended and older rows stay where they are; a reordered list
+    (a delete, a store that sorts) is re-gathered from the rows already held. Only names never
+    embedded before are embedded; names of entities not stored yet can be handed in (`hold`).
+    """
+
+    def __init__(self, dim: int) -> None:
+        self.lock = threading.Lock()
+        self._order: list[str] = []  # the store's entity ids consumed so far
+        self.ids: list[str] = []  # ids with a row, in row order
+        self._row: dict[str, int] = {}
+        self._buf = np.zeros((0, dim), dtype=np.float32)
+        self._held: dict[str, npt.NDArray[np.float32]] = {}
+
+    @property
+    def matrix(self) -> npt.NDArray[np.float32]:
+        return self._buf[: len(self.ids)]
+
+    def hold(self, ids: Sequence[str], vecs: npt.NDArray[np.float32]) -> None:
+        """Vectors of entities about to be stored (picked up by the `sync` that first sees them)."""
+        if len(self._held) > 10_000:  # entities whose write never landed
+            self._held.clear()
+        self._held.update(zip(ids, vecs, strict=True))
+
+    def sync(self, entity_ids: Sequence[str], names: Sequence[str], embed: Callable[[list[str]], np.ndarray]) -> None:
+        n = len(self._order)
+        if len(entity_ids) >= n and list(entity_ids[:n]) == self._order:
+            fresh = range(n, len(entity_ids))
+        else:  # reordered: keep the rows of the entities still there, drop the others
+            keep = [e for e in entity_ids if e in self._row]
+            rows = self._buf[[self._row[e] for e in keep]] if keep else self._buf[:0]
+            self.ids, self._row = [], {}
+            self._buf = np.zeros((0, self._buf.shape[1]), dtype=np.float32)
+            self._append(keep, rows)
+            fresh = range(len(entity_ids))
+        self._order = list(entity_ids)
+        tail = [(entity_ids[i], names[i] if names else "") for i in fresh if entity_ids[i] not in self._row]
+        vecs = {e: v for e, v in ((e, self._held.pop(e, None)) for e, _ in tail) if v is not None}
+        todo = [(e, name) for e, name in tail if e not in vecs and name]
+        if todo:
+            embedded = np.asarray(embed([name for _, name in todo]), dtype=np.float32)
+            vecs.update(zip((e for e, _ in todo), embedded, strict=True))
+        known = [e for e, _ in tail if e in vecs]
+        if known:
+            self._append(known, np.vstack([vecs[e] for e in known]))
+
+    def _append(self, ids: list[str], vecs: npt.NDArray[np.float32]) -> None:
+        start, end = len(self.ids), len(self.ids) + len(ids)
+        if end > len(self._buf):
+            grown = np.zeros((max(end, 2 * len(self._buf), 256), self._buf.shape[1]), dtype=np.float32)
+            grown[:start] = self._buf[:start]
+            self._buf = grown
+        self._buf[start:end] = vecs
+        for i, e in enumerate(ids, start=start):
+            self._row[e] = i
+        self.ids.extend(ids)
+
 
 class GraphService:
     """Turns cubes into graph records and queries into PPR-ranked memories."""
@@ -159,7 +220,7 @@ class GraphService:
         # so an entity named everywhere (a speaker) does not short-circuit every walk
         self.hub_exponent = hub_exponent
         self._max_cached = max_cached_scopes
-        self._name_vecs: OrderedDict[tuple[str, str], dict[str, npt.NDArray[np.float32]]] = OrderedDict()
+        self._names_by_scope: OrderedDict[tuple[str, str], _NameIndex] = OrderedDict()
         self._walks: OrderedDict[tuple[str, str], _ScopeWalk] = OrderedDict()
         self._walks_lock = threading.Lock()
 
@@ -175,46 +236,42 @@ class GraphService:
             ents_by_scope[(e.tenant, e.user_id)].append(e)
         relations: list[Relation] = []
         for scope in dict.fromkeys([*by_scope, *ents_by_scope]):
-            snap = self.store.snapshot(*scope)
-            new, closed = supersede(snap.relations, by_scope.get(scope, []))
+            catalog = self.store.catalog(*scope)  # no matrices on the write path
+            new, closed = supersede(catalog.relations, by_scope.get(scope, []))
             relations.extend(new)
             relations.extend(closed)
-            relations.extend(self._synonyms(scope, snap, ents_by_scope.get(scope, [])))
+            relations.extend(self._synonyms(scope, catalog, ents_by_scope.get(scope, [])))
         return list(recs.entities), relations, list(recs.mentions)
 
-    def _scope_vecs(self, scope: tuple[str, str], snap: GraphSnapshot) -> dict[str, npt.NDArray[np.float32]]:
-        """Name embeddings of the scope's stored entities (embeds only names not cached yet)."""
+    def _name_index(self, scope: tuple[str, str]) -> _NameIndex:
+        """The scope's entity-name embeddings (LRU over scopes); sync it under its lock."""
         assert self.embedder is not None
-        cache = self._name_vecs.get(scope)
-        if cache is None:
-            cache = self._name_vecs[scope] = {}
-            while len(self._name_vecs) > self._max_cached:
-                self._name_vecs.popitem(last=False)
-        self._name_vecs.move_to_end(scope)
-        if snap.entity_names:
-            missing = [(e, n) for e, n in zip(snap.entity_ids, snap.entity_names, strict=True) if e not in cache]
-            if missing:
-                vecs = self.embedder.embed([n for _, n in missing])
-                cache.update((e, np.asarray(v, dtype=np.float32)) for (e, _), v in zip(missing, vecs, strict=True))
-        return cache
+        with self._walks_lock:
+            index = self._names_by_scope.get(scope)
+            if index is None:
+                index = self._names_by_scope[scope] = _NameIndex(self.embedder.dim)
+                while len(self._names_by_scope) > self._max_cached:
+                    self._names_by_scope.popitem(last=False)
+            self._names_by_scope.move_to_end(scope)
+        return index
 
-    def _synonyms(self, scope: tuple[str, str], snap: GraphSnapshot, entities: Sequence[Entity]) -> list[Relation]:
+    def _synonyms(self, scope: tuple[str, str], catalog: GraphCatalog, entities: Sequence[Entity]) -> list[Relation]:
         if self.embedder is None or not entities:
             return []
-        known = set(snap.entity_ids)
+        known = set(catalog.entity_ids)
         fresh = [e for e in entities if e.id not in known]
         if not fresh:
             return []
-        cache = self._scope_vecs(scope, snap)
-        old_ids = [e for e in snap.entity_ids if e in cache]
-        dim = self.embedder.dim
-        old = np.vstack([cache[e] for e in old_ids]) if old_ids else np.zeros((0, dim), dtype=np.float32)
-        new = np.asarray(self.embedder.embed([e.name for e in fresh]), dtype=np.float32)
-        cache.update((e.id, v) for e, v in zip(fresh, new, strict=True))
-        pool = [*old_ids, *(e.id for e in fresh)]
+        index = self._name_index(scope)
+        with index.lock:
+            index.sync(catalog.entity_ids, catalog.entity_names, self.embedder.embed)
+            new = np.asarray(self.embedder.embed([e.name for e in fresh]), dtype=np.float32)
+            pool = [*index.ids, *(e.id for e in fresh)]
+            pairs = synonym_pairs(new, index.matrix, self.synonym_threshold, self.synonym_top)
+            index.hold([e.id for e in fresh], new)
         tenant, user_id = scope
         out = []
-        for i, j, sim in synonym_pairs(new, old, self.synonym_threshold, self.synonym_top):
+        for i, j, sim in pairs:
             a, b = fresh[i].id, pool[j]
             out.append(Relation(
                 id=relation_id(tenant, user_id, a, SYNONYM, b, None), tenant=tenant, user_id=user_id,
@@ -235,16 +292,17 @@ class GraphService:
         seeds = {col[e.id]: 1.0 for e in found if e.id in col}
         if seeds or self.embedder is None or not snap.entity_names or not extraction.entities:
             return seeds
-        cache = self._scope_vecs((tenant, user_id), snap)
-        ids = [e for e in snap.entity_ids if e in cache]
-        if not ids:
-            return seeds
-        mat = np.vstack([cache[e] for e in ids])
         q = np.asarray(self.embedder.embed([e.name for e in extraction.entities]), dtype=np.float32)
-        sims = q @ mat.T
+        index = self._name_index((tenant, user_id))
+        with index.lock:
+            index.sync(snap.entity_ids, snap.entity_names, self.embedder.embed)
+            ids = list(index.ids)
+            sims = q @ index.matrix.T if ids else None
+        if sims is None:
+            return seeds
         for row in sims:
             best = int(np.argmax(row))
-            if row[best] >= self.query_match_threshold:
+            if row[best] >= self.query_match_threshold and ids[best] in col:
                 c = col[ids[best]]
                 seeds[c] = max(seeds.get(c, 0.0), float(row[best]))
         return seeds

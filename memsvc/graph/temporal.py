@@ -53,16 +53,23 @@ def supersede(existing: Iterable[Relation], new: Sequence[Relation]) -> tuple[li
     relations that a new relation closes (same id, `valid_to` set), for the store to apply.
     """
     groups: dict[tuple[str, str], list[tuple[Relation, bool]]] = defaultdict(list)
-    for r in existing:
-        fam = predicate_family(r.predicate)
-        if fam is not None and r.valid_from is not None:
-            groups[(r.subject_id, fam)].append((r, False))
     touched: set[tuple[str, str]] = set()
     for r in new:
         fam = predicate_family(r.predicate)
         if fam is not None and r.valid_from is not None:
-            groups[(r.subject_id, fam)].append((r, True))
             touched.add((r.subject_id, fam))
+    subjects = {subject for subject, _ in touched}
+    if not subjects:
+        return list(new), []
+    for r in existing:  # a scope's every relation: only the touched subjects' are looked at
+        if r.subject_id in subjects and r.valid_from is not None:
+            fam = predicate_family(r.predicate)
+            if fam is not None and (r.subject_id, fam) in touched:
+                groups[(r.subject_id, fam)].append((r, False))
+    for r in new:
+        fam = predicate_family(r.predicate)
+        if fam is not None and r.valid_from is not None:
+            groups[(r.subject_id, fam)].append((r, True))
     ends: dict[str, datetime] = {}
     for key in touched:
         timeline = sorted(groups[key], key=lambda x: as_utc(x[0].valid_from))  # type: ignore[arg-type, return-value]

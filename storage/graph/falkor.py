@@ -36,7 +36,7 @@ from memsvc.errors import BackendUnavailable
 from memsvc.graph.ids import normalize_name
 from memsvc.graph.matrix import build_adjacency, build_mentions
 from memsvc.models import Entity, Mention, Relation, as_utc, utcnow
-from memsvc.ports import GraphSnapshot, Page
+from memsvc.ports import GraphCatalog, GraphSnapshot, Page
 from storage.graph.common import (
     alias_keys,
     check_limit,
@@ -338,6 +338,11 @@ class FalkorGraphStore:
                 while len(self._snapshots) > self._max_cached:
                     self._snapshots.popitem(last=False)
         return snap
+
+    def catalog(self, tenant: str, user_id: str) -> GraphCatalog:
+        """The cached snapshot's entities and relations (one snapshot per graph change either way)."""
+        snap = self.snapshot(tenant, user_id)
+        return GraphCatalog(snap.entity_ids, snap.entity_names, snap.relations)
 
     def _build(self, name: str, tenant: str, user_id: str) -> GraphSnapshot:
         self.builds += 1

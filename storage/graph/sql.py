@@ -27,7 +27,7 @@ from memsvc.errors import Conflict
 from memsvc.graph.ids import normalize_name
 from memsvc.graph.matrix import build_adjacency, build_mentions
 from memsvc.models import Entity, Mention, Relation, utcnow
-from memsvc.ports import GraphSnapshot, Page
+from memsvc.ports import GraphCatalog, GraphSnapshot, Page
 from storage.graph.common import (
     alias_keys,
     check_limit,
@@ -413,6 +413,12 @@ class SqlGraphStore:
         """The scope's matrices; node order is first-write order and stable until a delete."""
         with self._scope_lock((tenant, user_id)):
             return self._scope(tenant, user_id).build()
+
+    def catalog(self, tenant: str, user_id: str) -> GraphCatalog:
+        """Entities (in snapshot order) and relations, straight from the cache: no matrices are built."""
+        with self._scope_lock((tenant, user_id)):
+            cache = self._scope(tenant, user_id)
+            return GraphCatalog(list(cache.entity_ids), list(cache.display), list(cache.facts.values()))
 
     def close(self) -> None:
         with self._lock:

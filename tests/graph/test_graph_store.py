@@ -247,6 +247,16 @@ def test_user_text_is_data_not_query(store: GraphStore) -> None:
     assert store.find_entities(T1, U1, ["`x`"]) == [found]
 
 
+def test_catalog_lists_the_snapshot_entities_and_relations(store: GraphStore) -> None:
+    write_alice(store)
+    store.upsert(T1, U1, [ent("Rome")], [rel("miso", "visit", "rome", "m3")], [men("m3", "rome")])
+    catalog, snap = store.catalog(T1, U1), store.snapshot(T1, U1)
+    assert catalog.entity_ids == snap.entity_ids and catalog.entity_names == snap.entity_names
+    assert sorted(r.id for r in catalog.relations) == sorted(r.id for r in snap.relations)
+    assert len(catalog.entity_ids) == 5 and eid("rome") in catalog.entity_ids
+    assert store.catalog(T1, "nobody").entity_ids == []
+
+
 @pytest.mark.service
 def test_same_matrices_on_every_backend(engine: Any, falkordb_server: tuple[str, int]) -> None:
     sql = SqlGraphStore(engine)

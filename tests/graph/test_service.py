@@ -97,6 +97,38 @@ def test_new_entities_link_to_close_names_incrementally(
     assert calls == [2, 2, 4, 1]  # a fresh process embeds the 4 stored names once, then the new one
 
 
+class SnapshotCounting:
+    """The real store, counting the matrix snapshots asked of it."""
+
+    def __init__(self, inner: GraphStore) -> None:
+        self.inner, self.snapshots = inner, 0
+
+    def snapshot(self, tenant: str, user_id: str) -> object:
+        self.snapshots += 1
+        return self.inner.snapshot(tenant, user_id)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+def test_writes_build_no_matrices_and_forget_deleted_names(
+    store: GraphStore, nlp: Language, embedder: Embedder
+) -> None:
+    counting = SnapshotCounting(store)
+    service = GraphService(counting, nlp, embedder=embedder, synonym_threshold=0.85)  # type: ignore[arg-type]
+    write(service, store, cube("m1", "Barack Obama visited Chicago."))
+    write(service, store, cube("m2", "Angela Merkel flew to Berlin."))
+    assert counting.snapshots == 0  # supersession and synonyms read the catalog
+    store.delete_memories(T, ["m1"])  # Barack Obama and Chicago leave the graph
+    write(service, store, cube("m3", "Obama spoke in Berlin."))
+    syn = [(r.subject_id, r.object_id) for r in store.relations(T, U).items if r.predicate == SYNONYM]
+    assert syn == []  # no edge to the deleted "Barack Obama"
+    write(service, store, cube("m4", "Barack Obama came back."))
+    syn = [(r.subject_id, r.object_id) for r in store.relations(T, U).items if r.predicate == SYNONYM]
+    assert syn == [(eid("Barack Obama"), eid("Obama"))]
+    assert counting.snapshots == 0
+
+
 def test_query_entities_fall_back_to_embedding_match(store: GraphStore, nlp: Language, embedder: Embedder) -> None:
     service = GraphService(store, nlp, embedder=embedder, query_match_threshold=0.8)
     write(service, store, cube("m1", "Caroline joined the New York City marathon."),
