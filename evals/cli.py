@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 
 from evals.baselines import BASELINES, Encoder, make_baseline
-from evals.client import MemoryClient, PresetClient, RestClient, build_in_process
+from evals.client import EVAL_TORCH_THREADS, MemoryClient, PresetClient, RestClient, build_in_process
 from evals.datasets.base import default_data_root
 from evals.qa import QA_BENCHMARKS, SKIP_MESSAGE, QAScorer, endpoint_from_env
 from evals.report import dataset_checksums, write_outputs
@@ -108,12 +108,14 @@ def run_suite(
     qa_message = "" if endpoint else SKIP_MESSAGE
     if qa_on and not endpoint:
         typer.echo(SKIP_MESSAGE, err=True)
-    encoder = Encoder()
+    encoder = Encoder(torch_threads=EVAL_TORCH_THREADS)  # torch's thread count is per process
     results: dict[str, Any] = {"tasks": {}}
     files: list[Path] = []
     with ExitStack() as stack:
         wants_memsvc = any(s in MEMSVC_SYSTEMS for s in systems)
         memsvc = _memsvc_client(stack, url, key, data_dir) if wants_memsvc else None
+        describe = getattr(memsvc, "describe", None)
+        described: dict[str, Any] = describe() if callable(describe) else {"in_process": True}
         for name in benchmarks:
             extra = {"question_ids": question_ids} if name == "longmemeval" and question_ids else {}
             task: Task = build_task(name, data, **extra)
@@ -160,7 +162,7 @@ def run_suite(
         "started": datetime.fromtimestamp(started, UTC).isoformat(timespec="seconds"),
         "duration_s": round(time.time() - started, 1),
         "benchmarks": benchmarks, "systems": list(systems), "data": str(data),
-        "memsvc": {"url": url} if url else {"in_process": True, "data_dir": str(data_dir) if data_dir else "temporary"},
+        "memsvc": {"url": url} if url else {**described, "data_dir": str(data_dir) if data_dir else "temporary"},
         "limit": limit, "limits": limits, "scenes": scenes, "top_k": opts.top_k, "ks": list(opts.ks),
         "budgets": list(opts.budgets), "lmeb_ks": list(opts.lmeb_ks), "write_batch": opts.batch,
         "infer": opts.infer, "states_threshold": opts.states_threshold, "run_id": opts.run_id,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -34,6 +35,12 @@ class InProcessClient:
 
     def search(self, req: SearchRequest) -> SearchResult:
         return self._os.search(self.tenant, req)  # type: ignore[no-any-return]
+
+    def describe(self) -> dict[str, Any]:
+        """How memsvc was run, for the results' config."""
+        embedder = self._os.embedder
+        return {"in_process": True, "embedder": embedder.model_name, "precision": getattr(embedder, "precision", None),
+                "torch_threads": self._os.settings.embedder.model_dump().get("torch_threads")}
 
     def close(self) -> None:
         if self._owns:
@@ -95,9 +102,21 @@ class RestClient:
         self._http.close()
 
 
+# The runners call memsvc one request at a time, so torch may take every core: writes of the
+# KnowMe-Bench corpus 159 -> 131 s (first 3,100 records, 2 cores). A server keeps its default, half
+# the cores, for its concurrent requests (benchmarks/mixed_load.py: search p50 143 ms with one
+# torch thread, 168 ms with two, while one writer and four searchers share 2 cores).
+EVAL_TORCH_THREADS = os.cpu_count() or 1
+
+
 def build_in_process(data_dir: str, tenant: str = "eval") -> InProcessClient:
-    """Wire memsvc on embedded defaults under `data_dir` (the eval CLI is one of the two wiring places)."""
-    from memsvc.config import Settings
+    """Wire memsvc on embedded defaults under `data_dir` (the eval CLI is one of the two wiring places);
+    a local embedder without a configured thread count gets `EVAL_TORCH_THREADS`."""
+    from memsvc.config import LocalEmbedder, Settings
     from storage.registry import build_memory_os
 
-    return InProcessClient(build_memory_os(Settings(data_dir=Path(data_dir))), tenant=tenant)
+    settings = Settings(data_dir=Path(data_dir))
+    if isinstance(settings.embedder, LocalEmbedder) and settings.embedder.torch_threads is None:
+        embedder = settings.embedder.model_copy(update={"torch_threads": EVAL_TORCH_THREADS})
+        settings = settings.model_copy(update={"embedder": embedder})
+    return InProcessClient(build_memory_os(settings), tenant=tenant)

@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from evals.cli import eval_app, run_suite
+from evals.client import EVAL_TORCH_THREADS
 from evals.runner import RunOptions
 
 BASELINES = ["bm25", "dense", "hybrid"]
@@ -56,6 +57,8 @@ def test_locomo_one_conversation(data_root: Path, tmp_path: Path, systems: list[
     if "memsvc" in systems:
         assert "| Δ memsvc − bm25 |" in report
         assert task["systems"]["memsvc"]["write"]["memories_written"] > 0
+        run = saved["config"]["memsvc"]
+        assert run["torch_threads"] == EVAL_TORCH_THREADS and run["precision"] in ("fp32", "bf16")
     assert results["qa"]["enabled"] is False
 
 
