@@ -40,7 +40,7 @@ class InProcessClient:
         """How memsvc was run, for the results' config."""
         embedder = self._os.embedder
         return {"in_process": True, "embedder": embedder.model_name, "precision": getattr(embedder, "precision", None),
-                "torch_threads": self._os.settings.embedder.model_dump().get("torch_threads")}
+                "torch_threads": getattr(self._os.settings.embedder, "torch_threads", None)}
 
     def close(self) -> None:
         if self._owns:
