@@ -16,6 +16,8 @@ from memsvc.config import Settings
 app = typer.Typer(help="memsvc: long-term memory service for AI agents.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+gates_app = typer.Typer(help="The learned gate model.", no_args_is_help=True)
+app.add_typer(gates_app, name="gates")
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="data directory (default ./data or MEMSVC_DATA_DIR)")]
 Tenant = Annotated[str, typer.Option("--tenant", help="tenant the data belongs to")]
@@ -49,6 +51,27 @@ def serve(
     settings = _settings(data_dir, host=host, port=port)
     typer.echo(f"memsvc: data in {settings.data_dir.resolve()}, listening on http://{settings.host}:{settings.port}")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+
+
+@gates_app.command("serve")
+def gates_serve(
+    host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port")] = 8090,
+    path: Annotated[Path | None, typer.Option("--path", help="artefact folder (default: the packaged one)")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16")] = "auto",
+) -> None:
+    """Serve the gate model to API nodes (`MEMSVC_GATES__KIND=remote`, `MEMSVC_GATES__URL`)."""
+    import uvicorn
+
+    from api.gates_server import create_gates_app
+    from storage.gates.local import TorchGateModel
+
+    model = TorchGateModel(path, device=device, precision=precision)
+    info = model.describe()
+    typer.echo(f"memsvc gates: {info['name']} v{info['version']} heads={info['heads']} on {info['device']} "
+               f"({info['dtype']}), listening on http://{host}:{port}")
+    uvicorn.run(create_gates_app(model), host=host, port=port, log_level="warning")
 
 
 @keys_app.command("create")
@@ -207,6 +230,9 @@ def _mount_eval() -> None:
     except ImportError:  # evals not installed
         return
     app.add_typer(eval_app, name="eval", help="Run the evaluation suite.")
+    from evals.train_gates import train_app
+
+    app.add_typer(train_app, name="train", help="Train the learned parts on the development data.")
 
 
 _mount_eval()

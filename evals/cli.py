@@ -18,15 +18,24 @@ from typing import Annotated, Any
 import typer
 
 from evals.baselines import BASELINES, Encoder, make_baseline
-from evals.client import EVAL_TORCH_THREADS, MemoryClient, PresetClient, RestClient, build_in_process
+from evals.client import (
+    EVAL_TORCH_THREADS,
+    CrossValidatedClient,
+    InProcessClient,
+    MemoryClient,
+    PresetClient,
+    RestClient,
+    build_in_process,
+)
 from evals.datasets.base import default_data_root
 from evals.qa import QA_BENCHMARKS, SKIP_MESSAGE, QAScorer, endpoint_from_env
 from evals.report import dataset_checksums, write_outputs
-from evals.runner import RunOptions, run_system, system_summary
+from evals.runner import RunOptions, run_system, scope_id, system_summary
 from evals.tasks import BENCHMARKS, Task, build_task, write_lmeb
 
 # memsvc-ppr: memsvc's own scopes searched with the `hybrid_ppr` preset (dense + BM25 + graph PPR).
-MEMSVC_SYSTEMS = {"memsvc": None, "memsvc-ppr": "hybrid_ppr"}
+MEMSVC_SYSTEMS = {"memsvc": None, "memsvc-ppr": "hybrid_ppr", "memsvc-rerank": "hybrid_rerank",
+                  "memsvc-ppr-rerank": "hybrid_ppr_rerank"}
 SYSTEMS = (*MEMSVC_SYSTEMS, *BASELINES)
 ALL_SYSTEMS = ("memsvc", *BASELINES)  # `eval all`: the graph preset is measured per benchmark (locomo, musique)
 # `memsvc eval all`: (query limit, scene limit) per task, chosen to keep the development suite under
@@ -140,6 +149,12 @@ def run_suite(
                     assert memsvc is not None
                     preset = MEMSVC_SYSTEMS[system]
                     client: MemoryClient = PresetClient(memsvc, preset) if preset else memsvc
+                    if isinstance(memsvc, InProcessClient):
+                        # a learned reranker never scores a scene it was trained on (k-fold by scene)
+                        held_out = CrossValidatedClient.folds_of(memsvc._os.reader.gate)
+                        by_user = {scope_id(name, scene, opts.run_id): held_out[f"{name}/{scene}"]
+                                   for scene in task.scenes if f"{name}/{scene}" in held_out}
+                        client = CrossValidatedClient(memsvc, preset, by_user)
                 else:
                     client = make_baseline(system, encoder)
                 run = run_system(task, system, client, opts, qa=scorer)

@@ -39,8 +39,11 @@ class InProcessClient:
     def describe(self) -> dict[str, Any]:
         """How memsvc was run, for the results' config."""
         embedder = self._os.embedder
+        gate = self._os.gate.describe() if self._os.gate is not None else None
         return {"in_process": True, "embedder": embedder.model_name, "precision": getattr(embedder, "precision", None),
-                "torch_threads": getattr(self._os.settings.embedder, "torch_threads", None)}
+                "torch_threads": getattr(self._os.settings.embedder, "torch_threads", None),
+                "gates": {k: gate[k] for k in ("name", "version", "created", "heads", "device")} if gate else None,
+                "default_preset": self._os.settings.search.preset}
 
     def close(self) -> None:
         if self._owns:
@@ -60,6 +63,48 @@ class PresetClient:
 
     def search(self, req: SearchRequest) -> SearchResult:
         return self._inner.search(req.model_copy(update={"preset": self.preset}))
+
+    def close(self) -> None:
+        """The inner client is closed by its owner."""
+
+
+class CrossValidatedClient:
+    """memsvc in-process, each search reranked by the cross-validation fold model that never saw the
+    query's scene (`memsvc train gates` keeps one per fold, and which scene was held out where);
+    scenes no fold trained on (evaluation-only sets, held-out data) get the shipped model, which
+    never saw them either. Writes go to the inner client unchanged."""
+
+    def __init__(self, inner: InProcessClient, preset: str | None, fold_by_user: dict[str, int]) -> None:
+        from memsvc.learn import gates as G
+
+        self._inner = inner
+        self.preset = preset
+        self._fold_by_user = fold_by_user
+        gate = inner._os.reader.gate
+        self._gate = gate
+        self._models = G.load_folds(gate.path) if gate is not None and hasattr(gate, "heads") else []
+
+    @staticmethod
+    def folds_of(gate: Any) -> dict[str, int]:
+        """`task/scene` -> held-out fold, from the loaded artefact's manifest (empty without one)."""
+        manifest = getattr(gate, "manifest", None)
+        return dict(manifest.config.get("folds_of", {})) if manifest is not None else {}
+
+    def add(self, req: WriteRequest) -> WriteResult:
+        return self._inner.add(req)
+
+    def search(self, req: SearchRequest) -> SearchResult:
+        if self.preset is not None:
+            req = req.model_copy(update={"preset": self.preset})
+        fold = self._fold_by_user.get(req.user_id)
+        if fold is None or self._gate is None or fold >= len(self._models):
+            return self._inner.search(req)
+        shipped = self._gate.heads["rerank"]
+        self._gate.heads["rerank"] = self._models[fold]
+        try:
+            return self._inner.search(req)
+        finally:
+            self._gate.heads["rerank"] = shipped
 
     def close(self) -> None:
         """The inner client is closed by its owner."""
@@ -109,13 +154,14 @@ class RestClient:
 EVAL_TORCH_THREADS = os.cpu_count() or 1
 
 
-def build_in_process(data_dir: str, tenant: str = "eval") -> InProcessClient:
+def build_in_process(data_dir: str, tenant: str = "eval", **overrides: Any) -> InProcessClient:
     """Wire memsvc on embedded defaults under `data_dir` (the eval CLI is one of the two wiring places);
-    a local embedder without a configured thread count gets `EVAL_TORCH_THREADS`."""
+    a local embedder without a configured thread count gets `EVAL_TORCH_THREADS`. `overrides` replace
+    settings sections (e.g. `gates=NoGates()` for training data)."""
     from memsvc.config import LocalEmbedder, Settings
     from storage.registry import build_memory_os
 
-    settings = Settings(data_dir=Path(data_dir))
+    settings = Settings(data_dir=Path(data_dir), **overrides)
     if isinstance(settings.embedder, LocalEmbedder) and settings.embedder.torch_threads is None:
         embedder = settings.embedder.model_copy(update={"torch_threads": EVAL_TORCH_THREADS})
         settings = settings.model_copy(update={"embedder": embedder})

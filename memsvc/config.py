@@ -129,6 +129,33 @@ class OpenAILLM(_Section):
 LLMConfig = Annotated[NoLLM | OpenAILLM, Field(discriminator="kind")]
 
 
+class LocalGates(_Section):
+    """The gate model in-process (torch): CPU by default, CUDA when asked or available."""
+
+    kind: Literal["local"] = "local"
+    path: Path | None = Field(None, description="artefact folder (manifest.json + weights); default the packaged one")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available, else cpu")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto = bf16 on CUDA, fp32 on CPU (the heads are tiny; fp32 costs nothing there)")
+
+
+class RemoteGates(_Section):
+    """A `memsvc gates serve` worker (e.g. on a GPU host) shared by several API nodes."""
+
+    kind: Literal["remote"] = "remote"
+    url: str = "http://127.0.0.1:8090"
+    timeout_s: float = 2.0
+
+
+class NoGates(_Section):
+    """No learned gates: the heuristic twins run (rule-based write gate, fused order)."""
+
+    kind: Literal["none"] = "none"
+
+
+GatesConfig = Annotated[LocalGates | RemoteGates | NoGates, Field(discriminator="kind")]
+
+
 class Limits(_Section):
     max_body_bytes: int = 2_000_000
     max_messages: int = 500
@@ -146,6 +173,9 @@ class WriteConfig(_Section):
 class SearchConfig(_Section):
     candidates: int = Field(100, description="candidates per retriever before fusion")
     rrf_k: int = 60
+    rerank_depth: int = Field(200, ge=1, le=1000, description="fused candidates the learned reranker scores")
+    preset: str = Field("hybrid", description="preset of a search that names none (a rerank preset falls back to "
+                        "fused order when no reranker is loaded)")
 
 
 class AdminConfig(_Section):
@@ -174,6 +204,7 @@ class Settings(BaseSettings):
     graph: GraphConfig = SqlGraph()
     embedder: EmbedderConfig = LocalEmbedder()
     llm: LLMConfig = NoLLM()
+    gates: GatesConfig = LocalGates()
     limits: Limits = Limits()
     write: WriteConfig = WriteConfig()
     search: SearchConfig = SearchConfig()

@@ -26,8 +26,9 @@ from memsvc.models import (
     StoredMessage,
     utcnow,
 )
-from memsvc.ports import Embedder, GraphStore, MemoryQuery, Page, RecordStore, VectorIndex
+from memsvc.ports import Embedder, GateModel, GraphStore, MemoryQuery, Page, RecordStore, VectorIndex
 from memsvc.read import EntityResolver, GraphRetriever, ReadPipeline
+from memsvc.retrieval.presets import PRESETS
 from memsvc.schemas import (
     FeedbackRequest,
     MemoryPatch,
@@ -56,16 +57,18 @@ class MemoryOS:
         graph_retriever: GraphRetriever | None = None,
         entity_resolver: EntityResolver | None = None,
         skills_dir: Path | None = None,
+        gate: GateModel | None = None,
     ) -> None:
         self.settings = settings
         self.records = records
         self.vectors = vectors
         self.embedder = embedder
         self.graph = graph
+        self.gate = gate
         self.indexer = Indexer(records, vectors, embedder, graph, graph_extractor)
-        self.writer = WritePipeline(records, vectors, self.indexer, settings.limits, settings.write)
+        self.writer = WritePipeline(records, vectors, self.indexer, settings.limits, settings.write, gate=gate)
         self.reader = ReadPipeline(
-            records, vectors, embedder, settings.search, settings.limits, graph_retriever, entity_resolver
+            records, vectors, embedder, settings.search, settings.limits, graph_retriever, entity_resolver, gate=gate
         )
         self.skill_bank: list[SkillCard] = load_skill_bank(skills_dir)
         self._jobs = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memsvc-jobs")
@@ -87,6 +90,8 @@ class MemoryOS:
         self.vectors.close()
         if self.graph is not None:
             self.graph.close()
+        if self.gate is not None:
+            self.gate.close()
         self.records.close()
 
     # -- writes ------------------------------------------------------------------------
@@ -247,9 +252,25 @@ class MemoryOS:
 
     def policies(self, tenant: str) -> dict[str, Any]:
         stats = self.records.scope_stats(tenant)
+        gates = self.gate.describe() if self.gate is not None else None
+        heuristic_write = {"kind": "heuristic", "signals": ["phatic", "length", "numbers", "first_person", "role"]}
         return {
-            "write_gate": {"kind": "heuristic", "signals": ["phatic", "length", "numbers", "first_person", "role"]},
-            "read_gate": {"kind": "rules", "query_kinds": ["temporal", "preference", "procedural", "multi_hop", "factual"]},
+            "gates": gates,
+            "write_gate": (
+                {"kind": "learned", "head": "write", "importance": "P(needed later)", "skills": "heuristic choice",
+                 "metrics": (gates or {}).get("metrics", {}).get("write", {})}
+                if self.writer.gate is not None else heuristic_write
+            ),
+            "read_gate": {
+                "query_kind": {"kind": "rules", "kinds": ["temporal", "preference", "procedural", "multi_hop", "factual"]},
+                "reranker": (
+                    {"kind": "learned", "head": "rerank", "depth": self.settings.search.rerank_depth,
+                     "presets": [p for p, v in PRESETS.items() if v.rerank],
+                     "metrics": (gates or {}).get("metrics", {}).get("rerank", {})}
+                    if self.reader.gate is not None else {"kind": "none", "note": "rerank presets use fused order"}
+                ),
+                "default_preset": self.settings.search.preset,
+            },
             "retention": {"kind": "keep_all", "note": "no eviction; superseded and archived memories stay queryable with as_of"},
             "stats": {
                 "users": len(stats),

@@ -288,3 +288,28 @@ class LLM(Protocol):
         self, messages: Sequence[dict[str, str]], *, max_tokens: int = 512,
         temperature: float = 0.0, json_mode: bool = False,
     ) -> Completion: ...
+
+
+class GateModel(Protocol):
+    """The learned gates (ARCHITECTURE §6): read gate / reranker, query router, write gate.
+
+    Batched and stateless per call, so one GPU-hosted worker can serve several API nodes
+    (`memsvc gates serve`); a head an artefact lacks answers `has(head) == False`.
+    """
+
+    def has(self, head: str) -> bool:
+        """Whether the loaded artefact carries `head` ("rerank", "write", "route")."""
+
+    def rerank(self, lists: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """One score vector per candidate list (rows: `memsvc.learn.features.RERANK_FEATURES`)."""
+
+    def memorability(self, embeddings: np.ndarray, side: np.ndarray) -> np.ndarray:
+        """P(the message is needed later) per row (embedding + `WRITE_FEATURES` side features)."""
+
+    def route(self, embeddings: np.ndarray, side: np.ndarray) -> np.ndarray:
+        """Per query, one probability per retriever of `memsvc.learn.features.ROUTES`."""
+
+    def describe(self) -> dict[str, Any]:
+        """The loaded artefact's manifest (name, version, date, data checksums, metrics) and device."""
+
+    def close(self) -> None: ...

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
+
+import numpy as np
 
 from memsvc.config import Limits, SearchConfig
 from memsvc.errors import InvalidInput
-from memsvc.models import EventLog, MemoryCube, MemoryStatus, as_utc, utcnow
-from memsvc.ports import Embedder, RecordStore, VectorFilter, VectorIndex
+from memsvc.learn.features import Candidate, rerank_features
+from memsvc.models import SPEAKER_KEY, EventLog, MemoryCube, MemoryStatus, MemoryType, as_utc, utcnow
+from memsvc.ports import Embedder, GateModel, RecordStore, VectorFilter, VectorIndex
 from memsvc.retrieval.filters import matches
 from memsvc.retrieval.fusion import Fused, rrf
 from memsvc.retrieval.packing import count_tokens, edge_order, pack
-from memsvc.retrieval.presets import DEFAULT_PRESET, PRESETS, RetrievalPreset
+from memsvc.retrieval.presets import PRESETS, RetrievalPreset
 from memsvc.retrieval.query import classify
 from memsvc.schemas import SearchRequest, SearchResult
 
@@ -37,6 +41,31 @@ class _Candidate:
     fused: Fused
     line: str
     tokens: int
+    fused_rank: int = 0
+    rerank: float | None = None  # the read gate's score, when it ran
+
+    @property
+    def score(self) -> float:
+        return self.rerank if self.rerank is not None else self.fused.score
+
+
+@dataclass
+class CandidateSet:
+    """The read path up to (not including) packing: what a reranker sees, and what training dumps."""
+
+    preset: RetrievalPreset
+    candidates: list[_Candidate]
+    features: np.ndarray | None = None  # one row per candidate when a reranker is to run
+    paths: dict[str, list[str]] | None = None
+    reranked: bool = False
+
+
+def restated(item: _Candidate, chosen: Sequence[_Candidate]) -> bool:
+    """A derived memory whose every source turn is already chosen verbatim adds no evidence."""
+    if item.cube.type is MemoryType.EPISODIC or not item.cube.source_ids:
+        return False
+    turns = {s for c in chosen if c.cube.type is MemoryType.EPISODIC for s in c.cube.source_ids}
+    return all(s in turns for s in item.cube.source_ids)
 
 
 def render(cube: MemoryCube) -> str:
@@ -50,6 +79,7 @@ class ReadPipeline:
         self, records: RecordStore, vectors: VectorIndex, embedder: Embedder,
         config: SearchConfig, limits: Limits,
         graph_retriever: GraphRetriever | None = None, entity_resolver: EntityResolver | None = None,
+        gate: GateModel | None = None,
     ) -> None:
         self.records = records
         self.vectors = vectors
@@ -58,10 +88,11 @@ class ReadPipeline:
         self.limits = limits
         self.graph_retriever = graph_retriever
         self.entity_resolver = entity_resolver
+        self.gate = gate if gate is not None and gate.has("rerank") else None
+        self.preset(config.preset)  # an unknown default preset fails at start-up, not per search
 
     def preset(self, name: str | None) -> RetrievalPreset:
-        if name is None:
-            return DEFAULT_PRESET
+        name = name or self.config.preset
         try:
             return PRESETS[name]
         except KeyError:
@@ -93,6 +124,24 @@ class ReadPipeline:
         )
 
     def search(self, tenant: str, req: SearchRequest, *, actor: str | None = None, record: bool = True) -> SearchResult:
+        cset = self.candidates(tenant, req)
+        if cset is None:
+            return SearchResult(results=[], context="")
+        ranked_candidates = self.rank(cset)
+        chosen = pack(ranked_candidates, top_k=req.top_k, token_budget=req.token_budget, cost=lambda c: c.tokens,
+                      redundant=restated)
+        ranked = {c.cube.id: rank for rank, c in enumerate(chosen, start=1)}
+        ordered = edge_order(chosen)
+        kind = classify(req.query)
+        results = [self._result(c, ranked[c.cube.id], cset, kind.value, req.explain) for c in ordered]
+        if record:
+            self._log(tenant, req, chosen, cset.preset, actor)
+        return SearchResult(results=results, context="\n".join(c.line for c in ordered))
+
+    def candidates(self, tenant: str, req: SearchRequest, *, features: bool = False) -> CandidateSet | None:
+        """Every retriever of the preset, fused, loaded from the source of truth; with the read gate's
+        features when the preset reranks and a gate is loaded, or when `features` asks (training
+        dumps). None when a filter matches nothing."""
         if len(req.query) > self.limits.max_query_chars:
             raise InvalidInput(f"query longer than {self.limits.max_query_chars} characters")
         if req.top_k > self.limits.max_top_k:
@@ -100,12 +149,15 @@ class ReadPipeline:
         preset = self.preset(req.preset)
         flt = self.filter_for(tenant, req)
         if flt is None:
-            return SearchResult(results=[], context="")
+            return None
         n = max(self.config.candidates, req.top_k * 2)
         rankings: dict[str, list[tuple[str, float]]] = {}
         dense: list[tuple[str, float]] = []
-        if "dense" in preset.retrievers or "graph" in preset.retrievers:
-            dense = self.vectors.search(self.embedder.embed_query(req.query).tolist(), flt, n)
+        qvec: list[float] | None = None
+        rerank = (preset.rerank and self.gate is not None) or features
+        if "dense" in preset.retrievers or "graph" in preset.retrievers or rerank:
+            qvec = self.embedder.embed_query(req.query).tolist()
+            dense = self.vectors.search(qvec, flt, n)
             if "dense" in preset.retrievers:
                 rankings["dense"] = dense
         if "keyword" in preset.retrievers:
@@ -116,47 +168,74 @@ class ReadPipeline:
             rankings["graph"] = [(h.memory_id, h.score) for h in hits]
             paths = {h.memory_id: h.path for h in hits}
         fused = rrf(rankings, k=preset.rrf_k, weights=preset.weights, tie_tolerance=preset.tie_tolerance)
-        candidates = self._load(tenant, flt, fused[: max(n, req.top_k)])
-        chosen = pack(candidates, top_k=req.top_k, token_budget=req.token_budget, cost=lambda c: c.tokens)
-        ranked = {c.cube.id: rank for rank, c in enumerate(chosen, start=1)}
-        ordered = edge_order(chosen)
-        kind = classify(req.query)
-        results = [self._result(c, ranked[c.cube.id], preset, kind.value, paths, req.explain) for c in ordered]
-        if record:
-            self._log(tenant, req, chosen, preset, actor)
-        return SearchResult(results=results, context="\n".join(c.line for c in ordered))
+        depth = max(self.config.rerank_depth if rerank else n, req.top_k)
+        candidates = self._load(tenant, flt, fused[:depth])
+        cset = CandidateSet(preset, candidates, paths=paths)
+        if rerank and candidates and qvec is not None:
+            cset.features = self._features(req.query, qvec, flt, candidates)
+        return cset
+
+    def _features(self, query: str, qvec: list[float], flt: VectorFilter, cands: list[_Candidate]) -> np.ndarray:
+        """The read gate's inputs; the dense score of every candidate comes from one id-restricted search."""
+        ids = [c.cube.id for c in cands]
+        cosine = dict(self.vectors.search(qvec, replace(flt, ids=ids), len(ids)))
+        views = []
+        for c in cands:
+            r, sc = c.fused.ranks, c.fused.scores
+            when = as_utc(c.cube.event_time or c.cube.valid_from)
+            views.append(Candidate(
+                type=c.cube.type.value, content=c.cube.content, speaker=_speaker(c.cube),
+                derived=c.cube.type is not MemoryType.EPISODIC, tokens=c.tokens,
+                event_epoch=when.timestamp() if when else None,
+                dense=cosine.get(c.cube.id, sc.get("dense")), keyword=sc.get("keyword"), graph=sc.get("graph"),
+                dense_rank=r.get("dense"), keyword_rank=r.get("keyword"), graph_rank=r.get("graph"),
+                fused=c.fused.score, fused_rank=c.fused_rank,
+            ))
+        return rerank_features(query, views)
+
+    def rank(self, cset: CandidateSet) -> list[_Candidate]:
+        """Best first: the read gate's order when it ran, else the fused order."""
+        if cset.features is None or self.gate is None:
+            return cset.candidates
+        scores = self.gate.rerank([cset.features])[0]
+        scored = [replace(c, rerank=_sigmoid(float(s))) for c, s in zip(cset.candidates, scores, strict=True)]
+        cset.reranked = True
+        return sorted(scored, key=lambda c: (-c.score, c.fused_rank))
 
     def _load(self, tenant: str, flt: VectorFilter, fused: Sequence[Fused]) -> list[_Candidate]:
         by_id = {c.id: c for c in self.records.get_memories(tenant, [f.id for f in fused])}
         out: list[_Candidate] = []
-        for f in fused:
+        for position, f in enumerate(fused, start=1):
             cube = by_id.get(f.id)
             # Indexes are derived state (and the graph has no filters): re-check the source of truth.
             if cube is None or not matches(cube, flt):
                 continue
             line = render(cube)
-            out.append(_Candidate(cube, f, line, count_tokens(line)))
+            out.append(_Candidate(cube, f, line, count_tokens(line), fused_rank=position))
         return out
 
     @staticmethod
-    def _result(
-        c: _Candidate, rank: int, preset: RetrievalPreset, kind: str,
-        paths: dict[str, list[str]], explain: bool,
-    ) -> dict[str, Any]:
+    def _result(c: _Candidate, rank: int, cset: CandidateSet, kind: str, explain: bool) -> dict[str, Any]:
         body = c.cube.public()
-        body["score"] = round(c.fused.score, 6)
+        body["score"] = round(c.score, 6)
         body["rank"] = rank
         if explain:
             why: dict[str, Any] = {
-                "preset": preset.name,
+                "preset": cset.preset.name,
                 "query_kind": kind,
                 "retrievers": {
                     name: {"rank": r, "score": round(c.fused.scores[name], 6)} for name, r in c.fused.ranks.items()
                 },
+                "fused": {"rank": c.fused_rank, "score": round(c.fused.score, 6)},
                 "tokens": c.tokens,
             }
-            if c.cube.id in paths:
-                why["graph_path"] = paths[c.cube.id]
+            if cset.preset.rerank:
+                why["rerank"] = (
+                    {"score": round(c.rerank, 6)} if c.rerank is not None
+                    else {"skipped": "no read gate loaded: fused order"}
+                )
+            if cset.paths and c.cube.id in cset.paths:
+                why["graph_path"] = cset.paths[c.cube.id]
             body["why"] = why
         return body
 
@@ -171,3 +250,15 @@ class ReadPipeline:
                 tenant=tenant, user_id=req.user_id, kind="recall", actor=actor,
                 payload={"query": req.query, "preset": preset.name, "returned": ids},
             )])
+
+
+def _speaker(cube: MemoryCube) -> str | None:
+    value = cube.metadata.get(SPEAKER_KEY)
+    if isinstance(value, str):
+        return value
+    head, sep, _ = cube.content.partition(": ")
+    return head if sep and len(head) <= 40 else None
+
+
+def _sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-max(-60.0, min(60.0, x))))

@@ -5,6 +5,7 @@ Only the app factory's lifespan, the CLI and the evaluation CLI call `build_memo
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,18 +14,21 @@ from memsvc.config import (
     EdgeVectors,
     FalkorGraph,
     LocalEmbedder,
+    LocalGates,
     OpenAIEmbedder,
     OpenAILLM,
     PostgresRecords,
     QdrantLocalVectors,
     QdrantServerVectors,
+    RemoteGates,
     Settings,
     SqlGraph,
     SqliteRecords,
 )
 from memsvc.memory_os import MemoryOS
-from memsvc.ports import LLM, Embedder, GraphStore, RecordStore, VectorIndex
+from memsvc.ports import LLM, Embedder, GateModel, GraphStore, RecordStore, VectorIndex
 
+log = logging.getLogger(__name__)
 SKILLS_DIR = Path(__file__).resolve().parent.parent / "skills"
 
 
@@ -90,6 +94,24 @@ def _openai_llm(cfg: OpenAILLM) -> LLM:
     return OpenAIChat(cfg)
 
 
+def _local_gates(cfg: LocalGates) -> GateModel | None:
+    from storage.gates.local import TorchGateModel
+
+    try:
+        return TorchGateModel(cfg.path, device=cfg.device, precision=cfg.precision)
+    except FileNotFoundError:
+        if cfg.path is not None:
+            raise
+        log.warning("no packaged gate artefact: heuristic gates run (train one with `memsvc train gates`)")
+        return None
+
+
+def _remote_gates(cfg: RemoteGates) -> GateModel | None:
+    from storage.gates.remote import RemoteGateModel
+
+    return RemoteGateModel(cfg.url, timeout_s=cfg.timeout_s)
+
+
 RECORDS: dict[str, Callable[[Any, Settings], RecordStore]] = {"sqlite": _sqlite, "postgresql": _postgres}
 VECTORS: dict[str, Callable[[Any, Settings, int], VectorIndex]] = {
     "qdrant-edge": _edge, "qdrant": _qdrant, "qdrant-local": _qdrant_local,
@@ -97,6 +119,13 @@ VECTORS: dict[str, Callable[[Any, Settings, int], VectorIndex]] = {
 GRAPHS: dict[str, Callable[[Any, Settings, RecordStore], GraphStore]] = {"sql": _sql_graph, "falkordb": _falkor}
 EMBEDDERS: dict[str, Callable[[Any], Embedder]] = {"sentence-transformers": _local_embedder, "openai": _openai_embedder}
 LLMS: dict[str, Callable[[Any], LLM]] = {"openai": _openai_llm}
+GATES: dict[str, Callable[[Any], GateModel | None]] = {"local": _local_gates, "remote": _remote_gates}
+
+
+def build_gates(settings: Settings) -> GateModel | None:
+    """The configured gate model (None for `kind: none`, or when no artefact is packaged)."""
+    factory = GATES.get(settings.gates.kind)
+    return factory(settings.gates) if factory else None
 
 
 def build_llm(settings: Settings) -> LLM | None:
@@ -131,7 +160,7 @@ def build_memory_os(settings: Settings, *, start: bool = True) -> MemoryOS:
     extractor, retriever, resolver = graph_functions(graph, embedder, settings=settings)
     os_ = MemoryOS(
         settings, records, vectors, embedder, graph=graph, graph_extractor=extractor,
-        graph_retriever=retriever, entity_resolver=resolver, skills_dir=SKILLS_DIR,
+        graph_retriever=retriever, entity_resolver=resolver, skills_dir=SKILLS_DIR, gate=build_gates(settings),
     )
     if start:
         os_.start()

@@ -28,10 +28,12 @@ def pack(
     top_k: int,
     token_budget: int | None,
     cost: Callable[[T], int],
+    redundant: Callable[[T, Sequence[T]], bool] | None = None,
 ) -> list[T]:
     """Greedy best-first selection: at most `top_k` items whose summed cost fits the budget.
 
-    An item that does not fit is skipped and smaller later items may still fit;
+    An item that does not fit is skipped and smaller later items may still fit; an item that
+    `redundant(item, chosen)` says the chosen ones already state is skipped without cost.
     `items` must already be ordered best first.
     """
     chosen: list[T] = []
@@ -39,6 +41,8 @@ def pack(
     for item in items:
         if len(chosen) >= top_k:
             break
+        if redundant is not None and redundant(item, chosen):
+            continue
         c = cost(item)
         if token_budget is not None and spent + c > token_budget:
             continue

@@ -12,6 +12,7 @@ class RetrievalPreset:
     rrf_k: int = 60
     tie_tolerance: dict[str, float] = field(default_factory=lambda: {"keyword": 0.05})
     expand_neighbours: int = 0  # temporal neighbours added around strong episodic hits
+    rerank: bool = False  # the learned read gate reorders the fused candidates (fused order without one)
 
     @property
     def retrievers(self) -> tuple[str, ...]:
@@ -30,5 +31,12 @@ HYBRID = RetrievalPreset("hybrid", {"dense": 1.0, "keyword": 1.0})
 # nothing beyond noise, and 10 dense seeds instead of 5 was worse.
 HYBRID_PPR = RetrievalPreset("hybrid_ppr", {"dense": 1.0, "keyword": 1.0, "graph": 1.0})
 
-PRESETS: dict[str, RetrievalPreset] = {p.name: p for p in (DENSE, KEYWORD, HYBRID, HYBRID_PPR)}
+# The same candidates, reordered by the learned read gate (`memsvc train gates`) over the fused top
+# `SearchConfig.rerank_depth`; see the README's gate-model section for what each measured.
+HYBRID_RERANK = RetrievalPreset("hybrid_rerank", HYBRID.weights, rerank=True)
+HYBRID_PPR_RERANK = RetrievalPreset("hybrid_ppr_rerank", HYBRID_PPR.weights, rerank=True)
+
+PRESETS: dict[str, RetrievalPreset] = {
+    p.name: p for p in (DENSE, KEYWORD, HYBRID, HYBRID_PPR, HYBRID_RERANK, HYBRID_PPR_RERANK)
+}
 DEFAULT_PRESET = HYBRID

@@ -13,6 +13,7 @@ import numpy as np
 from memsvc.config import Limits, WriteConfig
 from memsvc.errors import PayloadTooLarge
 from memsvc.indexer import Indexer
+from memsvc.learn.features import write_features
 from memsvc.models import (
     SPEAKER_KEY,
     ChangeKind,
@@ -28,10 +29,10 @@ from memsvc.models import (
     new_id,
     utcnow,
 )
-from memsvc.ports import RecordStore, VectorFilter, VectorIndex
+from memsvc.ports import GateModel, RecordStore, VectorFilter, VectorIndex
 from memsvc.schemas import MessageIn, Skipped, WriteRequest, WriteResult
 from memsvc.write.extract import FactCandidate, extract_facts, extract_procedure
-from memsvc.write.stages import heuristic_gate, segment
+from memsvc.write.stages import GateDecision, heuristic_gate, segment
 
 SLOT_KEY = "_slot"
 
@@ -68,9 +69,10 @@ def assign_message_ids(req: WriteRequest) -> WriteRequest:
 class WritePipeline:
     def __init__(
         self, records: RecordStore, vectors: VectorIndex, indexer: Indexer,
-        limits: Limits, config: WriteConfig,
+        limits: Limits, config: WriteConfig, gate: GateModel | None = None,
     ) -> None:
         self.records = records
+        self.gate = gate if gate is not None and gate.has("write") else None
         self.vectors = vectors
         self.indexer = indexer
         self.limits = limits
@@ -114,42 +116,60 @@ class WritePipeline:
         now = utcnow()
         times = [as_utc(m.timestamp) or now for m in fresh]
         episodes = segment(times, [req.session_id] * len(fresh))
-        facts: list[tuple[MemoryCube, str | None]] = []
         for m, when, episode in zip(fresh, times, episodes, strict=True):
             assert m.id is not None
             plan.messages.append(StoredMessage(
                 tenant=tenant, user_id=req.user_id, id=m.id, role=m.role, content=m.content, name=m.name,
                 session_id=req.session_id, agent_id=req.agent_id, timestamp=when,
             ))
-            gate = heuristic_gate(m.role, m.content)
-            speaker = m.name or m.role.value
-            base: dict[str, Any] = {
-                "tenant": tenant, "user_id": req.user_id, "agent_id": req.agent_id,
-                "session_id": req.session_id, "source_ids": [m.id], "event_time": when,
-                "valid_from": when, "created_at": now, "updated_at": now,
-            }
             plan.new.append(MemoryCube(
                 type=MemoryType.EPISODIC, content=episodic_content(m.role, m.name, m.content),
-                importance=gate.importance, metadata={**req.metadata, "episode": episode, SPEAKER_KEY: speaker},
-                written_by="episodic-turn", **base,
+                metadata={**req.metadata, "episode": episode, SPEAKER_KEY: m.name or m.role.value},
+                written_by="episodic-turn", tenant=tenant, user_id=req.user_id, agent_id=req.agent_id,
+                session_id=req.session_id, source_ids=[m.id], event_time=when, valid_from=when,
+                created_at=now, updated_at=now,
             ))
+        self._embed(plan, plan.new)
+        gates = self._gates(fresh, [plan.embeddings[c.id] for c in plan.new])
+        facts: list[tuple[MemoryCube, str | None]] = []
+        procedures: list[MemoryCube] = []
+        for m, turn, gate in zip(fresh, list(plan.new), gates, strict=True):
+            turn.importance = gate.importance
             if not (req.infer and gate.extract):
                 continue
-            subject = m.name or "User"
-            for fact in extract_facts(m.content, subject):
+            base: dict[str, Any] = {
+                "tenant": tenant, "user_id": req.user_id, "agent_id": req.agent_id,
+                "session_id": req.session_id, "source_ids": [m.id], "event_time": turn.event_time,
+                "valid_from": turn.valid_from, "created_at": now, "updated_at": now,
+            }
+            for fact in extract_facts(m.content, m.name or "User"):
                 facts.append((self._fact_cube(fact, req, base, gate.importance), fact.slot))
             if extract_procedure(m.content):
-                plan.new.append(MemoryCube(
+                procedures.append(MemoryCube(
                     type=MemoryType.PROCEDURAL, content=m.content, importance=max(gate.importance, 0.6),
                     metadata=dict(req.metadata), written_by="capture-procedures", **base,
                 ))
-        candidates = [c for c, _ in facts]
-        vectors = self.indexer.embed(plan.new + candidates) if plan.new or candidates else np.zeros((0, 0))
-        for cube, vec in zip(plan.new + candidates, vectors, strict=True):
-            plan.embeddings[cube.id] = vec
-            cube.embedding_model = self.indexer.embedder.model_name
+        plan.new.extend(procedures)
+        self._embed(plan, procedures + [c for c, _ in facts])
         self._resolve(tenant, req.user_id, facts, plan)
         return plan
+
+    def _embed(self, plan: _Plan, cubes: list[MemoryCube]) -> None:
+        if not cubes:
+            return
+        for cube, vec in zip(cubes, self.indexer.embed(cubes), strict=True):
+            plan.embeddings[cube.id] = vec
+            cube.embedding_model = self.indexer.embedder.model_name
+
+    def _gates(self, messages: list[MessageIn], embeddings: list[np.ndarray]) -> list[GateDecision]:
+        """The write gate per message: the learned memorability as importance when a gate model is
+        loaded (which skills run stays the heuristic's choice), else the heuristic gate."""
+        heuristic = [heuristic_gate(m.role, m.content) for m in messages]
+        if self.gate is None or not messages:
+            return heuristic
+        side = np.stack([write_features(m.role.value, m.content) for m in messages])
+        p = self.gate.memorability(np.stack(embeddings), side)
+        return [GateDecision(round(float(x), 4), h.extract) for x, h in zip(p, heuristic, strict=True)]
 
     @staticmethod
     def _fact_cube(fact: FactCandidate, req: WriteRequest, base: dict[str, Any], importance: float) -> MemoryCube:

@@ -427,3 +427,20 @@ def test_timeline_buckets_by_event_time_and_type() -> None:
     assert [label for label, _ in tl.groups] == ["2024-01-03", "2024-01-01"]
     long = views.timeline([cube("2021-01-01", MemoryType.EPISODIC), cube("2024-06-15", MemoryType.EPISODIC)])
     assert long.unit == "month" and long.bars[-1].label == "2024-06"
+
+
+async def test_policies_page_shows_the_loaded_gates_cross_validated_figures(login: Login, keys: dict[str, str]) -> None:
+    import json
+
+    from memsvc.learn import gates as G
+
+    manifest = json.loads((G.PACKAGED / "manifest.json").read_text())
+    c = await login(keys["a_admin"])
+    html = (await c.get("/admin/policies")).text
+    assert f"{manifest['name']} v{manifest['version']}" in html
+    key, m = next(iter(manifest["metrics"]["rerank"].items()))
+    row = re.search(rf"<tr><td>{re.escape(key)}</td>(.*?)</tr>", html, re.S)
+    assert row is not None
+    assert re.findall(r"<td>([^<]*)</td>", row.group(1))[1:3] == [
+        f"{m['fused']['WR@500']:.3f}", f"{m['rerank']['WR@500']:.3f}"]
+    assert str(manifest["metrics"]["write"]["all"]["auroc"]) in html

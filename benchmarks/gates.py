@@ -1,0 +1,99 @@
+"""Cost of the learned read gate: rerank-stage latency against depth, and search end to end.
+
+    python benchmarks/gates.py --memories 10000 --depths 50,100,200 --out bench-gates.json
+
+One user scope filled with `--memories` synthetic turns (the generator of
+`benchmarks/write_recall.py`, `infer: false`), then `--queries` searches per preset. The rerank stage
+is timed in its two parts: the features (one id-restricted dense search + lexical signals) and the
+heads' forward pass; "search" is `MemoryOS.search` end to end (embedding, retrievers, SQL load,
+rerank, packing, recall log). Prints a table and writes JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from write_recall import (  # benchmarks/ is the script folder, first on sys.path
+    ACTS,
+    NAMES,
+    PLACES,
+    message,
+    pct,
+)
+
+from memsvc.config import SearchConfig, Settings
+from memsvc.schemas import SearchRequest, WriteRequest
+from storage.registry import build_memory_os
+
+PRESETS = ("hybrid", "hybrid_rerank", "hybrid_ppr", "hybrid_ppr_rerank")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--memories", type=int, default=10_000)
+    ap.add_argument("--depths", default="50,100,200")
+    ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--out", type=Path, default=Path("bench-gates.json"))
+    args = ap.parse_args()
+    rng = random.Random(7)
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    queries = [f"{rng.choice(['Where', 'When', 'With whom'])} did Sam go {rng.choice(ACTS)} near "
+               f"{rng.choice(PLACES)}?" if i % 2 else f"What did {rng.choice(NAMES)} recommend?"
+               for i in range(args.queries)]
+    rows: list[dict[str, object]] = []
+    with tempfile.TemporaryDirectory(prefix="memsvc-bench-gates-") as folder:
+        os_ = build_memory_os(Settings(data_dir=Path(folder)))
+        try:
+            assert os_.gate is not None, "no gate artefact loaded"
+            start = time.perf_counter()
+            for b in range(0, args.memories, 100):
+                msgs = [message(rng, i, t0) for i in range(b, min(args.memories, b + 100))]
+                os_.add("bench", WriteRequest(user_id="u", messages=msgs, infer=False))
+            write_s = time.perf_counter() - start
+            os_.vectors.flush()
+            reader = os_.reader
+            for depth in (int(d) for d in args.depths.split(",")):
+                reader.config = SearchConfig(**{**reader.config.model_dump(), "rerank_depth": depth})
+                feats, fwd = [], []
+                for q in queries:
+                    req = SearchRequest(user_id="u", query=q, top_k=10, preset="hybrid_rerank")
+                    cset = reader.candidates("bench", req)
+                    assert cset is not None and cset.features is not None
+                    t = time.perf_counter()
+                    flt = reader.filter_for("bench", req)
+                    assert flt is not None
+                    reader._features(q, os_.embedder.embed_query(q).tolist(), flt, cset.candidates)
+                    feats.append((time.perf_counter() - t) * 1000)
+                    t = time.perf_counter()
+                    reader.rank(cset)
+                    fwd.append((time.perf_counter() - t) * 1000)
+                total = [a + b for a, b in zip(feats, fwd, strict=True)]
+                rows.append({"what": f"rerank stage, depth {depth}", "p50_ms": round(pct(total, 50), 2),
+                             "p95_ms": round(pct(total, 95), 2), "features_p50_ms": round(pct(feats, 50), 2),
+                             "forward_p50_ms": round(pct(fwd, 50), 2)})
+            reader.config = SearchConfig(**{**reader.config.model_dump(), "rerank_depth": 200})
+            for preset in PRESETS:
+                lat = []
+                for q in queries:
+                    t = time.perf_counter()
+                    os_.search("bench", SearchRequest(user_id="u", query=q, top_k=10, preset=preset))
+                    lat.append((time.perf_counter() - t) * 1000)
+                rows.append({"what": f"search {preset}", "p50_ms": round(pct(lat, 50), 2), "p95_ms": round(pct(lat, 95), 2)})
+        finally:
+            os_.close()
+    print(f"{args.memories} memories in one scope, written in {write_s:.0f} s; {args.queries} queries")
+    print(f"| {'what':34s} | p50 ms | p95 ms | features p50 | forward p50 |")
+    for r in rows:
+        print(f"| {r['what']:34s} | {r['p50_ms']:6} | {r['p95_ms']:6} | {r.get('features_p50_ms', ''):12} | "
+              f"{r.get('forward_p50_ms', ''):11} |")
+    args.out.write_text(json.dumps({"memories": args.memories, "queries": args.queries, "rows": rows}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,324 @@
+"""`memsvc train gates`: collect labelled examples on the development data, cross-validate by
+conversation / corpus, train the shipped heads on everything, write the artefact and its manifest.
+
+Validation: every task's scenes (conversations, corpora) are dealt into k folds; a head trained on
+k-1 folds scores only the held-out fold's queries / turns, so no conversation ever scores its own
+questions. The manifest's metrics are these cross-validated figures, beside the untrained twins
+(fused order; the heuristic write gate) measured on the same items in the same run.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+from tqdm import tqdm
+
+from evals import metrics as M
+from evals.cli import DEV_SUITE
+from evals.datasets.base import default_data_root
+from evals.gates_data import POOLS, RETRIEVERS, QueryExample, TaskData, load_or_collect
+from evals.runner import RunOptions, score_hits
+from evals.tasks import build_task
+from memsvc.learn import gates as G
+from memsvc.learn.artefact import Manifest, checksums
+from memsvc.learn.features import RERANK_FEATURES, ROUTE_FEATURES, WRITE_FEATURES
+from memsvc.learn.nets import RerankHead
+from memsvc.learn.train import (
+    ListGroup,
+    auroc,
+    fit_binary,
+    fit_reranker,
+    fit_router,
+    folds_by_group,
+    predict_binary,
+    score_lists,
+)
+from memsvc.retrieval.presets import PRESETS
+
+# Development tasks the heads learn from, with the same selections as `memsvc eval all`
+# (`evals.cli.DEV_SUITE`). MuSiQue / HotpotQA (HippoRAG samples, no split) and LongMemEval (one
+# instance here) are never trained on.
+TRAIN_TASKS = ("locomo", "realtalk", "tmd", "knowmebench", "proced_mem_bench", "reme", "gorilla", "toolbench")
+REPORT = ("WR@500", "ER@10", "nDCG@10", "R@5")
+SYSTEMS = ("fused", "fused+dedup", "rerank")
+
+train_app = typer.Typer(help="Train the learned parts on the development data.", no_args_is_help=True,
+                        add_completion=False)
+
+
+def pack_order(ex: QueryExample, order: Sequence[int], top_k: int = 100, dedup: bool = True) -> list[int]:
+    """The read path's packing (`memsvc.read.restated`) over candidate indices in `order`."""
+    chosen: list[int] = []
+    turns: set[str] = set()
+    for i in order:
+        if len(chosen) >= top_k:
+            break
+        if dedup and not ex.episodic[i] and ex.sources[i] and all(s in turns for s in ex.sources[i]):
+            continue
+        chosen.append(int(i))
+        if ex.episodic[i]:
+            turns.update(ex.sources[i])
+    return chosen
+
+
+def query_metrics(ex: QueryExample, order: Sequence[int], dedup: bool = True) -> dict[str, float]:
+    chosen = pack_order(ex, order, dedup=dedup)
+    return score_hits([ex.credited[i] for i in chosen], [ex.words[i] for i in chosen], ex.gold, RunOptions())
+
+
+def _mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {k: round(M.mean(r[k] for r in rows), 4) for k in REPORT} | {"n": len(rows)}
+
+
+@dataclass
+class RerankCV:
+    summary: dict[str, Any]
+    rows: list[dict[str, Any]]
+    fold_of: dict[str, int]  # scene group (`task/scene`) -> the fold it was held out in
+    models: list[RerankHead]  # models[f] never saw a scene of fold f
+
+
+def cv_rerank(data: list[TaskData], main: dict[str, tuple[str, ...] | None], k: int, steps: int,
+              progress: bool) -> RerankCV:
+    """k-fold by scene: per (task, pool) the mean metrics of fused order, fused + dedup, reranked."""
+    examples = [ex for d in data for ex in d.queries]
+    folds = folds_by_group([ex.group for ex in examples], k)
+    scores: list[np.ndarray | None] = [None] * len(examples)
+    models: list[RerankHead] = []
+    for f in tqdm(range(k), desc="rerank folds", disable=not progress):
+        train = [ListGroup(ex.features, ex.labels) for ex, fo in zip(examples, folds, strict=True) if fo != f]
+        model = fit_reranker(train, steps=steps)
+        models.append(model)
+        held = [i for i, fo in enumerate(folds) if fo == f]
+        for i, s in zip(held, score_lists(model, [examples[i].features for i in held]), strict=True):
+            scores[i] = s
+    rows: list[dict[str, Any]] = []
+    for ex, s, fold in zip(examples, scores, folds, strict=True):
+        assert s is not None
+        fused = list(range(len(ex.labels)))
+        reranked = sorted(fused, key=lambda i: (-float(s[i]), i))
+        rows.append({"task": ex.task, "pool": ex.pool, "category": ex.category, "fold": fold,
+                     "fused": query_metrics(ex, fused, dedup=False), "fused+dedup": query_metrics(ex, fused),
+                     "rerank": query_metrics(ex, reranked), "query_id": ex.query_id})
+    summary: dict[str, Any] = {}
+    for task in dict.fromkeys(r["task"] for r in rows):
+        cats = main.get(task)
+        for pool in POOLS:
+            sel = [r for r in rows if r["task"] == task and r["pool"] == pool and (cats is None or r["category"] in cats)]
+            if not sel:
+                continue
+            entry = {system: _mean_rows([r[system] for r in sel]) for system in SYSTEMS}
+            by_cat = {}
+            for cat in sorted(dict.fromkeys(r["category"] for r in rows if r["task"] == task)):
+                cs = [r for r in rows if r["task"] == task and r["pool"] == pool and r["category"] == cat]
+                by_cat[cat] = {system: _mean_rows([r[system] for r in cs]) for system in SYSTEMS}
+            summary[f"{task}/{pool}"] = {**entry, "by_category": by_cat}
+    fold_of = {ex.group: fo for ex, fo in zip(examples, folds, strict=True)}
+    return RerankCV(summary, rows, fold_of, models)
+
+
+def cv_write(data: list[TaskData], k: int) -> dict[str, Any]:
+    turns = [d.turns for d in data if d.turns is not None]
+    emb = np.concatenate([t.embeddings for t in turns])
+    side = np.concatenate([t.side for t in turns])
+    labels = np.concatenate([t.labels for t in turns]).astype(int)
+    heur = np.concatenate([t.heuristic for t in turns])
+    groups = [g for t in turns for g in t.groups]
+    folds = np.array(folds_by_group(groups, k))
+    pred = np.zeros(len(labels))
+    for f in range(k):
+        model = fit_binary(emb[folds != f], side[folds != f], labels[folds != f])
+        pred[folds == f] = predict_binary(model, emb[folds == f], side[folds == f])
+    out: dict[str, Any] = {"all": {"auroc": round(auroc(pred, labels), 4), "heuristic_auroc": round(auroc(heur, labels), 4),
+                                   "n": int(len(labels)), "positives": int(labels.sum())}}
+    offset = 0
+    for t in turns:
+        n = len(t.labels)
+        sl = slice(offset, offset + n)
+        out[t.task] = {"auroc": round(auroc(pred[sl], labels[sl]), 4),
+                       "heuristic_auroc": round(auroc(heur[sl], labels[sl]), 4), "n": n}
+        offset += n
+    return out
+
+
+def route_targets(ex: QueryExample, top: int = 10) -> np.ndarray:
+    """Per retriever: 1 when its own ranking put a gold candidate in its top `top`."""
+    pos = ex.labels.astype(bool)
+    return np.array([float(((ex.ranks[pos, j] > 0) & (ex.ranks[pos, j] <= top)).any()) for j in range(len(RETRIEVERS))])
+
+
+def route_simulation(rows: list[dict[str, Any]], p_graph: dict[tuple[str, str], float],
+                     main: dict[str, tuple[str, ...] | None], thresholds: Sequence[float] = (0.3, 0.5, 0.7)) -> dict[str, Any]:
+    """Reranked recall when the router skips the graph retriever for queries it predicts the graph
+    will not help (cross-validated router and reranker), and the share of graph calls saved."""
+    by_query: dict[tuple[str, str], dict[str, dict[str, float]]] = {}
+    for r in rows:
+        cats = main.get(r["task"])
+        if cats is None or r["category"] in cats:
+            by_query.setdefault((r["task"], r["query_id"]), {})[r["pool"]] = r["rerank"]
+    both = {q: v for q, v in by_query.items() if len(v) == len(POOLS) and q in p_graph}
+    out: dict[str, Any] = {}
+    for tau in thresholds:
+        chosen = [v["hybrid_ppr"] if p_graph[q] >= tau else v["hybrid"] for q, v in both.items()]
+        out[f"p_graph>={tau}"] = {**_mean_rows(chosen), "graph_share": round(
+            float(np.mean([p_graph[q] >= tau for q in both])), 4)}
+    out["always_graph"] = {**_mean_rows([v["hybrid_ppr"] for v in both.values()]), "graph_share": 1.0}
+    out["never_graph"] = {**_mean_rows([v["hybrid"] for v in both.values()]), "graph_share": 0.0}
+    return out
+
+
+def cv_route(data: list[TaskData], k: int) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray,
+                                                    dict[tuple[str, str], float]]:
+    exs = [ex for d in data for ex in d.queries if ex.pool == "hybrid_ppr"]
+    emb = np.stack([ex.query_embedding for ex in exs])
+    side = np.stack([ex.route_side for ex in exs])
+    y = np.stack([route_targets(ex) for ex in exs])
+    folds = np.array(folds_by_group([ex.group for ex in exs], k))
+    pred = np.zeros_like(y)
+    for f in range(k):
+        model = fit_router(emb[folds != f], side[folds != f], y[folds != f])
+        import torch
+
+        with torch.inference_mode():
+            pred[folds == f] = torch.sigmoid(model(torch.from_numpy(emb[folds == f]),
+                                                   torch.from_numpy(side[folds == f]))).numpy()
+    out = {r: {"auroc": round(auroc(pred[:, j], y[:, j]), 4), "base_rate": round(float(y[:, j].mean()), 4)}
+           for j, r in enumerate(RETRIEVERS)}
+    p_graph = {(ex.task, ex.query_id): float(pred[i, RETRIEVERS.index("graph")]) for i, ex in enumerate(exs)}
+    return out, emb, side, y, p_graph
+
+
+def _fmt_table(summary: dict[str, Any]) -> str:
+    lines = ["| task/pool | n | " + " | ".join(f"{s} {m}" for s in SYSTEMS for m in ("WR@500", "ER@10")) + " |",
+             "| --- | ---: | " + " | ".join("---:" for _ in SYSTEMS for _ in range(2)) + " |"]
+    for key, entry in summary.items():
+        cells = [f"{100 * entry[s][m]:.1f}" for s in SYSTEMS for m in ("WR@500", "ER@10")]
+        lines.append(f"| {key} | {entry['fused']['n']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def finetune_from_feedback(tenant: str, data_dir: Path | None, out: Path, holdout: float) -> dict[str, Any]:
+    """Fine-tune the loaded reranker on `tenant`'s feedback; write `out` only when it wins on the
+    held-back newest events. Returns the report (also kept in the new manifest)."""
+    from memsvc.config import Settings
+    from memsvc.learn.feedback import feedback_groups, tune_on_feedback
+    from storage.gates.local import TorchGateModel
+    from storage.registry import build_memory_os
+
+    settings = Settings() if data_dir is None else Settings(data_dir=data_dir)
+    os_ = build_memory_os(settings)
+    try:
+        gate = os_.gate
+        if not isinstance(gate, TorchGateModel) or not gate.has("rerank"):
+            raise typer.BadParameter("--from-feedback needs a local gate artefact with a rerank head")
+        preset = settings.search.preset if PRESETS[settings.search.preset].rerank else "hybrid_rerank"
+        n_events, groups = feedback_groups(os_.records, os_.reader, tenant, preset)
+        result = tune_on_feedback(gate.heads["rerank"].float().cpu(), groups, n_events, holdout=holdout)
+        report = {"tenant": tenant, "preset": preset, "base_artefact": str(gate.path), **result.report()}
+        if result.model is not None:
+            manifest = gate.manifest.model_copy(deep=True)
+            manifest.version = f"{manifest.version}+feedback.{datetime.now(UTC):%Y%m%d%H%M%S}"
+            manifest.created = datetime.now(UTC)
+            manifest.metrics["feedback"] = report
+            manifest.config.pop("folds_of", None)  # the fold models belong to the base artefact
+            G.save(out, {**gate.heads, "rerank": result.model}, manifest)
+            report["written"] = str(out)
+        return report
+    finally:
+        os_.close()
+
+
+@train_app.command("gates")
+def train_gates(
+    data: Annotated[Path | None, typer.Option("--data", help="data root (default $MEMSVC_DATA or ../shared/data)")] = None,
+    out: Annotated[Path, typer.Option("--out", help="artefact folder")] = G.PACKAGED,
+    cache: Annotated[Path, typer.Option("--cache", help="collected examples (reused when present)")] = Path(
+        "eval-out/gates-cache"),
+    tasks: Annotated[str, typer.Option("--tasks", help="comma-separated training tasks")] = ",".join(TRAIN_TASKS),
+    folds: Annotated[int, typer.Option("--folds", min=2, help="k of the k-fold validation by scene")] = 5,
+    steps: Annotated[int, typer.Option("--steps", min=1, help="optimiser steps of the reranker")] = 400,
+    limit: Annotated[int | None, typer.Option("--limit", help="at most N queries per task (quick runs)")] = None,
+    scenes: Annotated[int | None, typer.Option("--scenes", help="at most N scenes per task (quick runs)")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    from_feedback: Annotated[bool, typer.Option(
+        "--from-feedback", help="fine-tune the loaded reranker on a tenant's /v1/feedback events instead")] = False,
+    tenant: Annotated[str | None, typer.Option("--tenant", help="with --from-feedback: whose feedback")] = None,
+    data_dir: Annotated[Path | None, typer.Option("--data-dir", help="with --from-feedback: the service's data "
+                                                  "directory (server stopped)")] = None,
+    holdout: Annotated[float, typer.Option("--holdout", min=0.05, max=0.5, help="with --from-feedback: newest "
+                                           "share of the events held back to judge the new model")] = 0.2,
+) -> None:
+    """Train the gate model's heads (reranker, write gate, router) and write `out/manifest.json` + weights."""
+    if from_feedback:
+        if tenant is None:
+            raise typer.BadParameter("--from-feedback needs --tenant")
+        report = finetune_from_feedback(tenant, data_dir, out, holdout)
+        typer.echo(json.dumps(report))
+        return
+    started = time.time()
+    root = data or default_data_root()
+    names = [t.strip() for t in tasks.split(",") if t.strip()]
+    bad = [n for n in names if n not in TRAIN_TASKS]
+    if bad:
+        raise typer.BadParameter(f"not a training task: {bad} (training tasks: {', '.join(TRAIN_TASKS)})")
+    collected: list[TaskData] = []
+    main: dict[str, tuple[str, ...] | None] = {}
+    for name in names:
+        cap, scene_cap = DEV_SUITE.get(name, (None, None))
+        caps = [x for x in (cap, limit) if x is not None]
+        scene_caps = [x for x in (scene_cap, scenes) if x is not None]
+        task = build_task(name, root).select(min(caps) if caps else None, min(scene_caps) if scene_caps else None)
+        main[name] = task.main_categories
+        t0 = time.time()
+        collected.append(load_or_collect(task, cache, progress=progress))
+        typer.echo(f"{name}: {len(task.queries)} queries, {task.n_docs} documents ({time.time() - t0:.0f} s)", err=True)
+    collect_s = time.time() - started
+
+    t0 = time.time()
+    cv = cv_rerank(collected, main, folds, steps, progress)
+    rerank_cv = cv.summary
+    write_cv = cv_write(collected, folds)
+    route_cv, r_emb, r_side, r_y, p_graph = cv_route(collected, folds)
+    route_cv["graph_skip"] = route_simulation(cv.rows, p_graph, main)
+    cv_s = time.time() - t0
+    typer.echo(_fmt_table(rerank_cv), err=True)
+    typer.echo(f"write gate AUROC (cv): {write_cv['all']}", err=True)
+    typer.echo(f"router (cv): {json.dumps(route_cv)}", err=True)
+
+    t0 = time.time()
+    rerank = fit_reranker([ListGroup(ex.features, ex.labels) for d in collected for ex in d.queries], steps=steps)
+    turns = [d.turns for d in collected if d.turns is not None]
+    write = fit_binary(np.concatenate([t.embeddings for t in turns]), np.concatenate([t.side for t in turns]),
+                       np.concatenate([t.labels for t in turns]).astype(int))
+    route = fit_router(r_emb, r_side, r_y)
+    fit_s = time.time() - t0
+    dim = int(turns[0].embeddings.shape[1])
+    files = [f for d in collected for f in d.files]
+    manifest = Manifest(
+        name=G.NAME, version=G.VERSION, created=datetime.now(UTC),
+        command=shlex.join(["memsvc", *sys.argv[1:]]) if sys.argv else "memsvc train gates",
+        data=checksums(files, root),
+        config={"tasks": names, "folds": folds, "steps": steps, "pools": list(POOLS), "limit": limit, "scenes": scenes,
+                "selections": {n: DEV_SUITE.get(n) for n in names},
+                "seconds": {"collect": round(collect_s, 1), "cross_validate": round(cv_s, 1), "fit": round(fit_s, 1)}},
+        metrics={"rerank": rerank_cv, "write": write_cv, "route": route_cv},
+        heads={"rerank": G.head_spec("rerank", hidden=64), "write": G.head_spec("write", dim=dim, hidden=32),
+               "route": G.head_spec("route", dim=dim, hidden=32)},
+    )
+    assert manifest.heads["rerank"]["features"] == list(RERANK_FEATURES)
+    assert manifest.heads["write"]["features"] == list(WRITE_FEATURES)
+    assert manifest.heads["route"]["features"] == list(ROUTE_FEATURES)
+    manifest.config["folds_of"] = cv.fold_of
+    G.save(out, {"rerank": rerank, "write": write, "route": route}, manifest)
+    G.save_folds(out, cv.models)
+    typer.echo(f"wrote {out} in {time.time() - started:.0f} s", err=True)

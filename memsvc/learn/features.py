@@ -1,0 +1,182 @@
+"""Features of the gate model's heads, as pure functions (numpy in, numpy out).
+
+The read gate scores (query, candidate) pairs from what the read path already has: each
+retriever's score and rank, the fused rank, the memory's type and length, and cheap lexical
+signals (query words and names found in the memory, dates and numbers). No per-candidate
+embedding is computed: the dense score of every candidate comes from one id-restricted vector
+search. The write gate scores a message from its embedding (computed anyway for the episodic
+cube) plus the heuristic gate's signals.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+_WORD = re.compile(r"[A-Za-z0-9']+")
+_CAPITALISED = re.compile(r"\b[A-Z][a-z]+(?:[A-Z][a-z]+)?\b")
+_DIGIT = re.compile(r"\d")
+_DATE_WORD = re.compile(
+    r"\b(jan(uary)?|feb(ruary)?|mar(ch)?|apr(il)?|may|june?|july?|aug(ust)?|sep(tember)?|oct(ober)?|"
+    r"nov(ember)?|dec(ember)?|monday|tuesday|wednesday|thursday|friday|saturday|sunday|yesterday|"
+    r"today|tonight|tomorrow|weekend|week|month|year|ago|last|next|since|\d{4})\b", re.I)
+_TEMPORAL_Q = re.compile(
+    r"\b(when|what (?:day|date|year|month|time)|how long|since|before|after|ago|yesterday|first|last|recent(?:ly)?)\b",
+    re.I)
+_MULTI_Q = re.compile(r"\b(both|and|in common|compared?|relationship|which|all|how many|what (?:kinds?|types?))\b", re.I)
+_QUESTION_WORDS = {
+    "what", "when", "where", "who", "whom", "whose", "which", "why", "how", "did", "does", "do", "is", "are",
+    "was", "were", "has", "have", "had", "can", "could", "would", "should", "will", "the", "a", "an", "in",
+    "on", "at", "if", "i", "my", "according", "based", "given",
+}
+STOP = frozenset(["a", "about", "above", "after", "again", "against", "all", "am", "an", "and", "any", "are", "as", "at", "be", "because", "been", "before", "being", "below", "between", "both", "but", "by", "can", "could", "did", "do", "does", "doing", "down", "during", "each", "few", "for", "from", "further", "had", "has", "have", "having", "he", "her", "here", "hers", "herself", "him", "himself", "his", "how", "i", "if", "in", "into", "is", "it", "its", "itself", "just", "me", "more", "most", "my", "myself", "no", "nor", "not", "now", "of", "off", "on", "once", "only", "or", "other", "our", "ours", "ourselves", "out", "over", "own", "same", "she", "should", "so", "some", "such", "than", "that", "the", "their", "theirs", "them", "themselves", "then", "there", "these", "they", "this", "those", "through", "to", "too", "under", "until", "up", "very", "was", "we", "were", "what", "when", "where", "which", "while", "who", "whom", "why", "will", "with", "would", "you", "your", "yours", "yourself", "yourselves", "also", "ever", "get", "got", "go", "going", "went", "like", "really", "thing", "things", "yeah", "oh", "hey", "hi", "wow", "well", "much", "many", "lot", "lots", "one"])
+
+TYPES = ("episodic", "semantic", "procedural", "refined")
+
+
+def stem(word: str) -> str:
+    """Crude English suffix stripping: plural, -ing, -ed (enough to match 'painting'/'paints'/'painted')."""
+    w = word.lower().strip("'")
+    for suffix in ("ing", "ed", "es", "s"):
+        if len(w) > len(suffix) + 2 and w.endswith(suffix):
+            return w[: -len(suffix)]
+    return w
+
+
+def content_stems(text: str) -> set[str]:
+    return {stem(w) for w in _WORD.findall(text) if w.lower() not in STOP and len(w) > 1}
+
+
+def query_names(query: str) -> set[str]:
+    """Capitalised words of the query that are not question or function words (lower-cased)."""
+    return {w.lower() for w in _CAPITALISED.findall(query) if w.lower() not in _QUESTION_WORDS and w.lower() not in STOP}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What the read path knows about one fused candidate (None: that retriever did not return it)."""
+
+    type: str
+    content: str
+    speaker: str | None
+    derived: bool
+    tokens: int
+    event_epoch: float | None
+    dense: float | None
+    keyword: float | None
+    graph: float | None
+    dense_rank: int | None
+    keyword_rank: int | None
+    graph_rank: int | None
+    fused: float
+    fused_rank: int
+
+
+RERANK_FEATURES: tuple[str, ...] = (
+    "dense", "dense_gap", "dense_z", "dense_rank", "dense_missing",
+    "keyword_rel", "keyword_rank", "keyword_missing",
+    "graph_rel", "graph_rank", "graph_missing",
+    "fused", "fused_rank",
+    *(f"type_{t}" for t in TYPES), "derived", "tokens",
+    "query_cover", "speaker_named", "names_in_content", "has_digit", "has_date",
+    "q_temporal", "q_temporal_x_date", "q_multi", "q_words", "recency",
+)
+
+
+def _rank_feature(rank: int | None, missing: float) -> float:
+    return math.log1p(rank) / 6.0 if rank is not None else missing
+
+
+def rerank_features(query: str, cands: Sequence[Candidate]) -> np.ndarray:
+    """One row of `RERANK_FEATURES` per candidate (float32)."""
+    n = len(cands)
+    out = np.zeros((n, len(RERANK_FEATURES)), dtype=np.float32)
+    if n == 0:
+        return out
+    q_stems = content_stems(query)
+    names = query_names(query)
+    temporal = 1.0 if _TEMPORAL_Q.search(query) else 0.0
+    multi = 1.0 if _MULTI_Q.search(query) else 0.0
+    q_words = math.log1p(len(_WORD.findall(query))) / 4.0
+    dense = np.array([c.dense if c.dense is not None else np.nan for c in cands], dtype=np.float64)
+    have = ~np.isnan(dense)
+    d_max = float(np.nanmax(dense)) if have.any() else 0.0
+    d_mean = float(np.nanmean(dense)) if have.any() else 0.0
+    d_std = float(np.nanstd(dense)) if have.sum() > 1 else 1.0
+    kw_max = max((c.keyword or 0.0) for c in cands) or 1.0
+    g_max = max((c.graph or 0.0) for c in cands) or 1.0
+    missing = math.log1p(n + 1) / 6.0
+    epochs = np.array([c.event_epoch if c.event_epoch is not None else np.nan for c in cands])
+    if np.isnan(epochs).all():
+        recency = np.zeros(n)
+    else:
+        filled = np.where(np.isnan(epochs), np.nanmin(epochs), epochs)
+        order = (-filled).argsort(kind="stable").argsort(kind="stable")  # 0 = newest
+        recency = order / max(1, n - 1)
+    for i, c in enumerate(cands):
+        words = content_stems(c.content)
+        cover = len(q_stems & words) / len(q_stems) if q_stems else 0.0
+        low = c.content.lower()
+        speaker = (c.speaker or "").lower()
+        named = 1.0 if speaker and speaker in names else 0.0
+        in_content = sum(1 for nm in names if nm in low) / len(names) if names else 0.0
+        has_date = 1.0 if _DATE_WORD.search(c.content) else 0.0
+        d = c.dense if c.dense is not None else d_mean
+        out[i] = (
+            d, d - d_max, (d - d_mean) / (d_std or 1.0), _rank_feature(c.dense_rank, missing),
+            float(c.dense_rank is None),
+            (c.keyword or 0.0) / kw_max, _rank_feature(c.keyword_rank, missing), float(c.keyword_rank is None),
+            (c.graph or 0.0) / g_max, _rank_feature(c.graph_rank, missing), float(c.graph_rank is None),
+            c.fused * 60.0, _rank_feature(c.fused_rank, missing),
+            *(float(c.type == t) for t in TYPES), float(c.derived), math.log1p(c.tokens) / 5.0,
+            cover, named, in_content, 1.0 if _DIGIT.search(c.content) else 0.0, has_date,
+            temporal, temporal * has_date, multi, q_words, float(recency[i]),
+        )
+    return out
+
+
+# -- write gate -----------------------------------------------------------------------------------
+
+_FIRST_PERSON = re.compile(r"\b(I|my|me|I'm|I've|mine|we|our)\b")
+_PHATIC = re.compile(r"^\s*(hi|hey|hello|thanks?|thank you|ok(ay)?|cool|great|nice|bye|lol|wow|yes|no|sure)\b[\s!.?]*$", re.I)
+ROLES = ("user", "assistant", "system", "tool")
+WRITE_FEATURES: tuple[str, ...] = (
+    "words", "has_digit", "has_date", "first_person", "question", "exclaim", "names", "phatic",
+    *(f"role_{r}" for r in ROLES),
+)
+
+
+def write_features(role: str, text: str) -> np.ndarray:
+    """The heuristic signals of a message, as the write gate's side features."""
+    words = _WORD.findall(text)
+    return np.array([
+        math.log1p(len(words)) / 5.0,
+        1.0 if _DIGIT.search(text) else 0.0,
+        1.0 if _DATE_WORD.search(text) else 0.0,
+        1.0 if _FIRST_PERSON.search(text) else 0.0,
+        1.0 if "?" in text else 0.0,
+        1.0 if "!" in text else 0.0,
+        min(1.0, len(_CAPITALISED.findall(text)) / 5.0),
+        1.0 if _PHATIC.match(text) else 0.0,
+        *(float(role == r) for r in ROLES),
+    ], dtype=np.float32)
+
+
+# -- query router ---------------------------------------------------------------------------------
+
+ROUTES: tuple[str, ...] = ("dense", "keyword", "graph")
+ROUTE_FEATURES: tuple[str, ...] = ("q_words", "q_temporal", "q_multi", "q_names", "q_digit")
+
+
+def route_features(query: str) -> np.ndarray:
+    return np.array([
+        math.log1p(len(_WORD.findall(query))) / 4.0,
+        1.0 if _TEMPORAL_Q.search(query) else 0.0,
+        1.0 if _MULTI_Q.search(query) else 0.0,
+        min(1.0, len(query_names(query)) / 3.0),
+        1.0 if _DIGIT.search(query) else 0.0,
+    ], dtype=np.float32)

@@ -1,0 +1,84 @@
+"""The gate model's artefact: which heads it carries, how to build them, how to save and load them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from memsvc.learn.artefact import Manifest, read_manifest, write_manifest
+from memsvc.learn.features import RERANK_FEATURES, ROUTE_FEATURES, ROUTES, WRITE_FEATURES
+from memsvc.learn.nets import RerankHead, RouterHead, WriteGateHead
+
+NAME = "memsvc-gates"
+VERSION = "1"
+HEADS = ("rerank", "write", "route")
+PACKAGED = Path(__file__).resolve().parent / "artefacts" / "gates"
+
+
+def head_spec(head: str, **shape: Any) -> dict[str, Any]:
+    """What the manifest records of a head: its shape and the feature names it was trained on."""
+    features = {"rerank": RERANK_FEATURES, "write": WRITE_FEATURES, "route": ROUTE_FEATURES}[head]
+    spec: dict[str, Any] = {"features": list(features), **shape}
+    if head == "route":
+        spec["outputs"] = list(ROUTES)
+    return spec
+
+
+def build_head(head: str, spec: dict[str, Any]) -> nn.Module:
+    if head == "rerank":
+        return RerankHead(len(spec["features"]), hidden=int(spec.get("hidden", 64)))
+    if head == "write":
+        return WriteGateHead(int(spec["dim"]), len(spec["features"]), hidden=int(spec.get("hidden", 32)))
+    if head == "route":
+        return RouterHead(int(spec["dim"]), len(spec["features"]), len(spec["outputs"]), hidden=int(spec.get("hidden", 32)))
+    raise ValueError(f"unknown head {head!r}")
+
+
+def compatible(head: str, spec: dict[str, Any]) -> bool:
+    """A head trained on other features than this code computes must not be loaded."""
+    return spec.get("features") == head_spec(head)["features"] and (
+        head != "route" or spec.get("outputs") == list(ROUTES))
+
+
+def save(folder: Path, heads: dict[str, nn.Module], manifest: Manifest) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save({h: m.state_dict() for h, m in heads.items()}, folder / manifest.weights)
+    write_manifest(folder, manifest)
+
+
+FOLDS = "folds.pt"
+
+
+def save_folds(folder: Path, models: list[nn.Module]) -> None:
+    """The cross-validation's rerank heads (`folds[f]` never saw a scene of fold f), for evaluations
+    that must not score a conversation with a model trained on it."""
+    torch.save([m.state_dict() for m in models], folder / FOLDS)
+
+
+def load_folds(folder: Path) -> list[nn.Module]:
+    manifest = read_manifest(folder)
+    out = []
+    for state in torch.load(folder / FOLDS, map_location="cpu", weights_only=True):
+        module = build_head("rerank", manifest.heads["rerank"])
+        module.load_state_dict(state)
+        module.eval()
+        out.append(module)
+    return out
+
+
+def load(folder: Path) -> tuple[Manifest, dict[str, nn.Module]]:
+    """The manifest and every head it lists that this code can run (others are left out)."""
+    manifest = read_manifest(folder)
+    states = torch.load(folder / manifest.weights, map_location="cpu", weights_only=True)
+    heads: dict[str, nn.Module] = {}
+    for head, spec in manifest.heads.items():
+        if head not in states or not compatible(head, spec):
+            continue
+        module = build_head(head, spec)
+        module.load_state_dict(states[head])
+        module.eval()
+        heads[head] = module
+    return manifest, heads

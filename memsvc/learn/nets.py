@@ -1,0 +1,75 @@
+"""The gate model's heads: small torch modules over features the service already computes.
+
+One family, three heads: all of them sit on the packaged MiniLM's vector space or on the read
+path's own signals, so no head runs an encoder of its own (the encoder pass is shared with the
+embedding the service computes anyway). Each head standardises its inputs with statistics fixed
+at training time (buffers), so an artefact is self-contained.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Standardise(nn.Module):
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n))
+        self.register_buffer("std", torch.ones(n))
+
+    def fit(self, x: torch.Tensor) -> None:
+        self.mean.copy_(x.mean(0))
+        self.std.copy_(x.std(0).clamp_min(1e-3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
+class RerankHead(nn.Module):
+    """Read gate: a score per (query, candidate) from the candidate's retrieval features."""
+
+    def __init__(self, n_features: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.norm = Standardise(n_features)
+        self.linear = nn.Linear(n_features, 1)
+        self.mlp = nn.Sequential(
+            nn.Linear(n_features, hidden), nn.GELU(), nn.Dropout(0.1),
+            nn.Linear(hidden, hidden // 2), nn.GELU(), nn.Linear(hidden // 2, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.norm(x)
+        out: torch.Tensor = (self.linear(z) + self.mlp(z)).squeeze(-1)
+        return out
+
+
+class WriteGateHead(nn.Module):
+    """Write gate: the logit that a message will be needed later, from its embedding and signals."""
+
+    def __init__(self, dim: int, n_side: int, hidden: int = 32) -> None:
+        super().__init__()
+        self.norm = Standardise(n_side)
+        self.embed = nn.Sequential(nn.Dropout(0.2), nn.Linear(dim, hidden))
+        self.out = nn.Sequential(nn.GELU(), nn.Linear(hidden + n_side, 1))
+
+    def forward(self, emb: torch.Tensor, side: torch.Tensor) -> torch.Tensor:
+        h = torch.cat([self.embed(emb), self.norm(side)], dim=-1)
+        out: torch.Tensor = self.out(h).squeeze(-1)
+        return out
+
+
+class RouterHead(nn.Module):
+    """Query router: per retriever, the logit that its ranking holds the evidence high."""
+
+    def __init__(self, dim: int, n_side: int, n_out: int, hidden: int = 32) -> None:
+        super().__init__()
+        self.norm = Standardise(n_side)
+        self.net = nn.Sequential(nn.Dropout(0.2), nn.Linear(dim + n_side, hidden), nn.GELU(), nn.Linear(hidden, n_out))
+
+    def forward(self, emb: torch.Tensor, side: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.net(torch.cat([emb, self.norm(side)], dim=-1))
+        return out

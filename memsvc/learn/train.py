@@ -1,0 +1,175 @@
+"""Training loops for the gate heads, and the pure metrics they are judged by.
+
+Everything is full-batch on small padded tensors (a few thousand queries x a few hundred
+candidates), seeded, on CPU: a head trains in seconds to a minute on two cores.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from memsvc.learn.nets import RerankHead, RouterHead, WriteGateHead
+
+Progress = Callable[[int, int, float], None]  # (step, total, loss)
+
+
+@dataclass(frozen=True)
+class ListGroup:
+    """One query's candidates (rows of features) and which of them hold gold evidence."""
+
+    features: np.ndarray  # (n, f)
+    labels: np.ndarray  # (n,) 0/1
+
+
+def auroc(scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray) -> float:
+    """Area under the ROC curve by the rank-sum statistic (ties share their average rank)."""
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels).astype(bool)
+    pos, neg = int(y.sum()), int((~y).sum())
+    if pos == 0 or neg == 0:
+        return float("nan")
+    order = s.argsort(kind="mergesort")
+    ranks = np.empty(len(s), dtype=np.float64)
+    sorted_s = s[order]
+    i = 0
+    while i < len(s):
+        j = i
+        while j + 1 < len(s) and sorted_s[j + 1] == sorted_s[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return float((ranks[y].sum() - pos * (pos + 1) / 2.0) / (pos * neg))
+
+
+def folds_by_group(groups: Sequence[str], k: int, seed: int = 0) -> list[int]:
+    """A fold per item such that all items of a group (a conversation, a corpus) share one fold.
+
+    Groups are dealt round-robin in a seeded order within each task prefix (`task/scene`), so every
+    fold holds scenes of every task that has at least k of them."""
+    rng = np.random.default_rng(seed)
+    by_task: dict[str, list[str]] = {}
+    for g in dict.fromkeys(groups):
+        by_task.setdefault(g.split("/", 1)[0], []).append(g)
+    fold_of: dict[str, int] = {}
+    offset = 0
+    for task in sorted(by_task):
+        names = by_task[task]
+        for i, idx in enumerate(rng.permutation(len(names))):
+            fold_of[names[idx]] = (offset + i) % k
+        offset += len(names)
+    return [fold_of[g] for g in groups]
+
+
+def _pad(groups: Sequence[ListGroup]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    width = max(len(g.labels) for g in groups)
+    f = groups[0].features.shape[1]
+    x = np.zeros((len(groups), width, f), dtype=np.float32)
+    y = np.zeros((len(groups), width), dtype=np.float32)
+    mask = np.zeros((len(groups), width), dtype=bool)
+    for i, g in enumerate(groups):
+        n = len(g.labels)
+        x[i, :n], y[i, :n], mask[i, :n] = g.features, g.labels, True
+    return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(mask)
+
+
+def fit_reranker(
+    groups: Sequence[ListGroup], *, hidden: int = 64, steps: int = 400, lr: float = 3e-3,
+    weight_decay: float = 1e-4, seed: int = 0, progress: Progress | None = None, init: RerankHead | None = None,
+) -> RerankHead:
+    """Listwise softmax cross-entropy: the target spreads evenly over a query's gold candidates.
+
+    With `init`, a copy of that model is fine-tuned (its input statistics kept)."""
+    torch.manual_seed(seed)
+    train = [g for g in groups if g.labels.any()]
+    x, y, mask = _pad(train)
+    if init is not None:
+        model = copy.deepcopy(init)
+    else:
+        model = RerankHead(x.shape[-1], hidden=hidden)
+        model.norm.fit(x[mask])
+    target = y / y.sum(1, keepdim=True)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    batch = min(256, len(train))
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for step in range(steps):
+        idx = torch.randperm(len(train), generator=gen)[:batch]
+        logits = model(x[idx]).masked_fill(~mask[idx], -1e9)
+        loss = -(target[idx] * torch.log_softmax(logits, dim=1)).sum(1).mean()
+        opt.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        opt.step()
+        if progress is not None:
+            progress(step + 1, steps, float(loss))
+    model.eval()
+    return model
+
+
+def score_lists(model: RerankHead, lists: Sequence[np.ndarray]) -> list[np.ndarray]:
+    with torch.inference_mode():
+        return [model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))).numpy() if len(x) else
+                np.zeros(0, dtype=np.float32) for x in lists]
+
+
+def fit_binary(
+    emb: np.ndarray, side: np.ndarray, labels: np.ndarray, *, hidden: int = 32, steps: int = 300,
+    lr: float = 3e-3, weight_decay: float = 1e-3, seed: int = 0, progress: Progress | None = None,
+) -> WriteGateHead:
+    """The write gate: class-balanced logistic loss over (embedding, side features)."""
+    torch.manual_seed(seed)
+    e = torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32))
+    s = torch.from_numpy(np.ascontiguousarray(side, dtype=np.float32))
+    y = torch.from_numpy(labels.astype(np.float32))
+    model = WriteGateHead(e.shape[1], s.shape[1], hidden=hidden)
+    model.norm.fit(s)
+    pos = float(y.sum())
+    weight = torch.tensor((len(y) - pos) / max(pos, 1.0))
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=weight)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    model.train()
+    for step in range(steps):
+        loss = loss_fn(model(e, s), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if progress is not None:
+            progress(step + 1, steps, float(loss))
+    model.eval()
+    return model
+
+
+def predict_binary(model: WriteGateHead, emb: np.ndarray, side: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        logits = model(torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32)),
+                       torch.from_numpy(np.ascontiguousarray(side, dtype=np.float32)))
+    out: np.ndarray = torch.sigmoid(logits).numpy()
+    return out
+
+
+def fit_router(
+    emb: np.ndarray, side: np.ndarray, targets: np.ndarray, *, hidden: int = 32, steps: int = 300,
+    lr: float = 3e-3, weight_decay: float = 1e-3, seed: int = 0,
+) -> RouterHead:
+    """Multi-label logistic loss: per retriever, did its own ranking hold the evidence high."""
+    torch.manual_seed(seed)
+    e = torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32))
+    s = torch.from_numpy(np.ascontiguousarray(side, dtype=np.float32))
+    y = torch.from_numpy(targets.astype(np.float32))
+    model = RouterHead(e.shape[1], s.shape[1], y.shape[1], hidden=hidden)
+    model.norm.fit(s)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    loss_fn = nn.BCEWithLogitsLoss()
+    model.train()
+    for _ in range(steps):
+        loss = loss_fn(model(e, s), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    return model

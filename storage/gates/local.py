@@ -1,0 +1,81 @@
+"""The gate model in-process: the artefact's heads on CPU (fp32) or CUDA (bf16 by default)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from memsvc.errors import BackendUnavailable
+from memsvc.learn import gates as G
+
+
+def pick_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BackendUnavailable("MEMSVC_GATES__DEVICE=cuda but torch sees no CUDA device")
+    return device
+
+
+def pick_dtype(precision: str, device: str) -> torch.dtype:
+    if precision == "auto":
+        return torch.bfloat16 if device == "cuda" else torch.float32
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+
+
+class TorchGateModel:
+    """Heads loaded from one artefact folder; every call is one batched forward pass per head."""
+
+    def __init__(self, path: Path | None = None, device: str = "auto", precision: str = "auto") -> None:
+        self.path = Path(path) if path is not None else G.PACKAGED
+        if not (self.path / "manifest.json").exists():
+            raise FileNotFoundError(f"no gate artefact at {self.path} (train one: memsvc train gates)")
+        self.manifest, heads = G.load(self.path)
+        self.device = pick_device(device)
+        self.dtype = pick_dtype(precision, self.device)
+        self.heads = {h: m.to(self.device, self.dtype) for h, m in heads.items()}
+        self._lock = threading.Lock()  # modules are shared by request threads; inference is tiny
+
+    def has(self, head: str) -> bool:
+        return head in self.heads
+
+    def _tensor(self, x: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32), device=self.device).to(self.dtype)
+
+    def rerank(self, lists: Sequence[np.ndarray]) -> list[np.ndarray]:
+        head = self.heads["rerank"]
+        sizes = [len(x) for x in lists]
+        if sum(sizes) == 0:
+            return [np.zeros(0, dtype=np.float32) for _ in lists]
+        with self._lock, torch.inference_mode():
+            flat = head(self._tensor(np.concatenate([x for x in lists if len(x)])))
+        scores = flat.float().cpu().numpy()
+        return list(np.split(scores, np.cumsum(sizes)[:-1]))
+
+    def memorability(self, embeddings: np.ndarray, side: np.ndarray) -> np.ndarray:
+        with self._lock, torch.inference_mode():
+            logits = self.heads["write"](self._tensor(embeddings), self._tensor(side))
+        out: np.ndarray = torch.sigmoid(logits.float()).cpu().numpy()
+        return out
+
+    def route(self, embeddings: np.ndarray, side: np.ndarray) -> np.ndarray:
+        with self._lock, torch.inference_mode():
+            logits = self.heads["route"](self._tensor(embeddings), self._tensor(side))
+        out: np.ndarray = torch.sigmoid(logits.float()).cpu().numpy()
+        return out
+
+    def describe(self) -> dict[str, Any]:
+        m = self.manifest
+        return {
+            "name": m.name, "version": m.version, "created": m.created.isoformat(), "kind": "local",
+            "device": self.device, "dtype": str(self.dtype).removeprefix("torch."), "heads": sorted(self.heads),
+            "data": m.data, "metrics": m.metrics, "config": m.config, "command": m.command,
+        }
+
+    def close(self) -> None:
+        self.heads = {}

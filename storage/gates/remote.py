@@ -1,0 +1,48 @@
+"""The gate model behind `memsvc gates serve`: the same port over HTTP (JSON arrays)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import numpy as np
+
+from memsvc.errors import BackendUnavailable
+
+
+class RemoteGateModel:
+    def __init__(self, url: str, timeout_s: float = 2.0, transport: httpx.BaseTransport | None = None) -> None:
+        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s, transport=transport)
+        self._info = self._call("GET", "/v1/gates")
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        try:
+            resp = self._http.request(method, path, json=body)
+        except httpx.HTTPError as exc:
+            raise BackendUnavailable(f"gate worker unreachable: {exc}") from exc
+        if resp.status_code != 200:
+            raise BackendUnavailable(f"gate worker answered {resp.status_code}: {resp.text[:200]}")
+        out: dict[str, Any] = resp.json()
+        return out
+
+    def has(self, head: str) -> bool:
+        return head in self._info.get("heads", [])
+
+    def rerank(self, lists: Sequence[np.ndarray]) -> list[np.ndarray]:
+        out = self._call("POST", "/v1/gates/rerank", {"lists": [np.asarray(x).tolist() for x in lists]})
+        return [np.asarray(s, dtype=np.float32) for s in out["scores"]]
+
+    def memorability(self, embeddings: np.ndarray, side: np.ndarray) -> np.ndarray:
+        out = self._call("POST", "/v1/gates/write", {"embeddings": embeddings.tolist(), "side": side.tolist()})
+        return np.asarray(out["p"], dtype=np.float32)
+
+    def route(self, embeddings: np.ndarray, side: np.ndarray) -> np.ndarray:
+        out = self._call("POST", "/v1/gates/route", {"embeddings": embeddings.tolist(), "side": side.tolist()})
+        return np.asarray(out["p"], dtype=np.float32)
+
+    def describe(self) -> dict[str, Any]:
+        return {**self._info, "kind": "remote", "url": str(self._http.base_url)}
+
+    def close(self) -> None:
+        self._http.close()

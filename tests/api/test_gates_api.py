@@ -1,0 +1,65 @@
+"""The learned gates through REST: rerank presets, `why`, importance from the write gate, policies."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from memsvc.learn import gates as G
+from memsvc.learn.features import write_features
+from memsvc.memory_os import MemoryOS
+from memsvc.models import Role
+from memsvc.write.pipeline import episodic_content
+from tests.api.conftest import ClientFactory
+
+pytestmark = pytest.mark.anyio
+
+TURNS = [
+    {"id": "m1", "role": "user", "name": "Caroline", "content": "I moved to Berlin in May, the flat is lovely.",
+     "timestamp": "2023-05-20T10:00:00Z"},
+    {"id": "m2", "role": "user", "name": "Melanie", "content": "Nice! We went camping with the kids last weekend.",
+     "timestamp": "2023-05-20T10:01:00Z"},
+    {"id": "m3", "role": "user", "name": "Caroline", "content": "Hey, how are you?", "timestamp": "2023-05-20T10:02:00Z"},
+]
+
+
+async def test_rerank_preset_orders_by_the_read_gate_and_explains_it(client: ClientFactory, keys: dict[str, str]) -> None:
+    c = client(keys["a"])
+    assert (await c.post("/v1/memories", json={"user_id": "u1", "messages": TURNS})).status_code == 200
+    r = await c.post("/v1/memories/search", json={"user_id": "u1", "query": "Where did Caroline move to?",
+                                                  "preset": "hybrid_rerank", "explain": True, "top_k": 5})
+    assert r.status_code == 200
+    results = sorted(r.json()["results"], key=lambda x: x["rank"])
+    assert results and "Berlin" in results[0]["content"]
+    for res in results:
+        assert res["why"]["preset"] == "hybrid_rerank"
+        assert res["score"] == res["why"]["rerank"]["score"]
+        assert res["why"]["fused"]["rank"] >= 1
+    scores = [x["score"] for x in results]
+    assert scores == sorted(scores, reverse=True)
+
+
+async def test_importance_is_the_write_gates_memorability(client: ClientFactory, keys: dict[str, str],
+                                                         memory_os: MemoryOS) -> None:
+    c = client(keys["a"])
+    r = await c.post("/v1/memories", json={"user_id": "u2", "messages": TURNS, "infer": False})
+    written = {m["source_ids"][0]: m for m in r.json()["written"]}
+    assert memory_os.gate is not None
+    texts = [episodic_content(Role.USER, t["name"], t["content"]) for t in TURNS]
+    side = np.stack([write_features("user", t["content"]) for t in TURNS])
+    p = memory_os.gate.memorability(memory_os.embedder.embed(texts), side)
+    assert [written[t["id"]]["importance"] for t in TURNS] == [round(float(x), 4) for x in p]
+
+
+async def test_policies_report_the_loaded_gates_with_their_manifest_metrics(client: ClientFactory, keys: dict[str, str]) -> None:
+    r = await client(keys["a"]).get("/v1/policies")
+    body = r.json()
+    manifest = json.loads((G.PACKAGED / "manifest.json").read_text())
+    assert body["gates"]["metrics"] == manifest["metrics"]
+    assert body["gates"]["data"] == manifest["data"]
+    assert body["write_gate"]["kind"] == "learned"
+    assert body["write_gate"]["metrics"] == manifest["metrics"]["write"]
+    assert body["read_gate"]["reranker"]["kind"] == "learned"
+    assert set(body["read_gate"]["reranker"]["presets"]) == {"hybrid_rerank", "hybrid_ppr_rerank"}

@@ -1,0 +1,120 @@
+"""The `GateModel` port on both kinds, with the packaged (trained) artefact: in-process torch and
+a `memsvc gates serve` worker on loopback, answering the same calls with the same numbers."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+import uvicorn
+
+from api.gates_server import create_gates_app
+from memsvc.learn import gates as G
+from memsvc.learn.features import RERANK_FEATURES, WRITE_FEATURES, Candidate, rerank_features, write_features
+from memsvc.ports import GateModel
+from storage.gates.local import TorchGateModel
+from storage.gates.remote import RemoteGateModel
+from tests.conftest import free_port
+
+
+@pytest.fixture(scope="module")
+def local() -> TorchGateModel:
+    return TorchGateModel(device="cpu")
+
+
+@pytest.fixture(scope="module")
+def worker(local: TorchGateModel) -> Iterator[str]:
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_gates_app(local), host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.1)
+    yield url
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture(params=["local", "remote"])
+def gate(request: pytest.FixtureRequest, local: TorchGateModel) -> Iterator[GateModel]:
+    if request.param == "local":
+        yield local
+        return
+    remote = RemoteGateModel(request.getfixturevalue("worker"))
+    yield remote
+    remote.close()
+
+
+def _candidates() -> list[Candidate]:
+    def c(content: str, speaker: str, dense: float, rank: int, kw: int | None) -> Candidate:
+        return Candidate(type="episodic", content=content, speaker=speaker, derived=False, tokens=10,
+                         event_epoch=1.7e9 + rank, dense=dense, keyword=(8.0 / kw) if kw else None, graph=None,
+                         dense_rank=rank, keyword_rank=kw, graph_rank=None, fused=2 / (60 + rank), fused_rank=rank)
+    return [
+        c("Melanie: We went camping with the kids last weekend.", "Melanie", 0.41, 2, None),
+        c("Caroline: I moved to Berlin in May, I love my new flat.", "Caroline", 0.62, 1, 1),
+        c("Melanie: Pottery class was fun, I made a bowl.", "Melanie", 0.18, 3, None),
+    ]
+
+
+def test_describe_reports_the_packaged_manifest(gate: GateModel) -> None:
+    info = gate.describe()
+    manifest = json.loads((G.PACKAGED / "manifest.json").read_text())
+    assert info["name"] == "memsvc-gates" and info["version"] == manifest["version"]
+    assert info["metrics"] == manifest["metrics"] and info["data"] == manifest["data"]
+    assert info["heads"] == ["rerank", "route", "write"]
+    assert all(gate.has(h) for h in G.HEADS) and not gate.has("nonsense")
+
+
+def test_rerank_scores_every_list_and_prefers_the_named_speaker_and_the_matching_words(gate: GateModel) -> None:
+    x = rerank_features("Where did Caroline move to?", _candidates())
+    empty = np.zeros((0, len(RERANK_FEATURES)), dtype=np.float32)
+    scores = gate.rerank([x, empty, x[:1]])
+    assert [len(s) for s in scores] == [3, 0, 1]
+    assert int(np.argmax(scores[0])) == 1
+    assert scores[2][0] == pytest.approx(gate.rerank([x[:1]])[0][0], abs=1e-5)
+
+
+def test_local_and_remote_answer_the_same_numbers(local: TorchGateModel, worker: str) -> None:
+    remote = RemoteGateModel(worker)
+    x = rerank_features("When did Melanie go camping?", _candidates())
+    np.testing.assert_allclose(remote.rerank([x])[0], local.rerank([x])[0], atol=1e-5)
+    emb = np.random.default_rng(0).normal(size=(4, 384)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    side = np.stack([write_features("user", t) for t in ("hi!", "I adopted a dog named Rex.", "ok", "My sister is a nurse.")])
+    p_local, p_remote = local.memorability(emb, side), remote.memorability(emb, side)
+    np.testing.assert_allclose(p_remote, p_local, atol=1e-5)
+    assert p_local.shape == (4,) and ((p_local > 0) & (p_local < 1)).all()
+    r = local.route(emb[:2], np.zeros((2, 5), dtype=np.float32))
+    np.testing.assert_allclose(remote.route(emb[:2], np.zeros((2, 5), dtype=np.float32)), r, atol=1e-5)
+    assert r.shape == (2, 3)
+    remote.close()
+
+
+def test_the_worker_refuses_malformed_batches_with_the_error_shape(worker: str) -> None:
+    wrong_width = {"lists": [[[0.0] * (len(RERANK_FEATURES) - 1)]]}
+    r = httpx.post(f"{worker}/v1/gates/rerank", json=wrong_width)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_input"
+    r = httpx.post(f"{worker}/v1/gates/write", json={"embeddings": [[0.0] * 384], "side": []})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_input"
+    r = httpx.post(f"{worker}/v1/gates/write", json={"embeddings": [[0.0] * 384], "side": [[0.0] * len(WRITE_FEATURES)],
+                                                      "extra": 1})
+    assert r.status_code == 422
+
+
+def test_an_unreachable_worker_is_a_backend_error() -> None:
+    from memsvc.errors import BackendUnavailable
+
+    with pytest.raises(BackendUnavailable):
+        RemoteGateModel(f"http://127.0.0.1:{free_port()}", timeout_s=0.5)

@@ -1,0 +1,115 @@
+"""The learning loop's pure parts: metrics, folds, features, packing without restating, artefacts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from memsvc.learn import gates as G
+from memsvc.learn.artefact import Manifest, read_manifest, sha256_file
+from memsvc.learn.features import RERANK_FEATURES, WRITE_FEATURES, Candidate, rerank_features, write_features
+from memsvc.learn.train import ListGroup, auroc, fit_reranker, folds_by_group, score_lists
+from memsvc.models import MemoryCube, MemoryType
+from memsvc.read import _Candidate, restated
+from memsvc.retrieval.fusion import Fused
+from memsvc.retrieval.packing import pack
+
+
+def test_auroc_is_the_rank_statistic_with_ties_shared() -> None:
+    assert auroc([0.1, 0.4, 0.35, 0.8], [0, 0, 1, 1]) == 0.75
+    assert auroc([1, 2, 3], [0, 1, 1]) == 1.0
+    assert auroc([0.5, 0.5], [0, 1]) == 0.5
+    assert np.isnan(auroc([0.1, 0.2], [1, 1]))
+
+
+def test_folds_keep_each_scene_in_one_fold_and_mix_tasks() -> None:
+    groups = [f"locomo/conv-{i % 7}" for i in range(70)] + [f"tmd/{i % 3}" for i in range(30)]
+    folds = folds_by_group(groups, 5)
+    by_group: dict[str, set[int]] = {}
+    for g, f in zip(groups, folds, strict=True):
+        by_group.setdefault(g, set()).add(f)
+    assert all(len(v) == 1 for v in by_group.values())
+    assert sorted({next(iter(by_group[f"locomo/conv-{i}"])) for i in range(7)}) == [0, 1, 2, 3, 4]
+    assert folds == folds_by_group(groups, 5)  # seeded
+
+
+def _cand(content: str, speaker: str | None, dense: float, rank: int, **kw: object) -> Candidate:
+    base: dict[str, object] = dict(type="episodic", content=content, speaker=speaker, derived=False, tokens=8,
+                                   event_epoch=1.7e9, dense=dense, keyword=None, graph=None, dense_rank=rank,
+                                   keyword_rank=None, graph_rank=None, fused=1 / (60 + rank), fused_rank=rank)
+    base.update(kw)
+    return Candidate(**base)  # type: ignore[arg-type]
+
+
+def test_rerank_features_read_names_words_and_scores() -> None:
+    x = rerank_features("When did Caroline go to the support group?", [
+        _cand("Caroline: I went to a support group yesterday.", "Caroline", 0.7, 1, keyword=3.0, keyword_rank=1),
+        _cand("Melanie: I painted a sunset.", "Melanie", 0.3, 2),
+    ])
+    col = {name: i for i, name in enumerate(RERANK_FEATURES)}
+    assert x.shape == (2, len(RERANK_FEATURES)) and x.dtype == np.float32
+    assert x[0, col["speaker_named"]] == 1.0 and x[1, col["speaker_named"]] == 0.0
+    # query words {caroline, support, group}: all in the first, none in the second
+    assert x[0, col["query_cover"]] == 1.0 and x[1, col["query_cover"]] == 0.0
+    assert x[0, col["dense_gap"]] == 0.0 and x[1, col["dense_gap"]] == pytest.approx(-0.4)
+    assert x[0, col["keyword_missing"]] == 0.0 and x[1, col["keyword_missing"]] == 1.0
+    assert x[0, col["q_temporal_x_date"]] == 1.0 and x[1, col["q_temporal_x_date"]] == 0.0
+    assert rerank_features("anything", []).shape == (0, len(RERANK_FEATURES))
+
+
+def test_write_features_flag_phatic_and_role() -> None:
+    col = {name: i for i, name in enumerate(WRITE_FEATURES)}
+    phatic = write_features("user", "thanks!")
+    fact = write_features("assistant", "I moved to Berlin in May 2023.")
+    assert phatic[col["phatic"]] == 1.0 and fact[col["phatic"]] == 0.0
+    assert fact[col["role_assistant"]] == 1.0 and fact[col["has_digit"]] == 1.0
+
+
+def _packed(cube: MemoryCube, tokens: int = 5) -> _Candidate:
+    return _Candidate(cube, Fused(cube.id, 0.0), cube.content, tokens)
+
+
+def test_packing_skips_a_fact_whose_turn_is_already_chosen_but_keeps_a_turn_after_its_fact() -> None:
+    mk = lambda t, c, s: MemoryCube(tenant="t", user_id="u", type=t, content=c, source_ids=s)  # noqa: E731
+    turn = mk(MemoryType.EPISODIC, "Caroline: I live in Berlin now.", ["m1"])
+    fact = mk(MemoryType.SEMANTIC, "Caroline lives in Berlin.", ["m1"])
+    other = mk(MemoryType.SEMANTIC, "Caroline has a cat.", ["m2"])
+    chosen = pack([_packed(turn), _packed(fact), _packed(other)], top_k=10, token_budget=None,
+                  cost=lambda c: c.tokens, redundant=restated)
+    assert [c.cube.id for c in chosen] == [turn.id, other.id]
+    chosen = pack([_packed(fact), _packed(turn)], top_k=10, token_budget=None, cost=lambda c: c.tokens,
+                  redundant=restated)
+    assert [c.cube.id for c in chosen] == [fact.id, turn.id]
+
+
+def test_reranker_learns_a_separable_signal_and_the_artefact_round_trips(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    groups = []
+    for _ in range(60):
+        x = rng.normal(size=(30, len(RERANK_FEATURES))).astype(np.float32)
+        y = np.zeros(30)
+        y[rng.integers(30)] = 1
+        x[y == 1, 0] += 3.0  # the gold candidate has a higher first feature
+        groups.append(ListGroup(x, y))
+    model = fit_reranker(groups, steps=150)
+    top = [int(np.argmax(s)) for s in score_lists(model, [g.features for g in groups])]
+    assert np.mean([g.labels[t] for g, t in zip(groups, top, strict=True)]) >= 0.9
+    manifest = Manifest(name=G.NAME, version="test", metrics={"rerank": {"x": 1}},
+                        heads={"rerank": G.head_spec("rerank", hidden=64)})
+    G.save(tmp_path, {"rerank": model}, manifest)
+    loaded, heads = G.load(tmp_path)
+    assert read_manifest(tmp_path).metrics == {"rerank": {"x": 1}} == loaded.metrics
+    assert len(sha256_file(tmp_path / "weights.pt")) == 64
+    x = torch.from_numpy(groups[0].features)
+    with torch.inference_mode():
+        assert torch.allclose(heads["rerank"](x), model(x))
+
+
+def test_a_head_trained_on_other_features_is_not_loaded(tmp_path: Path) -> None:
+    model = fit_reranker([ListGroup(np.ones((3, len(RERANK_FEATURES)), np.float32), np.array([1, 0, 0]))], steps=2)
+    spec = {**G.head_spec("rerank", hidden=64), "features": [*RERANK_FEATURES[:-1], "something_else"]}
+    G.save(tmp_path, {"rerank": model}, Manifest(name=G.NAME, version="test", heads={"rerank": spec}))
+    assert G.load(tmp_path)[1] == {}
