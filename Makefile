@@ -4,24 +4,34 @@ PYTHON ?= python3
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TS := clients/typescript
+TS_STAMP := $(TS)/node_modules/.package-lock.json
 
-.PHONY: install serve test lint typecheck bench clean
+.PHONY: install serve test lint typecheck bench clean ts-deps
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and pinned: an unpinned torch pulls GBs of CUDA wheels
 	$(BIN)/pip install -q "$(TORCH)"
+	# the Python client (with its LangChain / LangGraph extra): `memsvc mcp` over stdio uses it
+	$(BIN)/pip install -q -e "./clients/python[langchain]"
 	$(BIN)/pip install -q -e ".[test]"
 	touch $(STAMP)
 
 install: $(STAMP)
 
+# The TypeScript client's dev dependencies (its tests run inside pytest, against the live server).
+$(TS_STAMP): $(TS)/package.json $(TS)/package-lock.json
+	cd $(TS) && npm ci --no-audit --no-fund --loglevel=error
+
+ts-deps: $(TS_STAMP)
+
 serve: install
 	$(BIN)/memsvc serve
 
 lint: install
-	$(BIN)/ruff check memsvc storage api evals tests benchmarks
+	$(BIN)/ruff check memsvc storage api evals tests benchmarks clients
 
 typecheck: install
 	$(BIN)/mypy memsvc
@@ -33,4 +43,4 @@ bench: install
 	$(BIN)/python benchmarks/write_recall.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(TS)/node_modules
