@@ -1,4 +1,4 @@
-"""`memsvc` command line: serve, keys, ingest, recall, export/import, purge, eval."""
+"""`memsvc` command line: serve, mcp, keys, ingest, recall, export/import, purge, eval."""
 
 from __future__ import annotations
 
@@ -49,6 +49,21 @@ def serve(
     settings = _settings(data_dir, host=host, port=port)
     typer.echo(f"memsvc: data in {settings.data_dir.resolve()}, listening on http://{settings.host}:{settings.port}")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
+
+
+@app.command()
+def mcp(
+    url: Annotated[str, typer.Option("--url", envvar="MEMSVC_URL", help="memsvc REST base URL")] = "http://127.0.0.1:8080",
+    key: Annotated[str | None, typer.Option("--key", envvar="MEMSVC_API_KEY", help="API key (Bearer)")] = None,
+) -> None:
+    """MCP server over stdio for desktop agents; its tools reach a running memsvc over REST (`--url`, `--key`)."""
+    import anyio
+
+    from api.mcp_stdio import serve_stdio
+
+    if not key:
+        raise typer.BadParameter("an API key is needed: --key or MEMSVC_API_KEY", param_hint="--key")
+    anyio.run(serve_stdio, url, key)
 
 
 @keys_app.command("create")
