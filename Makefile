@@ -36,7 +36,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy memsvc
 
-test: install lint typecheck
+test: install lint typecheck ts-deps
 	$(BIN)/python -m pytest -q
 
 bench: install
