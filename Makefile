@@ -31,7 +31,7 @@ serve: install
 	$(BIN)/memsvc serve
 
 lint: install
-	$(BIN)/ruff check memsvc storage api evals tests benchmarks clients
+	$(BIN)/ruff check memsvc storage api evals tests benchmarks clients examples
 
 typecheck: install
 	$(BIN)/mypy memsvc
