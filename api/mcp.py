@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal, Protocol
 
@@ -59,7 +59,7 @@ class MemoryBackend(Protocol):
     async def profile(self, user_id: str) -> list[dict[str, Any]]: ...
 
 
-BackendFor = Callable[[Context], MemoryBackend]
+BackendFor = Callable[[Context], Awaitable[MemoryBackend]]
 
 
 def _valid(model: Any, body: dict[str, Any]) -> Any:
@@ -168,7 +168,7 @@ def build_server(backend_for: BackendFor, *, expected: tuple[type[Exception], ..
 
     async def call(ctx: Context, op: Callable[[MemoryBackend], Any]) -> Any:
         try:
-            return await op(backend_for(ctx))
+            return await op(await backend_for(ctx))
         except errors as exc:
             raise _fail(exc) from None
 
@@ -293,7 +293,7 @@ def build_server(backend_for: BackendFor, *, expected: tuple[type[Exception], ..
                                  "refined memories), each with its id and source ids.")
     async def profile(user_id: str, ctx: Context) -> str:
         try:
-            items = await backend_for(ctx).profile(user_id)
+            items = await (await backend_for(ctx)).profile(user_id)
         except errors as exc:
             raise ResourceError(str(_fail(exc))) from None
         lines = [f"# Profile of {user_id}", ""]
@@ -323,10 +323,10 @@ class McpHttp:
     def __init__(self, get_os: Callable[[], MemoryOS]) -> None:
         self.get_os = get_os
 
-        def backend_for(ctx: Context) -> MemoryBackend:
+        async def backend_for(ctx: Context) -> MemoryBackend:
             os_ = self.get_os()
             token = _bearer(ctx.headers or {})
-            who = authenticate(os_.records, token) if token else None
+            who = await anyio.to_thread.run_sync(lambda: authenticate(os_.records, token)) if token else None
             if who is None:
                 raise Unauthenticated("missing or invalid bearer API key")
             return LocalBackend(os_, who)

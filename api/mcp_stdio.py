@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mcp.server.mcpserver import Context
+
 from api.mcp import PROFILE_TYPES, build_server
 from memsvc_client import APIError, AsyncMemsvcClient, MemsvcClientError
 from memsvc_client.models import JobStatus, WriteResult
@@ -54,5 +56,9 @@ class RestBackend:
 async def serve_stdio(url: str | None, key: str | None) -> None:
     async with AsyncMemsvcClient(url, key) as client:
         backend = RestBackend(client)
-        server = build_server(lambda ctx: backend, expected=(APIError, MemsvcClientError))
+
+        async def backend_for(ctx: Context) -> RestBackend:  # one key for the whole process
+            return backend
+
+        server = build_server(backend_for, expected=(APIError, MemsvcClientError))
         await server.run_stdio_async()
