@@ -163,7 +163,8 @@ def build_server(backend_for: BackendFor, *, expected: tuple[type[Exception], ..
     `expected`: the exceptions that are answers (not found, forbidden, invalid …); the model
     reads them as tool errors `code: message`.
     """
-    server: MCPServer = MCPServer("memsvc", instructions=INSTRUCTIONS, version="0.1.0")
+    # The SDK calls logging.basicConfig at this level: WARNING keeps the app's logging as it was.
+    server: MCPServer = MCPServer("memsvc", instructions=INSTRUCTIONS, version="0.1.0", log_level="WARNING")
     errors: tuple[type[Exception], ...] = (*expected, MemsvcError)
 
     async def call(ctx: Context, op: Callable[[MemoryBackend], Any]) -> Any:
