@@ -9,6 +9,8 @@ COPY storage ./storage
 COPY api ./api
 COPY evals ./evals
 COPY skills ./skills
-RUN pip install -e .
+COPY clients/python ./clients/python
+# the Python client: `memsvc mcp` (stdio) reaches the API through it
+RUN pip install ./clients/python && pip install -e .
 EXPOSE 8080
 CMD ["memsvc", "serve", "--host", "0.0.0.0", "--port", "8080"]

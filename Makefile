@@ -4,33 +4,45 @@ PYTHON ?= python3
 TORCH ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TS := clients/typescript
+TS_STAMP := $(TS)/node_modules/.package-lock.json
 
-.PHONY: install serve test lint typecheck bench clean
+.PHONY: install serve test lint typecheck bench clean ts-deps
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first and pinned: an unpinned torch pulls GBs of CUDA wheels
 	$(BIN)/pip install -q "$(TORCH)"
+	# the Python client (with its LangChain / LangGraph extra): `memsvc mcp` over stdio uses it
+	$(BIN)/pip install -q -e "./clients/python[langchain]"
 	$(BIN)/pip install -q -e ".[test]"
 	touch $(STAMP)
 
 install: $(STAMP)
 
+# The TypeScript client's dev dependencies (its tests run inside pytest, against the live server).
+# Without npm the TypeScript tests skip (and fail under CI, where .ci/run installs Node).
+$(TS_STAMP): $(TS)/package.json $(TS)/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then cd $(TS) && npm ci --no-audit --no-fund --loglevel=error; \
+	else echo "warning: npm not found, the TypeScript client's tests will be skipped"; fi
+
+ts-deps: $(TS_STAMP)
+
 serve: install
 	$(BIN)/memsvc serve
 
 lint: install
-	$(BIN)/ruff check memsvc storage api evals tests benchmarks
+	$(BIN)/ruff check memsvc storage api evals tests benchmarks clients examples
 
 typecheck: install
 	$(BIN)/mypy memsvc
 
-test: install lint typecheck
+test: install lint typecheck ts-deps
 	$(BIN)/python -m pytest -q
 
 bench: install
 	$(BIN)/python benchmarks/write_recall.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(TS)/node_modules

@@ -6,8 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.routing import Route
 
 from api import admin, errors
+from api.mcp import McpHttp
 from api.middleware import BodyLimitMiddleware, Metrics, MetricsMiddleware
 from api.routes import memories, system, users
 from memsvc.config import Settings
@@ -20,18 +22,19 @@ def create_app(settings: Settings | None = None, memory_os: MemoryOS | None = No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if memory_os is not None:
-            app.state.memory_os = memory_os
-            yield
-            return
-        from storage.registry import build_memory_os
+        async with mcp_http.run():  # the MCP session manager lives as long as the app
+            if memory_os is not None:
+                app.state.memory_os = memory_os
+                yield
+                return
+            from storage.registry import build_memory_os
 
-        os_ = build_memory_os(settings)
-        app.state.memory_os = os_
-        try:
-            yield
-        finally:
-            os_.close()
+            os_ = build_memory_os(settings)
+            app.state.memory_os = os_
+            try:
+                yield
+            finally:
+                os_.close()
 
     app = FastAPI(
         title="memsvc", version="0.1.0", lifespan=lifespan,
@@ -46,6 +49,9 @@ def create_app(settings: Settings | None = None, memory_os: MemoryOS | None = No
     app.include_router(users.router)
     app.include_router(system.router)
     admin.install(app)  # /admin: the operator UI (its router also serves its static files)
+    # /mcp: MCP tools over streamable HTTP, same keys and tenant scoping as REST (not in the OpenAPI).
+    mcp_http = McpHttp(lambda: app.state.memory_os)
+    app.router.routes.append(Route("/mcp", endpoint=mcp_http, methods=["GET", "POST", "DELETE"]))
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.limits.max_body_bytes)
     return app

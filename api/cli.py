@@ -1,4 +1,4 @@
-"""`memsvc` command line: serve, keys, ingest, recall, export/import, purge, eval."""
+"""`memsvc` command line: serve, mcp, keys, ingest, recall, export/import, purge, eval."""
 
 from __future__ import annotations
 
@@ -72,6 +72,21 @@ def gates_serve(
     typer.echo(f"memsvc gates: {info['name']} v{info['version']} heads={info['heads']} on {info['device']} "
                f"({info['dtype']}), listening on http://{host}:{port}")
     uvicorn.run(create_gates_app(model), host=host, port=port, log_level="warning")
+
+
+@app.command()
+def mcp(
+    url: Annotated[str, typer.Option("--url", envvar="MEMSVC_URL", help="memsvc REST base URL")] = "http://127.0.0.1:8080",
+    key: Annotated[str | None, typer.Option("--key", envvar="MEMSVC_API_KEY", help="API key (Bearer)")] = None,
+) -> None:
+    """MCP server over stdio for desktop agents; its tools reach a running memsvc over REST (`--url`, `--key`)."""
+    import anyio
+
+    from api.mcp_stdio import serve_stdio
+
+    if not key:
+        raise typer.BadParameter("an API key is needed: --key or MEMSVC_API_KEY", param_hint="--key")
+    anyio.run(serve_stdio, url, key)
 
 
 @keys_app.command("create")
