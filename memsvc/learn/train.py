@@ -120,8 +120,9 @@ def score_lists(model: RerankHead, lists: Sequence[np.ndarray]) -> list[np.ndarr
 def fit_binary(
     emb: np.ndarray, side: np.ndarray, labels: np.ndarray, *, hidden: int = 32, steps: int = 300,
     lr: float = 3e-3, weight_decay: float = 1e-3, seed: int = 0, progress: Progress | None = None,
+    batch: int = 1024,
 ) -> WriteGateHead:
-    """The write gate: class-balanced logistic loss over (embedding, side features)."""
+    """The write gate: class-balanced logistic loss over (embedding, side features), minibatches."""
     torch.manual_seed(seed)
     e = torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32))
     s = torch.from_numpy(np.ascontiguousarray(side, dtype=np.float32))
@@ -132,9 +133,11 @@ def fit_binary(
     weight = torch.tensor((len(y) - pos) / max(pos, 1.0))
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=weight)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    gen = torch.Generator().manual_seed(seed)
     model.train()
     for step in range(steps):
-        loss = loss_fn(model(e, s), y)
+        idx = torch.randperm(len(y), generator=gen)[:batch]
+        loss = loss_fn(model(e[idx], s[idx]), y[idx])
         opt.zero_grad()
         loss.backward()
         opt.step()
