@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from api import admin, errors
+from api.deps import reject_nul
 from api.middleware import BodyLimitMiddleware, Metrics, MetricsMiddleware
 from api.routes import memories, system, users
 from memsvc.config import Settings
@@ -36,6 +37,7 @@ def create_app(settings: Settings | None = None, memory_os: MemoryOS | None = No
     app = FastAPI(
         title="memsvc", version="0.1.0", lifespan=lifespan,
         description="Long-term memory for AI agents: write what happened, recall what matters, with provenance.",
+        dependencies=[Depends(reject_nul)],
     )
     app.state.settings = settings
     if memory_os is not None:  # also serves transports that do not run the lifespan (ASGITransport)

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from memsvc.errors import MemsvcError
@@ -20,6 +21,35 @@ _HTTP_CODES = {
     405: "method_not_allowed", 409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type",
     422: "invalid_input", 429: "rate_limited",
 }
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: Any | None = None
+
+
+class ErrorBody(BaseModel):
+    """The one error shape of the API."""
+
+    error: ErrorDetail
+
+
+_DESCRIPTIONS = {
+    400: "bad request", 401: "missing or invalid API key", 403: "the key may not do this",
+    404: "not found", 409: "conflicts with the stored state", 413: "body, content or batch too large",
+    422: "invalid input", 429: "rate limited or job queue full (see Retry-After)",
+    503: "a backend is unavailable",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` for these error statuses, each with the error model."""
+    return {s: {"model": ErrorBody, "description": _DESCRIPTIONS[s]} for s in statuses}
+
+
+# What every authenticated /v1 route can answer: no or bad key, bad parameters, rate limit, backend down.
+AUTHED = (401, 422, 429, 503)
 
 
 def error_response(status: int, code: str, message: str, details: Any = None) -> JSONResponse:

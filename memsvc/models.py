@@ -65,8 +65,18 @@ class StoredMessage(BaseModel):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+# Reserved metadata: keys starting with RESERVED_PREFIX belong to the server; clients may not write them.
+RESERVED_PREFIX = "_"
+
 SPEAKER_KEY = "_speaker"
 """Metadata key of an episodic cube: who "I" is in it (the message's name, else its role)."""
+
+SLOT_KEY = "_slot"
+"""Metadata key of a fact: the single-valued slot it sets; a newer value of the slot supersedes the older."""
+
+EPISODE_KEY = "_episode"
+"""Metadata key of an episodic cube: the episode (segment of the conversation) it belongs to.
+Cubes written before the reserved namespace carry it as `episode`; nothing reads either key yet."""
 
 
 class MemoryCube(BaseModel):

@@ -115,7 +115,7 @@ class ReadPipeline:
             hits = self.graph_retriever(tenant, req.user_id, req.query, [i for i, _ in dense], flt, n)
             rankings["graph"] = [(h.memory_id, h.score) for h in hits]
             paths = {h.memory_id: h.path for h in hits}
-        fused = rrf(rankings, k=preset.rrf_k, weights=preset.weights, tie_tolerance=preset.tie_tolerance)
+        fused = rrf(rankings, k=self.config.rrf_k if preset.rrf_k is None else preset.rrf_k, weights=preset.weights, tie_tolerance=preset.tie_tolerance)
         candidates = self._load(tenant, flt, fused[: max(n, req.top_k)])
         chosen = pack(candidates, top_k=req.top_k, token_budget=req.token_budget, cost=lambda c: c.tokens)
         ranked = {c.cube.id: rank for rank, c in enumerate(chosen, start=1)}

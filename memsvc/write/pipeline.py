@@ -14,6 +14,8 @@ from memsvc.config import Limits, WriteConfig
 from memsvc.errors import PayloadTooLarge
 from memsvc.indexer import Indexer
 from memsvc.models import (
+    EPISODE_KEY,
+    SLOT_KEY,
     SPEAKER_KEY,
     ChangeKind,
     EventLog,
@@ -32,8 +34,6 @@ from memsvc.ports import RecordStore, VectorFilter, VectorIndex
 from memsvc.schemas import MessageIn, Skipped, WriteRequest, WriteResult
 from memsvc.write.extract import FactCandidate, extract_facts, extract_procedure
 from memsvc.write.stages import heuristic_gate, segment
-
-SLOT_KEY = "_slot"
 
 
 def episodic_content(role: Role, name: str | None, text: str) -> str:
@@ -130,7 +130,7 @@ class WritePipeline:
             }
             plan.new.append(MemoryCube(
                 type=MemoryType.EPISODIC, content=episodic_content(m.role, m.name, m.content),
-                importance=gate.importance, metadata={**req.metadata, "episode": episode, SPEAKER_KEY: speaker},
+                importance=gate.importance, metadata={**req.metadata, EPISODE_KEY: episode, SPEAKER_KEY: speaker},
                 written_by="episodic-turn", **base,
             ))
             if not (req.infer and gate.extract):
