@@ -10,6 +10,7 @@ from fastapi import Depends, FastAPI
 from api import admin, errors
 from api.deps import reject_nul
 from api.middleware import BodyLimitMiddleware, Metrics, MetricsMiddleware
+from api.ratelimit import TokenBuckets
 from api.routes import memories, system, users
 from memsvc.config import Settings
 from memsvc.memory_os import MemoryOS
@@ -43,6 +44,7 @@ def create_app(settings: Settings | None = None, memory_os: MemoryOS | None = No
     if memory_os is not None:  # also serves transports that do not run the lifespan (ASGITransport)
         app.state.memory_os = memory_os
     app.state.metrics = Metrics()
+    app.state.rate_limits = TokenBuckets(settings.limits.rate_per_key, settings.limits.rate_burst)
     errors.install(app)
     app.include_router(memories.router)
     app.include_router(users.router)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Query, Request
 
 from api.auth import Principal, authenticate
-from memsvc.errors import Forbidden, InvalidInput, Unauthenticated
+from memsvc.errors import Forbidden, InvalidInput, RateLimited, Unauthenticated
 from memsvc.memory_os import MemoryOS
 from memsvc.schemas import ID_MAX, ID_PATTERN
 
@@ -41,6 +41,9 @@ def get_principal(request: Request, os_: MemoryOSDep) -> Principal:
     principal = authenticate(os_.records, token.strip())
     if principal is None:
         raise Unauthenticated("invalid API key")
+    wait = request.app.state.rate_limits.take(principal.key_id)
+    if wait is not None:
+        raise RateLimited("too many requests for this API key", retry_after=wait)
     return principal
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from memsvc.config import Settings
-from memsvc.errors import Conflict, InvalidInput, MemsvcError, NotFound, PayloadTooLarge
+from memsvc.errors import Conflict, InvalidInput, MemsvcError, NotFound, PayloadTooLarge, RateLimited
 from memsvc.indexer import GraphExtractor, Indexer
 from memsvc.models import (
     RESERVED_PREFIX,
@@ -74,6 +75,10 @@ class MemoryOS:
         )
         self.skill_bank: list[SkillCard] = load_skill_bank(skills_dir)
         self._jobs = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memsvc-jobs")
+        # Jobs queued or running in this node's worker: the queue `max_queued_jobs` bounds. Counted
+        # here, not in the database, because each node drains only its own queue.
+        self._queued = 0
+        self._queued_lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> dict[str, int]:
@@ -81,7 +86,9 @@ class MemoryOS:
         replayed = self.indexer.replay()
         jobs = self.records.unfinished_jobs()
         for job in jobs:
-            self._jobs.submit(self._run_job, job)
+            with self._queued_lock:
+                self._queued += 1
+            self._jobs.submit(self._run_queued, job)
         if replayed or jobs:
             log.info("start-up: replayed %d outbox entries, resumed %d jobs", replayed, len(jobs))
         return {"outbox_replayed": replayed, "jobs_resumed": len(jobs)}
@@ -108,9 +115,28 @@ class MemoryOS:
         except ValidationError as exc:
             raise InvalidInput("request cannot be queued", details=exc.errors(include_url=False, include_context=False)) from None
         job = Job(tenant=tenant, kind="write", request={"body": body, "actor": actor})
-        self.records.save_job(job)
-        self._jobs.submit(self._run_job, job)
+        cap = self.settings.limits.max_queued_jobs
+        with self._queued_lock:
+            if self._queued >= cap:
+                raise RateLimited(f"{cap} write jobs are waiting; retry later", retry_after=1)
+            self._queued += 1
+        try:
+            self.records.save_job(job)
+            self._jobs.submit(self._run_queued, job)
+        except BaseException:
+            self._release_slot()
+            raise
         return job
+
+    def _release_slot(self) -> None:
+        with self._queued_lock:
+            self._queued -= 1
+
+    def _run_queued(self, job: Job) -> None:
+        try:
+            self._run_job(job)
+        finally:
+            self._release_slot()
 
     def _run_job(self, job: Job) -> None:
         job.state = JobState.RUNNING
