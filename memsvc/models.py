@@ -185,6 +185,12 @@ class ApiKey(BaseModel):
     read_only: bool = False
     created_at: datetime = Field(default_factory=utcnow)
     revoked: bool = False
+    expires_at: datetime | None = None
+
+    def usable(self, now: datetime | None = None) -> bool:
+        """Not revoked and not expired."""
+        expires = as_utc(self.expires_at)
+        return not self.revoked and (expires is None or expires > (now or utcnow()))
 
 
 class JobState(StrEnum):

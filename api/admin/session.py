@@ -123,7 +123,7 @@ class SessionManager:
         if expires <= time.time() or self.is_revoked(sid):
             return None
         key = records.key_by_hash(key_hash)
-        if key is None or key.revoked or not key.admin or key.id != key_id or key.tenant != tenant:
+        if key is None or not key.usable() or not key.admin or key.id != key_id or key.tenant != tenant:
             return None
         return AdminSession(sid, tenant, key_id, key_hash, key.read_only, expires, self.csrf_for(sid))
 

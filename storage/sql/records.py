@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Row
 
-from memsvc.errors import Conflict, InvalidInput
+from memsvc.errors import Conflict, InvalidInput, NotFound
 from memsvc.models import (
     ApiKey,
     ChangeKind,
@@ -292,6 +292,23 @@ class SqlRecordStore:
         with self._read() as conn:
             row = conn.execute(select(k).where(k.c.key_hash == key_hash)).first()
         return ApiKey.model_validate(row._mapping) if row is not None else None
+
+    def list_keys(self, tenant: str | None = None) -> list[ApiKey]:
+        k = t.api_keys
+        stmt = select(k).order_by(k.c.created_at, k.c.id)
+        if tenant is not None:
+            stmt = stmt.where(k.c.tenant == tenant)
+        with self._read() as conn:
+            return [ApiKey.model_validate(r._mapping) for r in conn.execute(stmt)]
+
+    def update_key(self, key: ApiKey) -> None:
+        k = t.api_keys
+        with self._write() as conn:
+            done = conn.execute(
+                update(k).where(k.c.id == key.id).values(revoked=key.revoked, expires_at=key.expires_at)
+            ).rowcount
+        if done != 1:
+            raise NotFound(f"API key {key.id} not found")
 
     def save_job(self, job: Job) -> None:
         """Insert or overwrite the job; an id held by another tenant raises `Conflict`."""

@@ -155,6 +155,7 @@ api_keys = Table(
     Column("read_only", Boolean(), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("revoked", Boolean(), nullable=False),
+    Column("expires_at", UTCDateTime()),
     Index(None, "tenant"),
 )
 
