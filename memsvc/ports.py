@@ -126,6 +126,11 @@ class RecordStore(Protocol):
     def update_key(self, key: ApiKey) -> None:
         """Store the key's `revoked` and `expires_at`; an unknown id raises `NotFound`."""
 
+    def revoke_session(self, sid_hash: str, expires_at: datetime) -> None:
+        """Record a logged-out admin session until `expires_at` (expired records are dropped)."""
+
+    def session_revoked(self, sid_hash: str) -> bool: ...
+
     def save_job(self, job: Job) -> None: ...
 
     def get_job(self, tenant: str, job_id: str) -> Job | None: ...

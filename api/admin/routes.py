@@ -120,12 +120,12 @@ def login(
 
 
 @router.post("/logout")
-async def logout(request: Request, session: SessionDep, sessions: SessionsDep) -> Response:
+async def logout(request: Request, session: SessionDep, sessions: SessionsDep, os_: MemoryOSDep) -> Response:
     check_origin(request)
     form = await request.form()
     if not sessions.check_csrf(session, str(form.get("csrf_token") or request.headers.get("x-csrf-token") or "")):
         raise AdminError(403, "The form's CSRF token is missing or wrong; reload the page and try again.")
-    sessions.revoke(session)
+    sessions.revoke(session, os_.records)
     resp = _redirect("/admin/login")
     resp.delete_cookie(COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict")
     return resp

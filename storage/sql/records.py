@@ -310,6 +310,18 @@ class SqlRecordStore:
         if done != 1:
             raise NotFound(f"API key {key.id} not found")
 
+    def revoke_session(self, sid_hash: str, expires_at: datetime) -> None:
+        s = t.admin_revoked_sessions
+        stmt = dialect_insert(self._engine.dialect.name, s).values(sid_hash=sid_hash, expires_at=expires_at)
+        with self._write() as conn:
+            conn.execute(delete(s).where(s.c.expires_at <= utcnow()))
+            conn.execute(stmt.on_conflict_do_nothing(index_elements=[s.c.sid_hash]))
+
+    def session_revoked(self, sid_hash: str) -> bool:
+        s = t.admin_revoked_sessions
+        with self._read() as conn:
+            return conn.execute(select(s.c.sid_hash).where(s.c.sid_hash == sid_hash)).first() is not None
+
     def save_job(self, job: Job) -> None:
         """Insert or overwrite the job; an id held by another tenant raises `Conflict`."""
         j = t.jobs

@@ -159,6 +159,14 @@ api_keys = Table(
     Index(None, "tenant"),
 )
 
+# Admin sessions ended by a logout, until they would have expired (ids kept as SHA-256 hashes).
+admin_revoked_sessions = Table(
+    "admin_revoked_sessions",
+    metadata,
+    Column("sid_hash", String(), primary_key=True),
+    Column("expires_at", UTCDateTime(), nullable=False),
+)
+
 jobs = Table(
     "jobs",
     metadata,
@@ -238,6 +246,7 @@ mentions = Table(
 __all__ = [
     "AutoId",
     "UTCDateTime",
+    "admin_revoked_sessions",
     "api_keys",
     "entities",
     "events",
