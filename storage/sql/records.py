@@ -221,8 +221,11 @@ class SqlRecordStore:
     def purge_user(self, tenant: str, user_id: str) -> dict[str, int]:
         """Delete the scope's rows everywhere; counts per table.
 
-        Also removes the scope's jobs (request `user_id`) and its outbox entries (payload
-        `user_id`), except a pending `purge_scope` entry, which still has work to do.
+        Also removes the scope's jobs (whose request `body.user_id` is the user, the shape
+        `MemoryOS.submit` stores) and its outbox entries (payload `user_id`), except a pending
+        `purge_scope` entry, which still has work to do. On SQLite the WAL is then checkpointed and
+        truncated, and `secure_delete` (set per connection) has zeroed the freed pages, so the
+        purged content is gone from the database files too.
         """
         m, v, o, j = t.memories, t.memory_versions, t.outbox, t.jobs
         scoped: list[Table] = [t.messages, t.events, t.entities, t.relations, t.mentions]
@@ -240,7 +243,7 @@ class SqlRecordStore:
                     delete(table).where(table.c.tenant == tenant, table.c.user_id == user_id)
                 ).rowcount
             counts["jobs"] = conn.execute(
-                delete(j).where(j.c.tenant == tenant, j.c.request["user_id"].as_string() == user_id)
+                delete(j).where(j.c.tenant == tenant, j.c.request[("body", "user_id")].as_string() == user_id)
             ).rowcount
             keep = and_(o.c.done_at.is_(None), o.c.op == OutboxOp.PURGE_SCOPE.value)
             counts["outbox"] = conn.execute(
@@ -248,7 +251,17 @@ class SqlRecordStore:
                     o.c.tenant == tenant, o.c.payload["user_id"].as_string() == user_id, ~keep
                 )
             ).rowcount
+        if not self._pg:
+            self._checkpoint()
         return counts
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database file and truncate it (outside any transaction)."""
+        raw = self._engine.raw_connection()
+        try:
+            raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)").close()
+        finally:
+            raw.close()
 
     # -- outbox ---------------------------------------------------------------------------
 

@@ -418,7 +418,9 @@ def test_purge_user_counts_and_leaves_others(record_store: SqlRecordStore) -> No
                 OutboxEntry(tenant=tenant, op=OutboxOp.INDEX_GRAPH, payload={"user_id": user_id}),
                 OutboxEntry(tenant=tenant, op=OutboxOp.PURGE_SCOPE, payload={"user_id": user_id}),
             ])
-        record_store.save_job(Job(id=f"job{base}", tenant=tenant, kind="write", request={"user_id": user_id}))
+        # the shape MemoryOS.submit stores: the write request under "body"
+        record_store.save_job(Job(id=f"job{base}", tenant=tenant, kind="write",
+                                  request={"body": {"user_id": user_id, "messages": []}, "actor": None}))
         with record_store.engine.begin() as conn:
             conn.execute(t.entities.insert(), [
                 {"id": f"e{base}{k}", "tenant": tenant, "user_id": user_id, "name": "Berlin", "norm_name": "berlin",
