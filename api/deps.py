@@ -41,7 +41,8 @@ def get_principal(request: Request, os_: MemoryOSDep) -> Principal:
     principal = authenticate(os_.records, token.strip())
     if principal is None:
         raise Unauthenticated("invalid API key")
-    wait = request.app.state.rate_limits.take(principal.key_id)
+    limits = getattr(request.app.state, "rate_limits", None)  # set by create_app
+    wait = limits.take(principal.key_id) if limits is not None else None
     if wait is not None:
         raise RateLimited("too many requests for this API key", retry_after=wait)
     return principal
