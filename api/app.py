@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from starlette.routing import Route
 
 from api import admin, errors
+from api.deps import reject_nul
 from api.mcp import McpHttp
 from api.middleware import BodyLimitMiddleware, Metrics, MetricsMiddleware
+from api.ratelimit import TokenBuckets
 from api.routes import memories, system, users
 from memsvc.config import Settings
 from memsvc.memory_os import MemoryOS
@@ -39,11 +41,13 @@ def create_app(settings: Settings | None = None, memory_os: MemoryOS | None = No
     app = FastAPI(
         title="memsvc", version="0.1.0", lifespan=lifespan,
         description="Long-term memory for AI agents: write what happened, recall what matters, with provenance.",
+        dependencies=[Depends(reject_nul)],
     )
     app.state.settings = settings
     if memory_os is not None:  # also serves transports that do not run the lifespan (ASGITransport)
         app.state.memory_os = memory_os
     app.state.metrics = Metrics()
+    app.state.rate_limits = TokenBuckets(settings.limits.rate_per_key, settings.limits.rate_burst)
     errors.install(app)
     app.include_router(memories.router)
     app.include_router(users.router)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
+from datetime import datetime
 
 from memsvc.models import ApiKey
 from memsvc.ports import RecordStore
@@ -17,10 +18,14 @@ def hash_key(plaintext: str) -> str:
     return hashlib.sha256(plaintext.encode()).hexdigest()
 
 
-def create_key(records: RecordStore, tenant: str, *, admin: bool = False, read_only: bool = False) -> tuple[ApiKey, str]:
+def create_key(
+    records: RecordStore, tenant: str, *, admin: bool = False, read_only: bool = False,
+    expires_at: datetime | None = None,
+) -> tuple[ApiKey, str]:
     """Store a new key for `tenant`; returns the record and the plaintext (never stored)."""
     plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey(tenant=tenant, key_hash=hash_key(plaintext), prefix=plaintext[:12], admin=admin, read_only=read_only)
+    key = ApiKey(tenant=tenant, key_hash=hash_key(plaintext), prefix=plaintext[:12], admin=admin, read_only=read_only,
+                 expires_at=expires_at)
     records.add_key(key)
     return key, plaintext
 
@@ -41,6 +46,6 @@ def authenticate(records: RecordStore, plaintext: str) -> Principal | None:
     if not plaintext.startswith(KEY_PREFIX):
         return None
     key = records.key_by_hash(hash_key(plaintext))
-    if key is None or key.revoked:
+    if key is None or not key.usable():
         return None
     return Principal(tenant=key.tenant, key_id=key.id, admin=key.admin, read_only=key.read_only)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -89,27 +92,154 @@ def mcp(
     anyio.run(serve_stdio, url, key)
 
 
-@keys_app.command("create")
-def keys_create(
-    tenant: Tenant,
-    admin: Annotated[bool, typer.Option("--admin", help="may use the admin UI")] = False,
-    read_only: Annotated[bool, typer.Option("--read-only", help="may read but not change")] = False,
-    data_dir: DataDir = None,
-) -> None:
-    """Create an API key; the key is printed once, alone on the last line."""
-    from api.auth import create_key
+@contextmanager
+def _records(data_dir: Path | None) -> Iterator[Any]:
+    """The migrated record store of the settings (keys live there), closed afterwards."""
     from storage.registry import RECORDS
 
     settings = _settings(data_dir)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     records = RECORDS[settings.records.kind](settings.records, settings)
-    records.migrate()
     try:
-        key, plaintext = create_key(records, tenant, admin=admin, read_only=read_only)
+        records.migrate()
+        yield records
     finally:
         records.close()
-    role = "admin" if admin else "read-only" if read_only else "standard"
-    typer.echo(f"created {role} key {key.prefix}… for tenant {tenant!r}; store it now, it is not shown again:", err=False)
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+
+
+def parse_duration(text: str) -> timedelta:
+    """`90s`, `15m`, `12h`, `30d`, `2w` as a positive duration."""
+    match = re.fullmatch(r"\s*(\d+)\s*([smhdw])\s*", text.lower())
+    if match is None or int(match.group(1)) <= 0:
+        raise typer.BadParameter(f"{text!r}: expected a positive duration such as 90s, 15m, 12h, 30d or 2w")
+    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
+
+def _expiry(expires_in: str | None, expires_at: str | None) -> datetime | None:
+    from memsvc.models import as_utc, utcnow
+
+    if expires_in and expires_at:
+        raise typer.BadParameter("give --expires-in or --expires-at, not both")
+    if expires_in:
+        return utcnow() + parse_duration(expires_in)
+    if not expires_at:
+        return None
+    try:
+        when = as_utc(datetime.fromisoformat(expires_at))
+    except (ValueError, OverflowError):
+        raise typer.BadParameter(f"{expires_at!r}: expected an ISO 8601 time, e.g. 2027-01-31T00:00:00Z") from None
+    assert when is not None
+    if when <= utcnow():
+        raise typer.BadParameter(f"{expires_at!r} is in the past")
+    return when
+
+
+ExpiresIn = Annotated[str | None, typer.Option("--expires-in", help="lifetime, e.g. 30d, 12h, 2w (default: never)")]
+ExpiresAt = Annotated[str | None, typer.Option("--expires-at", help="expiry as ISO 8601, e.g. 2027-01-31T00:00:00Z")]
+KeyRef = Annotated[str, typer.Argument(help="key id or prefix (as `memsvc keys list` shows)")]
+
+
+def _role(admin: bool, read_only: bool) -> str:
+    return "admin" if admin else "read-only" if read_only else "standard"
+
+
+def _find_key(records: Any, ref: str) -> Any:
+    found = [k for k in records.list_keys() if ref in (k.id, k.prefix)]
+    if len(found) != 1:
+        typer.echo(f"no key {ref!r}" if not found else f"{ref!r} matches {len(found)} keys; give the id", err=True)
+        raise typer.Exit(1)
+    return found[0]
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Tenant,
+    admin: Annotated[bool, typer.Option("--admin", help="may use the admin UI")] = False,
+    read_only: Annotated[bool, typer.Option("--read-only", help="may read but not change")] = False,
+    expires_in: ExpiresIn = None,
+    expires_at: ExpiresAt = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Create an API key; the key is printed once, alone on the last line."""
+    from api.auth import create_key
+
+    expiry = _expiry(expires_in, expires_at)
+    with _records(data_dir) as records:
+        key, plaintext = create_key(records, tenant, admin=admin, read_only=read_only, expires_at=expiry)
+    until = f", expires {expiry.isoformat()}" if expiry else ""
+    typer.echo(f"created {_role(admin, read_only)} key {key.prefix}… for tenant {tenant!r}{until}; "
+               "store it now, it is not shown again:")
+    typer.echo(plaintext)
+
+
+@keys_app.command("list")
+def keys_list(
+    tenant: Annotated[str | None, typer.Option("--tenant", help="only this tenant")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per key")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Keys with id, prefix, tenant, flags, created, expires and revoked; never the secret or its hash."""
+    with _records(data_dir) as records:
+        keys = records.list_keys(tenant)
+    rows = [{
+        "id": k.id, "prefix": k.prefix, "tenant": k.tenant, "flags": _role(k.admin, k.read_only),
+        "created": k.created_at.isoformat(), "expires": k.expires_at.isoformat() if k.expires_at else None,
+        "revoked": k.revoked, "usable": k.usable(),
+    } for k in keys]
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row))
+        return
+    cols = ["id", "prefix", "tenant", "flags", "created", "expires", "revoked"]
+    table = [cols] + [[str(r[c]) if r[c] is not None else "-" for c in cols] for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(cols))]
+    for line in table:
+        typer.echo("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_ref: KeyRef, data_dir: DataDir = None) -> None:
+    """Revoke a key now: every request with it (and its admin sessions) gets 401 from then on."""
+    with _records(data_dir) as records:
+        key = _find_key(records, key_ref)
+        records.update_key(key.model_copy(update={"revoked": True}))
+    typer.echo(f"revoked key {key.prefix}… ({key.id}) of tenant {key.tenant!r}")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    key_ref: KeyRef,
+    grace: Annotated[str | None, typer.Option("--grace", help="keep the old key working this long, e.g. 1h")] = None,
+    expires_in: ExpiresIn = None,
+    expires_at: ExpiresAt = None,
+    data_dir: DataDir = None,
+) -> None:
+    """A new key for the same tenant and flags; the old one is revoked (or expires after --grace).
+
+    The new key is printed once, alone on the last line."""
+    from api.auth import create_key
+    from memsvc.models import utcnow
+
+    expiry = _expiry(expires_in, expires_at)
+    with _records(data_dir) as records:
+        old = _find_key(records, key_ref)
+        if not old.usable():
+            typer.echo(f"key {old.prefix}… is already revoked or expired", err=True)
+            raise typer.Exit(1)
+        key, plaintext = create_key(records, old.tenant, admin=old.admin, read_only=old.read_only, expires_at=expiry)
+        if grace:
+            end = utcnow() + parse_duration(grace)
+            end = min(end, old.expires_at) if old.expires_at else end
+            records.update_key(old.model_copy(update={"expires_at": end}))
+            fate = f"expires {end.isoformat()}"
+        else:
+            records.update_key(old.model_copy(update={"revoked": True}))
+            fate = "revoked"
+    typer.echo(f"rotated key {old.prefix}… ({fate}) of tenant {old.tenant!r}; new key {key.prefix}…, "
+               "store it now, it is not shown again:")
     typer.echo(plaintext)
 
 

@@ -161,8 +161,12 @@ class Limits(_Section):
     max_messages: int = 500
     max_content_chars: int = 32_000
     max_query_chars: int = 4_000
-    max_top_k: int = 200
-    max_list_limit: int = 500
+    max_top_k: int = Field(200, ge=1)
+    max_list_limit: int = Field(500, ge=1)
+    max_queued_jobs: int = Field(256, ge=1, description="unfinished `wait: false` jobs per node; more get 429")
+    rate_per_key: float = Field(
+        0.0, ge=0.0, description="requests per second per API key (token bucket, per node); 0 = no limit")
+    rate_burst: int = Field(20, ge=1, description="requests a key may make at once before `rate_per_key` applies")
 
 
 class WriteConfig(_Section):

@@ -69,8 +69,14 @@ class Conflict(MemsvcError):
 
 
 class RateLimited(MemsvcError):
+    """Too many requests or queued jobs; `retry_after` (seconds) becomes the `Retry-After` header."""
+
     status = 429
     code = "rate_limited"
+
+    def __init__(self, message: str, *, details: Any = None, retry_after: int = 1) -> None:
+        super().__init__(message, details=details)
+        self.retry_after = max(1, retry_after)
 
 
 class BackendUnavailable(MemsvcError):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
+import threading
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -11,10 +14,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from memsvc.config import Settings
-from memsvc.errors import Conflict, InvalidInput, MemsvcError, NotFound
+from memsvc.errors import Conflict, InvalidInput, MemsvcError, NotFound, PayloadTooLarge, RateLimited
 from memsvc.indexer import GraphExtractor, Indexer
 from memsvc.models import (
+    RESERVED_PREFIX,
     ChangeKind,
+    Entity,
     EventLog,
     Job,
     JobState,
@@ -23,6 +28,7 @@ from memsvc.models import (
     MemoryVersion,
     OutboxEntry,
     OutboxOp,
+    Relation,
     StoredMessage,
     utcnow,
 )
@@ -72,6 +78,10 @@ class MemoryOS:
         )
         self.skill_bank: list[SkillCard] = load_skill_bank(skills_dir)
         self._jobs = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memsvc-jobs")
+        # Jobs queued or running in this node's worker: the queue `max_queued_jobs` bounds. Counted
+        # here, not in the database, because each node drains only its own queue.
+        self._queued = 0
+        self._queued_lock = threading.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> dict[str, int]:
@@ -79,7 +89,9 @@ class MemoryOS:
         replayed = self.indexer.replay()
         jobs = self.records.unfinished_jobs()
         for job in jobs:
-            self._jobs.submit(self._run_job, job)
+            with self._queued_lock:
+                self._queued += 1
+            self._jobs.submit(self._run_queued, job)
         if replayed or jobs:
             log.info("start-up: replayed %d outbox entries, resumed %d jobs", replayed, len(jobs))
         return {"outbox_replayed": replayed, "jobs_resumed": len(jobs)}
@@ -102,10 +114,34 @@ class MemoryOS:
         """Accept a write for the background worker; the job is stored before this returns."""
         self.writer.check_limits(req)
         req = assign_message_ids(req)
-        job = Job(tenant=tenant, kind="write", request={"body": req.model_dump(mode="json"), "actor": actor})
-        self.records.save_job(job)
-        self._jobs.submit(self._run_job, job)
+        body = req.model_dump(mode="json")
+        try:  # the worker reads the stored body back: it must validate now, not after the 202
+            WriteRequest.model_validate(body)
+        except ValidationError as exc:
+            raise InvalidInput("request cannot be queued", details=exc.errors(include_url=False, include_context=False)) from None
+        job = Job(tenant=tenant, kind="write", request={"body": body, "actor": actor})
+        cap = self.settings.limits.max_queued_jobs
+        with self._queued_lock:
+            if self._queued >= cap:
+                raise RateLimited(f"{cap} write jobs are waiting; retry later", retry_after=1)
+            self._queued += 1
+        try:
+            self.records.save_job(job)
+            self._jobs.submit(self._run_queued, job)
+        except BaseException:
+            self._release_slot()
+            raise
         return job
+
+    def _release_slot(self) -> None:
+        with self._queued_lock:
+            self._queued -= 1
+
+    def _run_queued(self, job: Job) -> None:
+        try:
+            self._run_job(job)
+        finally:
+            self._release_slot()
 
     def _run_job(self, job: Job) -> None:
         job.state = JobState.RUNNING
@@ -155,6 +191,11 @@ class MemoryOS:
         changes = patch.model_dump(exclude_unset=True)
         if not changes:
             raise InvalidInput("nothing to change")
+        if len(changes.get("content") or "") > self.settings.limits.max_content_chars:
+            raise PayloadTooLarge(f"content longer than {self.settings.limits.max_content_chars} characters")
+        if "metadata" in changes:  # the client's keys are replaced; the server's own stay
+            server = {k: v for k, v in cube.metadata.items() if k.startswith(RESERVED_PREFIX)}
+            changes["metadata"] = {**changes["metadata"], **server}
         if changes.get("status") not in (None, MemoryStatus.ACTIVE, MemoryStatus.ARCHIVED):
             raise InvalidInput("status can only be set to active (restore) or archived")
         if cube.status is MemoryStatus.DELETED and changes.get("status") is not MemoryStatus.ACTIVE:
@@ -227,14 +268,18 @@ class MemoryOS:
 
     # -- graph, feedback, skills, policies -----------------------------------------------
     def graph_view(self, tenant: str, user_id: str, *, limit: int = 100, cursor: str | None = None) -> dict[str, Any]:
+        """Entities and relations, each paged on its own; `next_cursor` (opaque) carries both positions
+        and is null once both lists are exhausted."""
         if self.graph is None:
             return {"entities": [], "relations": [], "next_cursor": None}
-        ents = self.graph.entities(tenant, user_id, limit=limit, cursor=cursor)
-        rels = self.graph.relations(tenant, user_id, limit=limit, cursor=cursor)
+        ent_cur, rel_cur, ent_more, rel_more = _decode_graph_cursor(cursor)
+        ents = self.graph.entities(tenant, user_id, limit=limit, cursor=ent_cur) if ent_more else Page[Entity](items=[])
+        rels = self.graph.relations(tenant, user_id, limit=limit, cursor=rel_cur) if rel_more else Page[Relation](items=[])
+        more = ents.next_cursor is not None or rels.next_cursor is not None
         return {
             "entities": [e.model_dump(mode="json", exclude={"tenant"}) for e in ents.items],
             "relations": [r.model_dump(mode="json", exclude={"tenant"}) for r in rels.items],
-            "next_cursor": ents.next_cursor,
+            "next_cursor": _encode_graph_cursor(ents.next_cursor, rels.next_cursor) if more else None,
         }
 
     def feedback(self, tenant: str, req: FeedbackRequest, *, actor: str | None = None) -> dict[str, Any]:
@@ -327,6 +372,32 @@ class MemoryOS:
                               payload={"memories": len(cubes), "messages": len(messages)})])
         self.indexer.apply(entries)
         return len(cubes)
+
+
+_GRAPH_CURSOR = "g1."
+
+
+def _encode_graph_cursor(entities: str | None, relations: str | None) -> str:
+    """Both positions; a null position means that list is exhausted."""
+    raw = json.dumps({"e": entities, "r": relations}, separators=(",", ":")).encode()
+    return _GRAPH_CURSOR + base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_graph_cursor(cursor: str | None) -> tuple[str | None, str | None, bool, bool]:
+    """(entity cursor, relation cursor, entities left, relations left)."""
+    if cursor is None:
+        return None, None, True, True
+    try:
+        if not cursor.startswith(_GRAPH_CURSOR):
+            raise ValueError(cursor)
+        body = cursor[len(_GRAPH_CURSOR):]
+        data = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        ent, rel = data["e"], data["r"]
+        if not all(v is None or isinstance(v, str) for v in (ent, rel)):
+            raise ValueError(cursor)
+    except (ValueError, TypeError, KeyError):
+        raise InvalidInput("invalid cursor", details={"cursor": cursor}) from None
+    return ent, rel, ent is not None, rel is not None
 
 
 def _sum_counts(counts: Iterator[dict[str, int]] | Any) -> dict[str, int]:

@@ -65,8 +65,18 @@ class StoredMessage(BaseModel):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+# Reserved metadata: keys starting with RESERVED_PREFIX belong to the server; clients may not write them.
+RESERVED_PREFIX = "_"
+
 SPEAKER_KEY = "_speaker"
 """Metadata key of an episodic cube: who "I" is in it (the message's name, else its role)."""
+
+SLOT_KEY = "_slot"
+"""Metadata key of a fact: the single-valued slot it sets; a newer value of the slot supersedes the older."""
+
+EPISODE_KEY = "_episode"
+"""Metadata key of an episodic cube: the episode (segment of the conversation) it belongs to.
+Cubes written before the reserved namespace carry it as `episode`; nothing reads either key yet."""
 
 
 class MemoryCube(BaseModel):
@@ -175,6 +185,12 @@ class ApiKey(BaseModel):
     read_only: bool = False
     created_at: datetime = Field(default_factory=utcnow)
     revoked: bool = False
+    expires_at: datetime | None = None
+
+    def usable(self, now: datetime | None = None) -> bool:
+        """Not revoked and not expired."""
+        expires = as_utc(self.expires_at)
+        return not self.revoked and (expires is None or expires > (now or utcnow()))
 
 
 class JobState(StrEnum):

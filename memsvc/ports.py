@@ -120,6 +120,17 @@ class RecordStore(Protocol):
 
     def key_by_hash(self, key_hash: str) -> ApiKey | None: ...
 
+    def list_keys(self, tenant: str | None = None) -> list[ApiKey]:
+        """Keys of the tenant (or all), oldest first."""
+
+    def update_key(self, key: ApiKey) -> None:
+        """Store the key's `revoked` and `expires_at`; an unknown id raises `NotFound`."""
+
+    def revoke_session(self, sid_hash: str, expires_at: datetime) -> None:
+        """Record a logged-out admin session until `expires_at` (expired records are dropped)."""
+
+    def session_revoked(self, sid_hash: str) -> bool: ...
+
     def save_job(self, job: Job) -> None: ...
 
     def get_job(self, tenant: str, job_id: str) -> Job | None: ...

@@ -167,7 +167,7 @@ class ReadPipeline:
             hits = self.graph_retriever(tenant, req.user_id, req.query, [i for i, _ in dense], flt, n)
             rankings["graph"] = [(h.memory_id, h.score) for h in hits]
             paths = {h.memory_id: h.path for h in hits}
-        fused = rrf(rankings, k=preset.rrf_k, weights=preset.weights, tie_tolerance=preset.tie_tolerance)
+        fused = rrf(rankings, k=self.config.rrf_k if preset.rrf_k is None else preset.rrf_k, weights=preset.weights, tie_tolerance=preset.tie_tolerance)
         depth = max(self.config.rerank_depth if rerank else n, req.top_k)
         candidates = self._load(tenant, flt, fused[:depth])
         cset = CandidateSet(preset, candidates, paths=paths)

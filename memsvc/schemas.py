@@ -2,28 +2,90 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
-from memsvc.models import MemoryStatus, MemoryType, Role
+from memsvc.models import RESERVED_PREFIX, MemoryStatus, MemoryType, Role, as_utc
 
 Scalar = str | int | float | bool
+
+ID_PATTERN = r"^[^\s/\x00]+$"
+"""User ids (bodies and paths): 1..256 characters, no whitespace, no `/`, no NUL."""
+ID_MAX = 256
+MAX_JSON_DEPTH = 8
+"""Nesting levels allowed in client JSON values such as metadata (`{"a": {"b": 1}}` is 2)."""
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def _utc_representable(value: datetime) -> datetime:
+    """Datetimes must convert to UTC within years 1..9999 (every store and comparison uses UTC)."""
+    try:
+        as_utc(value)
+    except OverflowError:
+        raise ValueError("datetime out of range once converted to UTC (years 1..9999)") from None
+    return value
+
+
+Timestamp = Annotated[datetime, AfterValidator(_utc_representable)]
+
+
+def _check_json(value: Any, depth: int, loc: str) -> None:
+    """NUL-free strings, int64 integers, finite floats and at most MAX_JSON_DEPTH levels of nesting."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"{loc}: NUL characters are not allowed")
+    elif isinstance(value, bool):
+        return
+    elif isinstance(value, int):
+        if not INT64[0] <= value <= INT64[1]:
+            raise ValueError(f"{loc}: integers must fit in 64 bits")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{loc}: numbers must be finite")
+    elif isinstance(value, dict | list | tuple):
+        if depth >= MAX_JSON_DEPTH:
+            raise ValueError(f"{loc}: nested deeper than {MAX_JSON_DEPTH} levels")
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for k, v in items:
+            if isinstance(k, str):
+                _check_json(k, depth, loc)
+            _check_json(v, depth + 1, loc)
 
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _safe_values(cls, value: Any, info: ValidationInfo) -> Any:
+        # Nested bodies (messages, filters) are _Body models and check themselves.
+        _check_json(value, 0, str(info.field_name))
+        return value
+
 
 def _id_field(description: str) -> Any:
-    return Field(min_length=1, max_length=256, pattern=r"^[^\s/]+$", description=description)
+    return Field(min_length=1, max_length=ID_MAX, pattern=ID_PATTERN, description=description)
 
 
-def _no_nul(value: str | None) -> str | None:
-    if value is not None and "\x00" in value:
-        raise ValueError("NUL characters are not allowed")
+def _client_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    reserved = sorted(k for k in value or {} if k.startswith(RESERVED_PREFIX))
+    if reserved:
+        raise ValueError(f"metadata keys starting with {RESERVED_PREFIX!r} are reserved for the server: {reserved}")
     return value
+
+
+ClientMetadata = Annotated[dict[str, Any], AfterValidator(_client_metadata)]
 
 
 class MessageIn(_Body):
@@ -31,9 +93,7 @@ class MessageIn(_Body):
     role: Role
     name: str | None = Field(None, max_length=256)
     content: str = Field(min_length=1)
-    timestamp: datetime | None = None
-
-    _clean = field_validator("id", "name", "content")(_no_nul)
+    timestamp: Timestamp | None = None
 
 
 class WriteRequest(_Body):
@@ -41,7 +101,7 @@ class WriteRequest(_Body):
     agent_id: str | None = Field(None, min_length=1, max_length=256)
     session_id: str | None = Field(None, min_length=1, max_length=256)
     messages: list[MessageIn] = Field(min_length=1)
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: ClientMetadata = Field(default_factory=dict, description="client keys; `_`-prefixed keys are reserved")
     infer: bool = True
     wait: bool = True
 
@@ -65,8 +125,8 @@ class WriteResult(BaseModel):
 
 
 class TimeRange(_Body):
-    start: datetime | None = None
-    end: datetime | None = None
+    start: Timestamp | None = None
+    end: Timestamp | None = None
 
 
 class SearchFilters(_Body):
@@ -79,10 +139,10 @@ class SearchFilters(_Body):
 class SearchRequest(_Body):
     user_id: str = _id_field("the user whose memory to search")
     query: str = Field(min_length=1)
-    top_k: int = Field(10, ge=1, le=200)
+    top_k: int = Field(10, ge=1, description="at most `MEMSVC_LIMITS__MAX_TOP_K` (default 200)")
     token_budget: int | None = Field(None, ge=1)
     types: list[MemoryType] | None = None
-    as_of: datetime | None = None
+    as_of: Timestamp | None = None
     time_range: TimeRange | None = None
     filters: SearchFilters | None = None
     explain: bool = False
@@ -95,16 +155,26 @@ class SearchResult(BaseModel):
 
 
 class MemoryPatch(_Body):
+    """Fields to change; an absent field is left alone. Only the times may be set to null."""
+
     content: str | None = Field(None, min_length=1)
     type: MemoryType | None = None
     importance: float | None = Field(None, ge=0.0, le=1.0)
-    metadata: dict[str, Any] | None = None
-    event_time: datetime | None = None
-    valid_from: datetime | None = None
-    valid_to: datetime | None = None
+    metadata: ClientMetadata | None = Field(None, description="replaces the client keys; server (`_`) keys stay")
+    event_time: Timestamp | None = None
+    valid_from: Timestamp | None = None
+    valid_to: Timestamp | None = None
     status: MemoryStatus | None = Field(None, description="active or archived (restore / archive)")
 
-    _clean = field_validator("content")(_no_nul)
+    @model_validator(mode="after")
+    def _no_null_for_required_fields(self) -> MemoryPatch:
+        nulls = sorted(f for f in self.model_fields_set & NOT_NULLABLE if getattr(self, f) is None)
+        if nulls:
+            raise ValueError(f"these fields cannot be null: {nulls}")
+        return self
+
+
+NOT_NULLABLE = frozenset({"content", "type", "importance", "metadata", "status"})
 
 
 class FeedbackRequest(_Body):

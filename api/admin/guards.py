@@ -60,7 +60,7 @@ def get_sessions(request: Request) -> SessionManager:
         settings = settings_of(request)
         cfg = settings.admin
         secret = cfg.secret.encode() if cfg.secret else load_secret(settings.data_dir / "admin_secret")
-        manager = SessionManager(secret, cfg.session_ttl_s, settings.data_dir / "admin_revoked.json")
+        manager = SessionManager(secret, cfg.session_ttl_s)
         request.app.state.admin_sessions = manager
     return manager
 

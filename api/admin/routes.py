@@ -39,7 +39,7 @@ from api.admin.session import (
 from api.deps import MemoryOSDep
 from memsvc.errors import MemsvcError
 from memsvc.memory_os import MemoryOS
-from memsvc.models import EventLog, MemoryCube, MemoryStatus, MemoryType
+from memsvc.models import RESERVED_PREFIX, EventLog, MemoryCube, MemoryStatus, MemoryType
 from memsvc.ports import MemoryQuery
 from memsvc.schemas import MemoryPatch, SearchRequest
 
@@ -120,12 +120,12 @@ def login(
 
 
 @router.post("/logout")
-async def logout(request: Request, session: SessionDep, sessions: SessionsDep) -> Response:
+async def logout(request: Request, session: SessionDep, sessions: SessionsDep, os_: MemoryOSDep) -> Response:
     check_origin(request)
     form = await request.form()
     if not sessions.check_csrf(session, str(form.get("csrf_token") or request.headers.get("x-csrf-token") or "")):
         raise AdminError(403, "The form's CSRF token is missing or wrong; reload the page and try again.")
-    sessions.revoke(session)
+    sessions.revoke(session, os_.records)
     resp = _redirect("/admin/login")
     resp.delete_cookie(COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict")
     return resp
@@ -245,11 +245,15 @@ def _edit_form(request: Request, session: AdminSession, cube: MemoryCube, error:
     current = {
         "content": cube.content, "type": cube.type.value, "importance": f"{cube.importance:g}",
         "event_time": views.local_input(cube.event_time), "valid_from": views.local_input(cube.valid_from),
-        "valid_to": views.local_input(cube.valid_to), "metadata": json.dumps(cube.metadata, indent=2, sort_keys=True),
+        "valid_to": views.local_input(cube.valid_to), "metadata": json.dumps(_client_keys(cube), indent=2, sort_keys=True),
     }
     return render(request, "edit.html", {"m": cube, "v": {**current, **values}, "error": error,
                                          "types": [t.value for t in MemoryType]},
                   session=session, section="memories", status=status)
+
+
+def _client_keys(cube: MemoryCube) -> dict[str, Any]:
+    return {k: v for k, v in cube.metadata.items() if not k.startswith(RESERVED_PREFIX)}
 
 
 @router.post("/memories/{memory_id}/edit")
@@ -280,7 +284,7 @@ def edit(
             parsed = json.loads(metadata) if metadata.strip() else {}
             if not isinstance(parsed, dict):
                 raise ValueError("metadata: expected a JSON object")
-            if parsed != cube.metadata:
+            if parsed != _client_keys(cube):  # the server's `_` keys are not editable and stay
                 changes["metadata"] = parsed
         if not changes:
             return _redirect(_memory_url(memory_id, "nothing"))

@@ -4,8 +4,8 @@ The cookie carries `v1.<payload>.<signature>`; the payload (session id, tenant, 
 expiry) is signed, not encrypted, and names no secret: the key hash cannot be used as an API key.
 Each request re-reads the key, so revoking it (or taking its admin flag) ends its sessions.
 The signing secret is `AdminConfig.secret`, or a random one kept in `<data_dir>/admin_secret`
-(mode 0600), so sessions survive restarts. Logout revokes the session id in
-`<data_dir>/admin_revoked.json` until the session would have expired.
+(mode 0600), so sessions survive restarts. Logout revokes the session id in the record database
+(its hash, until the session would have expired), so every node sharing the database honours it.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import hmac
 import json
 import os
 import secrets
-import threading
 import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -73,12 +73,9 @@ def load_secret(path: Path) -> bytes:
 class SessionManager:
     """Issues, verifies and revokes admin sessions."""
 
-    def __init__(self, secret: bytes, ttl_s: int, revoked_path: Path | None = None) -> None:
+    def __init__(self, secret: bytes, ttl_s: int) -> None:
         self._secret = secret
         self.ttl_s = ttl_s
-        self._revoked_path = revoked_path
-        self._lock = threading.Lock()
-        self._revoked: dict[str, int] = self._load_revoked()
 
     # -- tokens ------------------------------------------------------------------------
     def _mac(self, purpose: str, value: str) -> str:
@@ -120,10 +117,10 @@ class SessionManager:
             expires = int(data["exp"])
         except (ValueError, KeyError, TypeError):
             return None
-        if expires <= time.time() or self.is_revoked(sid):
+        if expires <= time.time() or records.session_revoked(_sid_hash(sid)):
             return None
         key = records.key_by_hash(key_hash)
-        if key is None or key.revoked or not key.admin or key.id != key_id or key.tenant != tenant:
+        if key is None or not key.usable() or not key.admin or key.id != key_id or key.tenant != tenant:
             return None
         return AdminSession(sid, tenant, key_id, key_hash, key.read_only, expires, self.csrf_for(sid))
 
@@ -131,33 +128,12 @@ class SessionManager:
         return bool(token) and hmac.compare_digest(session.csrf, token or "")
 
     # -- logout ------------------------------------------------------------------------
-    def is_revoked(self, sid: str) -> bool:
-        with self._lock:
-            return sid in self._revoked
+    def revoke(self, session: AdminSession, records: RecordStore) -> None:
+        records.revoke_session(_sid_hash(session.sid), datetime.fromtimestamp(session.expires, UTC))
 
-    def revoke(self, session: AdminSession) -> None:
-        now = int(time.time())
-        with self._lock:
-            self._revoked = {s: exp for s, exp in self._revoked.items() if exp > now}
-            self._revoked[session.sid] = session.expires
-            self._save_revoked()
 
-    def _load_revoked(self) -> dict[str, int]:
-        if self._revoked_path is None or not self._revoked_path.is_file():
-            return {}
-        try:
-            raw = json.loads(self._revoked_path.read_text(encoding="utf-8"))
-            now = time.time()
-            return {str(s): int(exp) for s, exp in raw.items() if int(exp) > now}
-        except (ValueError, AttributeError, TypeError):
-            return {}
-
-    def _save_revoked(self) -> None:
-        if self._revoked_path is None:
-            return
-        tmp = self._revoked_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self._revoked), encoding="utf-8")
-        tmp.replace(self._revoked_path)
+def _sid_hash(sid: str) -> str:
+    return hashlib.sha256(sid.encode()).hexdigest()
 
 
 def login_key(records: RecordStore, plaintext: str) -> tuple[str, str, str, bool] | str:

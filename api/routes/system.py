@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.deps import MemoryOSDep, PrincipalDep
+from api.errors import AUTHED, error_responses
 from memsvc.ports import VectorFilter
 
 router = APIRouter(tags=["system"])
@@ -19,7 +20,7 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz")
+@router.get("/readyz", responses={503: {"description": "a backend is not ready (same body, `status: not_ready`)"}})
 def readyz(os_: MemoryOSDep) -> Any:
     checks: dict[str, str] = {}
     try:
@@ -38,16 +39,18 @@ def readyz(os_: MemoryOSDep) -> Any:
                         status_code=200 if ok else 503)
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=Response, responses={
+    200: {"description": "Prometheus text exposition format",
+          "content": {"text/plain": {"schema": {"type": "string"}}}}})
 def metrics(request: Request) -> Response:
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/v1/skills", tags=["skills"])
+@router.get("/v1/skills", tags=["skills"], responses=error_responses(*AUTHED))
 def skills(os_: MemoryOSDep, who: PrincipalDep) -> dict[str, Any]:
     return {"skills": [c.model_dump() for c in os_.skills()]}
 
 
-@router.get("/v1/policies", tags=["policies"])
+@router.get("/v1/policies", tags=["policies"], responses=error_responses(*AUTHED))
 def policies(os_: MemoryOSDep, who: PrincipalDep) -> dict[str, Any]:
     return os_.policies(who.tenant)

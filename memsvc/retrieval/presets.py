@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 class RetrievalPreset:
     name: str
     weights: dict[str, float] = field(default_factory=dict)  # retriever -> RRF weight
-    rrf_k: int = 60
+    rrf_k: int | None = None  # None: the `MEMSVC_SEARCH__RRF_K` setting
     tie_tolerance: dict[str, float] = field(default_factory=lambda: {"keyword": 0.05})
     expand_neighbours: int = 0  # temporal neighbours added around strong episodic hits
     rerank: bool = False  # the learned read gate reorders the fused candidates (fused order without one)

@@ -15,6 +15,8 @@ from memsvc.errors import PayloadTooLarge
 from memsvc.indexer import Indexer
 from memsvc.learn.features import write_features
 from memsvc.models import (
+    EPISODE_KEY,
+    SLOT_KEY,
     SPEAKER_KEY,
     ChangeKind,
     EventLog,
@@ -33,8 +35,6 @@ from memsvc.ports import GateModel, RecordStore, VectorFilter, VectorIndex
 from memsvc.schemas import MessageIn, Skipped, WriteRequest, WriteResult
 from memsvc.write.extract import FactCandidate, extract_facts, extract_procedure
 from memsvc.write.stages import GateDecision, heuristic_gate, segment
-
-SLOT_KEY = "_slot"
 
 
 def episodic_content(role: Role, name: str | None, text: str) -> str:
@@ -124,7 +124,7 @@ class WritePipeline:
             ))
             plan.new.append(MemoryCube(
                 type=MemoryType.EPISODIC, content=episodic_content(m.role, m.name, m.content),
-                metadata={**req.metadata, "episode": episode, SPEAKER_KEY: m.name or m.role.value},
+                metadata={**req.metadata, EPISODE_KEY: episode, SPEAKER_KEY: m.name or m.role.value},
                 written_by="episodic-turn", tenant=tenant, user_id=req.user_id, agent_id=req.agent_id,
                 session_id=req.session_id, source_ids=[m.id], event_time=when, valid_from=when,
                 created_at=now, updated_at=now,

@@ -32,7 +32,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Row
 
-from memsvc.errors import Conflict, InvalidInput
+from memsvc.errors import Conflict, InvalidInput, NotFound
 from memsvc.models import (
     ApiKey,
     ChangeKind,
@@ -221,8 +221,11 @@ class SqlRecordStore:
     def purge_user(self, tenant: str, user_id: str) -> dict[str, int]:
         """Delete the scope's rows everywhere; counts per table.
 
-        Also removes the scope's jobs (request `user_id`) and its outbox entries (payload
-        `user_id`), except a pending `purge_scope` entry, which still has work to do.
+        Also removes the scope's jobs (whose request `body.user_id` is the user, the shape
+        `MemoryOS.submit` stores) and its outbox entries (payload `user_id`), except a pending
+        `purge_scope` entry, which still has work to do. On SQLite the WAL is then checkpointed and
+        truncated, and `secure_delete` (set per connection) has zeroed the freed pages, so the
+        purged content is gone from the database files too.
         """
         m, v, o, j = t.memories, t.memory_versions, t.outbox, t.jobs
         scoped: list[Table] = [t.messages, t.events, t.entities, t.relations, t.mentions]
@@ -240,7 +243,7 @@ class SqlRecordStore:
                     delete(table).where(table.c.tenant == tenant, table.c.user_id == user_id)
                 ).rowcount
             counts["jobs"] = conn.execute(
-                delete(j).where(j.c.tenant == tenant, j.c.request["user_id"].as_string() == user_id)
+                delete(j).where(j.c.tenant == tenant, j.c.request[("body", "user_id")].as_string() == user_id)
             ).rowcount
             keep = and_(o.c.done_at.is_(None), o.c.op == OutboxOp.PURGE_SCOPE.value)
             counts["outbox"] = conn.execute(
@@ -248,7 +251,17 @@ class SqlRecordStore:
                     o.c.tenant == tenant, o.c.payload["user_id"].as_string() == user_id, ~keep
                 )
             ).rowcount
+        if not self._pg:
+            self._checkpoint()
         return counts
+
+    def _checkpoint(self) -> None:
+        """Copy the WAL into the database file and truncate it (outside any transaction)."""
+        raw = self._engine.raw_connection()
+        try:
+            raw.cursor().execute("PRAGMA wal_checkpoint(TRUNCATE)").close()
+        finally:
+            raw.close()
 
     # -- outbox ---------------------------------------------------------------------------
 
@@ -292,6 +305,35 @@ class SqlRecordStore:
         with self._read() as conn:
             row = conn.execute(select(k).where(k.c.key_hash == key_hash)).first()
         return ApiKey.model_validate(row._mapping) if row is not None else None
+
+    def list_keys(self, tenant: str | None = None) -> list[ApiKey]:
+        k = t.api_keys
+        stmt = select(k).order_by(k.c.created_at, k.c.id)
+        if tenant is not None:
+            stmt = stmt.where(k.c.tenant == tenant)
+        with self._read() as conn:
+            return [ApiKey.model_validate(r._mapping) for r in conn.execute(stmt)]
+
+    def update_key(self, key: ApiKey) -> None:
+        k = t.api_keys
+        with self._write() as conn:
+            done = conn.execute(
+                update(k).where(k.c.id == key.id).values(revoked=key.revoked, expires_at=key.expires_at)
+            ).rowcount
+        if done != 1:
+            raise NotFound(f"API key {key.id} not found")
+
+    def revoke_session(self, sid_hash: str, expires_at: datetime) -> None:
+        s = t.admin_revoked_sessions
+        stmt = dialect_insert(self._engine.dialect.name, s).values(sid_hash=sid_hash, expires_at=expires_at)
+        with self._write() as conn:
+            conn.execute(delete(s).where(s.c.expires_at <= utcnow()))
+            conn.execute(stmt.on_conflict_do_nothing(index_elements=[s.c.sid_hash]))
+
+    def session_revoked(self, sid_hash: str) -> bool:
+        s = t.admin_revoked_sessions
+        with self._read() as conn:
+            return conn.execute(select(s.c.sid_hash).where(s.c.sid_hash == sid_hash)).first() is not None
 
     def save_job(self, job: Job) -> None:
         """Insert or overwrite the job; an id held by another tenant raises `Conflict`."""

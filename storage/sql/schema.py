@@ -155,7 +155,16 @@ api_keys = Table(
     Column("read_only", Boolean(), nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("revoked", Boolean(), nullable=False),
+    Column("expires_at", UTCDateTime()),
     Index(None, "tenant"),
+)
+
+# Admin sessions ended by a logout, until they would have expired (ids kept as SHA-256 hashes).
+admin_revoked_sessions = Table(
+    "admin_revoked_sessions",
+    metadata,
+    Column("sid_hash", String(), primary_key=True),
+    Column("expires_at", UTCDateTime(), nullable=False),
 )
 
 jobs = Table(
@@ -237,6 +246,7 @@ mentions = Table(
 __all__ = [
     "AutoId",
     "UTCDateTime",
+    "admin_revoked_sessions",
     "api_keys",
     "entities",
     "events",

@@ -18,7 +18,7 @@ from api.admin.session import COOKIE, SessionManager
 from api.app import create_app
 from api.auth import authenticate, create_key, hash_key
 from memsvc.memory_os import MemoryOS
-from memsvc.models import MemoryCube, MemoryStatus, MemoryType
+from memsvc.models import SLOT_KEY, MemoryCube, MemoryStatus, MemoryType
 from memsvc.schemas import WriteRequest
 from tests.admin.conftest import BASE, Login, admin_settings, csrf_of, page_csrf
 
@@ -229,7 +229,7 @@ async def test_edit_records_a_version_with_a_diff_and_an_audit_entry(
     assert r.status_code == 303 and r.headers["location"] == f"/admin/memories/{mid}?done=updated"
     cube = memory_os.get("tenant-a", mid)
     assert (cube.content, cube.importance, cube.metadata, cube.version) == (
-        "Alice moved to Hamburg in May 2023.", 0.9, {"checked": True}, 2)
+        "Alice moved to Hamburg in May 2023.", 0.9, {"checked": True, SLOT_KEY: "residence"}, 2)
     html = (await c.get(r.headers["location"])).text
     assert "<del>Berlin</del><ins>Hamburg</ins>" in html
     assert re.search(r"<th>importance</th><td><del>0\.\d+</del></td><td>→</td><td><ins>0\.9</ins>", html)

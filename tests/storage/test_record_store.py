@@ -29,6 +29,7 @@ from memsvc.models import (
 from memsvc.ports import MemoryQuery
 from storage.sql import SqlRecordStore, records
 from storage.sql import schema as t
+from tests.storage.test_migrations import HEAD
 
 T0 = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
@@ -417,7 +418,9 @@ def test_purge_user_counts_and_leaves_others(record_store: SqlRecordStore) -> No
                 OutboxEntry(tenant=tenant, op=OutboxOp.INDEX_GRAPH, payload={"user_id": user_id}),
                 OutboxEntry(tenant=tenant, op=OutboxOp.PURGE_SCOPE, payload={"user_id": user_id}),
             ])
-        record_store.save_job(Job(id=f"job{base}", tenant=tenant, kind="write", request={"user_id": user_id}))
+        # the shape MemoryOS.submit stores: the write request under "body"
+        record_store.save_job(Job(id=f"job{base}", tenant=tenant, kind="write",
+                                  request={"body": {"user_id": user_id, "messages": []}, "actor": None}))
         with record_store.engine.begin() as conn:
             conn.execute(t.entities.insert(), [
                 {"id": f"e{base}{k}", "tenant": tenant, "user_id": user_id, "name": "Berlin", "norm_name": "berlin",
@@ -513,7 +516,7 @@ def test_migrate_twice_and_second_store(record_url: str) -> None:
         insert(second, cube(2))
         assert ids(first.list_memories("acme", MemoryQuery()).items) == ["m002", "m001"]
         with second.engine.connect() as conn:
-            assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == ["0001"]
+            assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalars().all() == [HEAD]
     finally:
         first.close()
         second.close()
