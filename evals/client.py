@@ -82,7 +82,8 @@ class CrossValidatedClient:
         self._fold_by_user = fold_by_user
         gate = inner._os.reader.gate
         self._gate = gate
-        self._models = G.load_folds(gate.path) if gate is not None and hasattr(gate, "heads") else []
+        wanted = bool(fold_by_user) and gate is not None and hasattr(gate, "heads")
+        self._models = G.load_folds(gate.path) if wanted else []
 
     @staticmethod
     def folds_of(gate: Any) -> dict[str, int]:

@@ -314,6 +314,11 @@ class MemoryOS:
                      "metrics": (gates or {}).get("metrics", {}).get("rerank", {})}
                     if self.reader.gate is not None else {"kind": "none", "note": "rerank presets use fused order"}
                 ),
+                "router": (
+                    {"kind": "learned", "head": "route", "shown_in": "why.router (rerank presets)",
+                     "metrics": (gates or {}).get("metrics", {}).get("route", {})}
+                    if self.reader.router is not None else {"kind": "none"}
+                ),
                 "default_preset": self.settings.search.preset,
             },
             "retention": {"kind": "keep_all", "note": "no eviction; superseded and archived memories stay queryable with as_of"},

@@ -11,7 +11,7 @@ import numpy as np
 
 from memsvc.config import Limits, SearchConfig
 from memsvc.errors import InvalidInput
-from memsvc.learn.features import Candidate, rerank_features
+from memsvc.learn.features import ROUTES, Candidate, rerank_features, route_features
 from memsvc.models import SPEAKER_KEY, EventLog, MemoryCube, MemoryStatus, MemoryType, as_utc, utcnow
 from memsvc.ports import Embedder, GateModel, RecordStore, VectorFilter, VectorIndex
 from memsvc.retrieval.filters import matches
@@ -57,7 +57,7 @@ class CandidateSet:
     candidates: list[_Candidate]
     features: np.ndarray | None = None  # one row per candidate when a reranker is to run
     paths: dict[str, list[str]] | None = None
-    reranked: bool = False
+    route: dict[str, float] | None = None  # the router's P(retriever ranks the evidence high), when loaded
 
 
 def restated(item: _Candidate, chosen: Sequence[_Candidate]) -> bool:
@@ -89,6 +89,7 @@ class ReadPipeline:
         self.graph_retriever = graph_retriever
         self.entity_resolver = entity_resolver
         self.gate = gate if gate is not None and gate.has("rerank") else None
+        self.router = gate if gate is not None and gate.has("route") else None
         self.preset(config.preset)  # an unknown default preset fails at start-up, not per search
 
     def preset(self, name: str | None) -> RetrievalPreset:
@@ -167,12 +168,16 @@ class ReadPipeline:
             hits = self.graph_retriever(tenant, req.user_id, req.query, [i for i, _ in dense], flt, n)
             rankings["graph"] = [(h.memory_id, h.score) for h in hits]
             paths = {h.memory_id: h.path for h in hits}
-        fused = rrf(rankings, k=self.config.rrf_k if preset.rrf_k is None else preset.rrf_k, weights=preset.weights, tie_tolerance=preset.tie_tolerance)
+        k = self.config.rrf_k if preset.rrf_k is None else preset.rrf_k
+        fused = rrf(rankings, k=k, weights=preset.weights, tie_tolerance=preset.tie_tolerance)
         depth = max(self.config.rerank_depth if rerank else n, req.top_k)
         candidates = self._load(tenant, flt, fused[:depth])
         cset = CandidateSet(preset, candidates, paths=paths)
         if rerank and candidates and qvec is not None:
             cset.features = self._features(req.query, qvec, flt, candidates)
+            if self.router is not None:
+                p = self.router.route(np.asarray([qvec], dtype=np.float32), route_features(req.query)[None])[0]
+                cset.route = {name: round(float(x), 4) for name, x in zip(ROUTES, p, strict=True)}
         return cset
 
     def _features(self, query: str, qvec: list[float], flt: VectorFilter, cands: list[_Candidate]) -> np.ndarray:
@@ -199,7 +204,6 @@ class ReadPipeline:
             return cset.candidates
         scores = self.gate.rerank([cset.features])[0]
         scored = [replace(c, rerank=_sigmoid(float(s))) for c, s in zip(cset.candidates, scores, strict=True)]
-        cset.reranked = True
         return sorted(scored, key=lambda c: (-c.score, c.fused_rank))
 
     def _load(self, tenant: str, flt: VectorFilter, fused: Sequence[Fused]) -> list[_Candidate]:
@@ -234,6 +238,8 @@ class ReadPipeline:
                     {"score": round(c.rerank, 6)} if c.rerank is not None
                     else {"skipped": "no read gate loaded: fused order"}
                 )
+            if cset.route is not None:
+                why["router"] = cset.route
             if cset.paths and c.cube.id in cset.paths:
                 why["graph_path"] = cset.paths[c.cube.id]
             body["why"] = why

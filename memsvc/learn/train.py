@@ -25,6 +25,7 @@ class ListGroup:
 
     features: np.ndarray  # (n, f)
     labels: np.ndarray  # (n,) 0/1
+    weight: float = 1.0  # the query's share of the loss (e.g. 1 / queries of its task)
 
 
 def auroc(scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray) -> float:
@@ -94,6 +95,8 @@ def fit_reranker(
         model = RerankHead(x.shape[-1], hidden=hidden)
         model.norm.fit(x[mask])
     target = y / y.sum(1, keepdim=True)
+    w = torch.tensor([g.weight for g in train], dtype=torch.float32)
+    w = w / w.mean()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     batch = min(256, len(train))
     gen = torch.Generator().manual_seed(seed)
@@ -101,7 +104,7 @@ def fit_reranker(
     for step in range(steps):
         idx = torch.randperm(len(train), generator=gen)[:batch]
         logits = model(x[idx]).masked_fill(~mask[idx], -1e9)
-        loss = -(target[idx] * torch.log_softmax(logits, dim=1)).sum(1).mean()
+        loss = -(w[idx] * (target[idx] * torch.log_softmax(logits, dim=1)).sum(1)).mean()
         opt.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
@@ -120,7 +123,7 @@ def score_lists(model: RerankHead, lists: Sequence[np.ndarray]) -> list[np.ndarr
 def fit_binary(
     emb: np.ndarray, side: np.ndarray, labels: np.ndarray, *, hidden: int = 32, steps: int = 300,
     lr: float = 3e-3, weight_decay: float = 1e-3, seed: int = 0, progress: Progress | None = None,
-    batch: int = 1024,
+    batch: int = 8192,
 ) -> WriteGateHead:
     """The write gate: class-balanced logistic loss over (embedding, side features), minibatches."""
     torch.manual_seed(seed)

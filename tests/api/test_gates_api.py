@@ -37,6 +37,8 @@ async def test_rerank_preset_orders_by_the_read_gate_and_explains_it(client: Cli
         assert res["why"]["preset"] == "hybrid_rerank"
         assert res["score"] == res["why"]["rerank"]["score"]
         assert res["why"]["fused"]["rank"] >= 1
+        assert set(res["why"]["router"]) == {"dense", "keyword", "graph"}
+        assert all(0.0 < v < 1.0 for v in res["why"]["router"].values())
     scores = [x["score"] for x in results]
     assert scores == sorted(scores, reverse=True)
 

@@ -26,6 +26,8 @@ PAIRS: dict[type[BaseModel], str] = {
     cm.Skipped: "Skipped",
     cm.WriteResult: "WriteResult",
     cm.SearchResult: "SearchResult",
+    cm.ErrorDetail: "ErrorDetail",
+    cm.ErrorBody: "ErrorBody",
 }
 
 

@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -118,3 +119,24 @@ def test_an_unreachable_worker_is_a_backend_error() -> None:
 
     with pytest.raises(BackendUnavailable):
         RemoteGateModel(f"http://127.0.0.1:{free_port()}", timeout_s=0.5)
+
+
+def test_memory_os_with_a_remote_worker_gates_writes_and_reranks_searches(worker: str, tmp_path: Path) -> None:
+    from memsvc.config import RemoteGates, Settings
+    from memsvc.schemas import MessageIn, SearchRequest, WriteRequest
+    from storage.registry import build_memory_os
+
+    os_ = build_memory_os(Settings(data_dir=tmp_path, gates=RemoteGates(url=worker)))
+    try:
+        assert os_.policies("t")["gates"]["kind"] == "remote"
+        written = os_.add("t", WriteRequest(user_id="u", infer=False, messages=[
+            MessageIn(id="m1", role="user", name="Caroline", content="I moved to Berlin in May."),
+            MessageIn(id="m2", role="user", name="Melanie", content="We went camping last weekend."),
+        ])).written
+        assert all(0.0 < w["importance"] < 1.0 for w in written)
+        res = os_.search("t", SearchRequest(user_id="u", query="Where did Caroline move?", preset="hybrid_rerank",
+                                            explain=True)).results
+        best = min(res, key=lambda r: r["rank"])
+        assert best["source_ids"] == ["m1"] and best["score"] == best["why"]["rerank"]["score"]
+    finally:
+        os_.close()

@@ -145,7 +145,7 @@ class MemsvcStore(BaseStore):
             return None
         content = json.dumps(dict(op.value), sort_keys=True, ensure_ascii=False, default=str)
         if hit is not None:
-            yield calls.update(hit.id, MemoryPatch(content=content, metadata={**hit.metadata, **self._meta(ns, op.key)}))
+            yield calls.update(hit.id, MemoryPatch(content=content, metadata={**{k: v for k, v in hit.metadata.items() if not k.startswith("_")}, **self._meta(ns, op.key)}))
             return None
         yield calls.add(WriteRequest(
             user_id=scope.user_id, agent_id=scope.agent_id, session_id=scope.session_id, infer=False,

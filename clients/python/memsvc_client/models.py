@@ -135,6 +135,18 @@ class SearchResult(_Response):
     context: str
 
 
+class ErrorDetail(_Response):
+    code: str
+    message: str
+    details: Any | None = None
+
+
+class ErrorBody(_Response):
+    """The server's one error shape; `MemsvcClient` raises it as an `APIError`."""
+
+    error: ErrorDetail
+
+
 class MemoryPage(_Response):
     items: list[Memory]
     next_cursor: str | None = None
