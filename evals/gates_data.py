@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from evals.runner import RunOptions, SystemRun, scope_id, source_text, to_hits, write_task
+from evals.runner import RunOptions, SystemRun, scope_id, to_hits, write_task
 from evals.tasks import Task
 from memsvc.learn.features import route_features, write_features
 from memsvc.models import MemoryType, Role
@@ -93,8 +93,8 @@ def collect_task(task: Task, os_: Any, *, progress: bool = True) -> TaskData:
             cands = cset.candidates if cset is not None else []
             if not cands or cset is None or cset.features is None:
                 continue
-            results = [{"id": c.cube.id, "content": c.cube.content, "source_ids": c.cube.source_ids, "type": "x"}
-                       for c in cands]
+            results = [{"id": c.cube.id, "content": c.cube.content, "source_ids": c.cube.source_ids,
+                        "type": c.cube.type.value} for c in cands]
             hits = to_hits(results, docs[q.scene])  # no scores: fused order kept
             gold = set(q.gold)
             queries.append(QueryExample(
@@ -145,6 +145,3 @@ def load_or_collect(task: Task, cache: Path, *, progress: bool = True) -> TaskDa
         pickle.dump(data, fh)
     return data
 
-
-def source_texts(task: Task) -> dict[str, dict[str, str]]:
-    return {scene: {d.id: source_text(d) for d in ds} for scene, ds in task.scenes.items()}

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from evals.datasets.base import sha256_file
 from evals.metrics import mean
+from memsvc.learn.artefact import sha256_file
 
 DIALOGUE_COLUMNS = ("ER@5", "ER@10", "ER@20", "WR@250", "WR@500", "WR@1000", "AF@10", "AFW@1000", "nDCG@10")
 LMEB_COLUMNS = ("nDCG@10", "R@1", "R@5", "R@10", "R@25", "R@50")

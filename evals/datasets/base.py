@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Iterator
@@ -125,14 +124,6 @@ def session_numbers(record: dict[str, Any]) -> list[int]:
     """Numbers N of the `session_N` keys that hold turns, in numeric order."""
     found = (_SESSION_KEY.fullmatch(key) for key in record)
     return sorted(int(m.group(1)) for m in found if m and isinstance(record[m.group(0)], list))
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def answer_text(value: Any) -> str | None:
