@@ -42,6 +42,7 @@ from memsvc.ports import (
     VectorIndex,
 )
 from memsvc.read import EntityResolver, GraphRetriever, ReadPipeline
+from memsvc.recall_log import RecallLog
 from memsvc.retrieval.presets import PRESETS
 from memsvc.schemas import (
     FeedbackRequest,
@@ -82,8 +83,10 @@ class MemoryOS:
         self.gate = gate
         self.indexer = Indexer(records, vectors, embedder, graph, graph_extractor)
         self.writer = WritePipeline(records, vectors, self.indexer, settings.limits, settings.write, gate=gate)
+        self.recall_log = RecallLog(records)
         self.reader = ReadPipeline(
-            records, vectors, embedder, settings.search, settings.limits, graph_retriever, entity_resolver, gate=gate
+            records, vectors, embedder, settings.search, settings.limits, graph_retriever, entity_resolver, gate=gate,
+            recall_log=self.recall_log,
         )
         self.skill_bank: list[SkillCard] = load_skill_bank(skills_dir)
         self.jobs = JobRunner(records, queue or InProcessQueue(settings.jobs.lease_s), settings.jobs)
@@ -98,6 +101,7 @@ class MemoryOS:
         if self.settings.jobs.workers == 0 and self.settings.jobs.kind == "inprocess":
             log.warning("MEMSVC_JOBS__WORKERS=0 with the in-process queue: this process runs no background jobs")
         self.jobs.start()
+        self.recall_log.start()
         if replayed or unfinished:
             log.info("start-up: replayed %d outbox entries, %d jobs unfinished", replayed, unfinished)
         return {"outbox_replayed": replayed, "jobs_resumed": unfinished}
@@ -106,6 +110,7 @@ class MemoryOS:
         """Stop within about `timeout_s`: running jobs that do not finish by then are handed back
         (pending in the record store) and resume at the next start on any node."""
         self.jobs.stop(timeout_s)
+        self.recall_log.close()
         self.vectors.flush()
         self.vectors.close()
         if self.graph is not None:
@@ -239,7 +244,9 @@ class MemoryOS:
         with self.records.unit_of_work() as uow:
             uow.enqueue([entry])
         self.indexer.apply([entry])
+        self.recall_log.forget(tenant, user_id)
         counts = self.records.purge_user(tenant, user_id)
+        self.recall_log.forget(tenant, user_id)  # a search that raced the purge
         with self.records.unit_of_work() as uow:
             uow.log([EventLog(tenant=tenant, user_id=None, kind="user.purge", actor=actor,
                               payload={"user_id": user_id, "counts": counts})])

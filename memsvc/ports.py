@@ -106,7 +106,8 @@ class RecordStore(Protocol):
     def history(self, tenant: str, memory_id: str) -> list[MemoryVersion]:
         """All snapshots of a cube, oldest first."""
 
-    def record_access(self, tenant: str, ids: Sequence[str], at: datetime) -> None: ...
+    def record_access(self, tenant: str, ids: Sequence[str], at: datetime, *, times: int = 1) -> None:
+        """Add `times` to each memory's access count; `last_accessed_at` becomes `at` unless later."""
 
     def purge_user(self, tenant: str, user_id: str) -> dict[str, int]:
         """Delete every row of the scope (messages, memories, versions, logs, jobs); counts per table."""

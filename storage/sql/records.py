@@ -21,10 +21,12 @@ from sqlalchemy import (
     LargeBinary,
     Table,
     and_,
+    case,
     cast,
     delete,
     func,
     insert,
+    literal,
     or_,
     select,
     union,
@@ -207,14 +209,16 @@ class SqlRecordStore(JobRows):
                 for r in conn.execute(stmt)
             ]
 
-    def record_access(self, tenant: str, ids: Sequence[str], at: datetime) -> None:
+    def record_access(self, tenant: str, ids: Sequence[str], at: datetime, *, times: int = 1) -> None:
         m = t.memories
+        when = literal(at, m.c.last_accessed_at.type)  # typed: stored as the column stores times (UTC)
+        newest = case((m.c.last_accessed_at > when, m.c.last_accessed_at), else_=when)
         with self._write() as conn:
             for chunk in _chunks(ids):
                 conn.execute(
                     update(m)
                     .where(m.c.tenant == tenant, m.c.id.in_(chunk))
-                    .values(access_count=m.c.access_count + 1, last_accessed_at=at)
+                    .values(access_count=m.c.access_count + times, last_accessed_at=newest)
                 )
 
     def purge_user(self, tenant: str, user_id: str) -> dict[str, int]:
