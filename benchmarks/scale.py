@@ -84,19 +84,24 @@ def pct(values: list[float], p: float) -> float:
     return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
 
 
+CHUNK = 4096
+
+
 def embeddings(os_: MemoryOS, texts: list[str], cache: Path, start: int) -> np.ndarray:
-    """Vectors of texts[start:] (cached per seed and position, as float16)."""
-    path = cache / f"notes-{start}-{len(texts)}.npy"
-    if path.exists():
-        return np.load(path).astype(np.float32)
-    out = []
-    for i in range(start, len(texts), 4096):
-        out.append(os_.embedder.embed(texts[i:i + 4096]))
-        print(f"  embedded {i + len(out[-1]):,}/{len(texts):,}", flush=True)
-    vecs = np.concatenate(out) if out else np.zeros((0, os_.embedder.dim), np.float32)
+    """Vectors of texts[start:], from a cache of float16 chunks of `CHUNK` texts (resumable: an
+    interrupted run keeps the chunks it finished; `--prepare` fills it ahead of a run)."""
     cache.mkdir(parents=True, exist_ok=True)
-    np.save(path, vecs.astype(np.float16))
-    return vecs
+    out = []
+    for lo in range(start - start % CHUNK, len(texts), CHUNK):
+        path = cache / f"chunk-{lo // CHUNK:05d}.npy"
+        hi = min(lo + CHUNK, len(texts))
+        vecs = np.load(path) if path.exists() else None
+        if vecs is None or len(vecs) < hi - lo:
+            vecs = os_.embedder.embed(texts[lo:lo + CHUNK]).astype(np.float16)
+            np.save(path, vecs)
+            print(f"  embedded {lo + len(vecs):,}/{len(texts):,}", flush=True)
+        out.append(vecs[max(0, start - lo):hi - lo])
+    return np.concatenate(out).astype(np.float32) if out else np.zeros((0, os_.embedder.dim), np.float32)
 
 
 def fill(os_: MemoryOS, texts: list[str], vecs: np.ndarray, start: int) -> float:
@@ -168,6 +173,7 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path("eval-out/scale-cache"))
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--out", type=Path, default=Path("eval-out/bench-scale.json"))
+    ap.add_argument("--prepare", action="store_true", help="only embed the notes of the largest size into the cache")
     args = ap.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
     rng = random.Random(args.seed)
@@ -186,6 +192,10 @@ def main() -> None:
         engine.dispose()
         settings = settings.model_copy(update={"records": PostgresRecords(url=args.db)})
     os_ = build_memory_os(settings)
+    if args.prepare:
+        embeddings(os_, texts, args.cache / f"seed{args.seed}", 0)
+        os_.close()
+        return
     rows, filled = [], 0
     try:
         for size in sizes:
