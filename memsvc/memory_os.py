@@ -14,7 +14,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from memsvc.config import Settings
-from memsvc.errors import Conflict, InvalidInput, MemsvcError, NotFound, PayloadTooLarge, RateLimited
+from memsvc.errors import (
+    Conflict,
+    InvalidInput,
+    MemsvcError,
+    NotFound,
+    PayloadTooLarge,
+    PurgeIncomplete,
+    RateLimited,
+)
 from memsvc.indexer import GraphExtractor, Indexer
 from memsvc.models import (
     RESERVED_PREFIX,
@@ -30,8 +38,10 @@ from memsvc.models import (
     OutboxOp,
     Relation,
     StoredMessage,
+    pseudonym,
     utcnow,
 )
+from memsvc.outbox import Outbox
 from memsvc.ports import Embedder, GateModel, GraphStore, MemoryQuery, Page, RecordStore, VectorIndex
 from memsvc.read import EntityResolver, GraphRetriever, ReadPipeline
 from memsvc.retrieval.presets import PRESETS
@@ -72,7 +82,10 @@ class MemoryOS:
         self.graph = graph
         self.gate = gate
         self.indexer = Indexer(records, vectors, embedder, graph, graph_extractor)
-        self.writer = WritePipeline(records, vectors, self.indexer, settings.limits, settings.write, gate=gate)
+        self.outbox = Outbox(records, self.indexer, settings.outbox)
+        self.writer = WritePipeline(
+            records, vectors, self.indexer, settings.limits, settings.write, gate=gate, outbox=self.outbox
+        )
         self.reader = ReadPipeline(
             records, vectors, embedder, settings.search, settings.limits, graph_retriever, entity_resolver, gate=gate
         )
@@ -85,8 +98,9 @@ class MemoryOS:
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> dict[str, int]:
-        """Start-up repair: replay the outbox, resume unfinished jobs."""
-        replayed = self.indexer.replay()
+        """Resume unfinished jobs. The outbox is not replayed here: the background drain applies
+        what an earlier process left (so a node serves at once, however long the backlog)."""
+        replayed = 0
         jobs = self.records.unfinished_jobs()
         for job in jobs:
             with self._queued_lock:
@@ -216,11 +230,12 @@ class MemoryOS:
         entries = self._reindex_entries(tenant, cube, full=reindex)
         change = ChangeKind.RESTORE if not was_indexed or restored else ChangeKind.UPDATE
         with self.records.unit_of_work() as uow:
+            uow.touch_scope(tenant, cube.user_id)
             uow.save_memory(cube, change, actor=actor)
             uow.enqueue(entries)
             uow.log([EventLog(tenant=tenant, user_id=cube.user_id, kind=f"memory.{change.value}", actor=actor,
                               payload={"memory_id": cube.id, "version": cube.version, "fields": sorted(changes)})])
-        self.indexer.apply(entries)
+        self.outbox.deliver(entries)
         return cube
 
     def _reindex_entries(self, tenant: str, cube: MemoryCube, *, full: bool) -> list[OutboxEntry]:
@@ -229,8 +244,7 @@ class MemoryOS:
             return [OutboxEntry(tenant=tenant, op=OutboxOp.SET_STATUS, payload=ids)]
         return [
             OutboxEntry(tenant=tenant, op=OutboxOp.UPSERT_VECTORS, payload=ids),
-            OutboxEntry(tenant=tenant, op=OutboxOp.DELETE_GRAPH, payload=ids),
-            OutboxEntry(tenant=tenant, op=OutboxOp.INDEX_GRAPH, payload=ids),
+            OutboxEntry(tenant=tenant, op=OutboxOp.REINDEX_GRAPH, payload=ids),
         ]
 
     def delete(self, tenant: str, memory_id: str, *, actor: str | None = None) -> MemoryCube:
@@ -247,23 +261,35 @@ class MemoryOS:
             OutboxEntry(tenant=tenant, op=OutboxOp.DELETE_GRAPH, payload=ids),
         ]
         with self.records.unit_of_work() as uow:
+            uow.touch_scope(tenant, cube.user_id)
             uow.save_memory(cube, ChangeKind.DELETE, actor=actor)
             uow.enqueue(entries)
             uow.log([EventLog(tenant=tenant, user_id=cube.user_id, kind="memory.delete", actor=actor,
                               payload={"memory_id": cube.id, "version": cube.version})])
-        self.indexer.apply(entries)
+        self.outbox.deliver(entries)
         return cube
 
     def purge_user(self, tenant: str, user_id: str, *, actor: str | None = None) -> dict[str, int]:
-        """Remove a user everywhere: derived stores first (replayable), then every SQL row."""
+        """Remove a user everywhere; counts of the SQL rows removed.
+
+        The purge entry is committed first, then every SQL row goes, then the entry is applied to
+        the vector index and the graph in this request. If that fails, nothing reports success:
+        `PurgeIncomplete` (503) is raised and the drain retries the entry (repeating the request
+        is safe). The entry deletes only what SQL no longer holds, so replayed late it never
+        touches what the user wrote after the purge."""
         entry = OutboxEntry(tenant=tenant, op=OutboxOp.PURGE_SCOPE, payload={"user_id": user_id})
         with self.records.unit_of_work() as uow:
             uow.enqueue([entry])
-        self.indexer.apply([entry])
         counts = self.records.purge_user(tenant, user_id)
-        with self.records.unit_of_work() as uow:
+        with self.records.unit_of_work() as uow:  # the audit record names no one
             uow.log([EventLog(tenant=tenant, user_id=None, kind="user.purge", actor=actor,
-                              payload={"user_id": user_id, "counts": counts})])
+                              payload={"user": pseudonym(tenant, user_id), "counts": counts})])
+        if self.outbox.deliver([entry]) != 1:
+            raise PurgeIncomplete(
+                "the user's records are deleted, but the vector index or the graph could not be purged yet; "
+                "the purge is retried in the background (repeat the request to confirm)",
+                details={"deleted": counts},
+            )
         return counts
 
     # -- graph, feedback, skills, policies -----------------------------------------------
@@ -370,12 +396,14 @@ class MemoryOS:
             for u, ids in by_user.items() for op in (OutboxOp.UPSERT_VECTORS, OutboxOp.INDEX_GRAPH)
         ]
         with self.records.unit_of_work() as uow:
+            for uid in sorted({c.user_id for c in cubes}):
+                uow.touch_scope(tenant, uid)
             uow.add_messages(messages)
             uow.import_memories(cubes, versions)
             uow.enqueue(entries)
             uow.log([EventLog(tenant=tenant, user_id=None, kind="import", actor=actor,
                               payload={"memories": len(cubes), "messages": len(messages)})])
-        self.indexer.apply(entries)
+        self.outbox.deliver(entries)
         return len(cubes)
 
 
