@@ -112,7 +112,10 @@ class MemoryOS:
 
     def close(self) -> None:
         self._jobs.shutdown(wait=True)
-        self.vectors.flush()
+        try:
+            self.vectors.flush()
+        except MemsvcError as exc:  # a failed index must not keep the others from closing
+            log.warning("flushing the vector index at shutdown failed: %s", exc)
         self.vectors.close()
         if self.graph is not None:
             self.graph.close()
