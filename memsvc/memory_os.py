@@ -5,9 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import threading
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +22,7 @@ from memsvc.errors import (
     RateLimited,
 )
 from memsvc.indexer import GraphExtractor, Indexer
+from memsvc.jobs import InProcessQueue, JobContext, JobRunner
 from memsvc.models import (
     RESERVED_PREFIX,
     ChangeKind,
@@ -41,8 +40,17 @@ from memsvc.models import (
     pseudonym,
     utcnow,
 )
-from memsvc.outbox import Outbox
-from memsvc.ports import Embedder, GateModel, GraphStore, MemoryQuery, Page, RecordStore, VectorIndex
+from memsvc.outbox import OUTBOX_JOB, Outbox
+from memsvc.ports import (
+    Embedder,
+    GateModel,
+    GraphStore,
+    JobQueue,
+    MemoryQuery,
+    Page,
+    RecordStore,
+    VectorIndex,
+)
 from memsvc.read import EntityResolver, GraphRetriever, ReadPipeline
 from memsvc.retrieval.presets import PRESETS
 from memsvc.schemas import (
@@ -74,6 +82,7 @@ class MemoryOS:
         entity_resolver: EntityResolver | None = None,
         skills_dir: Path | None = None,
         gate: GateModel | None = None,
+        queue: JobQueue | None = None,
     ) -> None:
         self.settings = settings
         self.records = records
@@ -90,28 +99,29 @@ class MemoryOS:
             records, vectors, embedder, settings.search, settings.limits, graph_retriever, entity_resolver, gate=gate
         )
         self.skill_bank: list[SkillCard] = load_skill_bank(skills_dir)
-        self._jobs = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memsvc-jobs")
-        # Jobs queued or running in this node's worker: the queue `max_queued_jobs` bounds. Counted
-        # here, not in the database, because each node drains only its own queue.
-        self._queued = 0
-        self._queued_lock = threading.Lock()
+        self.jobs = JobRunner(records, queue or InProcessQueue(settings.jobs.lease_s), settings.jobs)
+        self.jobs.register("write", self._write_job)
+        # One drain per interval across all nodes, started only when an entry is due.
+        self.jobs.register(OUTBOX_JOB, self.outbox.run, max_attempts=1)
+        self.jobs.every("outbox", settings.outbox.interval_s, OUTBOX_JOB, due=self.outbox.due)
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> dict[str, int]:
-        """Resume unfinished jobs. The outbox is not replayed here: the background drain applies
-        what an earlier process left (so a node serves at once, however long the backlog)."""
-        replayed = 0
-        jobs = self.records.unfinished_jobs()
-        for job in jobs:
-            with self._queued_lock:
-                self._queued += 1
-            self._jobs.submit(self._run_queued, job)
-        if replayed or jobs:
-            log.info("start-up: replayed %d outbox entries, resumed %d jobs", replayed, len(jobs))
-        return {"outbox_replayed": replayed, "jobs_resumed": len(jobs)}
+        """Start the job runner: its first sweep queues the jobs left unfinished, wherever they were
+        accepted. Nothing is replayed or scanned first (the outbox drain and reconciliation are
+        periodic jobs), so a node serves as soon as its models are loaded."""
+        unfinished = self.records.count_jobs([JobState.PENDING, JobState.RUNNING])
+        if self.settings.jobs.workers == 0 and self.settings.jobs.kind == "inprocess":
+            log.warning("MEMSVC_JOBS__WORKERS=0 with the in-process queue: this process runs no background jobs")
+        self.jobs.start()
+        if unfinished:
+            log.info("start-up: %d jobs unfinished", unfinished)
+        return {"jobs_resumed": unfinished}
 
-    def close(self) -> None:
-        self._jobs.shutdown(wait=True)
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop within about `timeout_s`: running jobs that do not finish by then are handed back
+        (pending in the record store) and resume at the next start on any node."""
+        self.jobs.stop(timeout_s)
         try:
             self.vectors.flush()
         except MemsvcError as exc:  # a failed index must not keep the others from closing
@@ -128,7 +138,7 @@ class MemoryOS:
         return self.writer.write(tenant, req, actor=actor)
 
     def submit(self, tenant: str, req: WriteRequest, *, actor: str | None = None) -> Job:
-        """Accept a write for the background worker; the job is stored before this returns."""
+        """Accept a write for the job runner; the job is stored before this returns."""
         self.writer.check_limits(req)
         req = assign_message_ids(req)
         body = req.model_dump(mode="json")
@@ -136,45 +146,16 @@ class MemoryOS:
             WriteRequest.model_validate(body)
         except ValidationError as exc:
             raise InvalidInput("request cannot be queued", details=exc.errors(include_url=False, include_context=False)) from None
-        job = Job(tenant=tenant, kind="write", request={"body": body, "actor": actor})
         cap = self.settings.limits.max_queued_jobs
-        with self._queued_lock:
-            if self._queued >= cap:
-                raise RateLimited(f"{cap} write jobs are waiting; retry later", retry_after=1)
-            self._queued += 1
-        try:
-            self.records.save_job(job)
-            self._jobs.submit(self._run_queued, job)
-        except BaseException:
-            self._release_slot()
-            raise
-        return job
+        if self.records.count_jobs([JobState.PENDING, JobState.RUNNING], kind="write") >= cap:
+            raise RateLimited(f"{cap} write jobs are waiting; retry later", retry_after=1)
+        return self.jobs.submit(tenant, "write", {"body": body, "actor": actor})
 
-    def _release_slot(self) -> None:
-        with self._queued_lock:
-            self._queued -= 1
-
-    def _run_queued(self, job: Job) -> None:
-        try:
-            self._run_job(job)
-        finally:
-            self._release_slot()
-
-    def _run_job(self, job: Job) -> None:
-        job.state = JobState.RUNNING
-        job.updated_at = utcnow()
-        self.records.save_job(job)
-        try:
-            req = WriteRequest.model_validate(job.request["body"])
-            result = self.writer.write(job.tenant, req, actor=job.request.get("actor"))
-            job.state, job.result = JobState.DONE, result.model_dump(mode="json")
-        except MemsvcError as exc:
-            job.state, job.error = JobState.FAILED, exc.to_dict()["error"]
-        except Exception as exc:  # keep the worker alive; the job records what went wrong
-            log.exception("job %s failed", job.id)
-            job.state, job.error = JobState.FAILED, {"code": "internal", "message": str(exc)}
-        job.updated_at = utcnow()
-        self.records.save_job(job)
+    def _write_job(self, job: Job, ctx: JobContext) -> dict[str, Any]:
+        """A `wait: false` write. Idempotent by message id: a rerun after a crash skips what the
+        first run committed."""
+        req = WriteRequest.model_validate(job.request["body"])
+        return self.writer.write(job.tenant, req, actor=job.request.get("actor")).model_dump(mode="json")
 
     def job(self, tenant: str, job_id: str) -> Job:
         job = self.records.get_job(tenant, job_id)

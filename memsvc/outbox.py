@@ -36,12 +36,14 @@ import numpy as np
 
 from memsvc.config import OutboxConfig
 from memsvc.indexer import GRAPH_OPS, Indexer
-from memsvc.models import OutboxEntry, OutboxOp, utcnow
+from memsvc.jobs import JobContext
+from memsvc.models import Job, OutboxEntry, OutboxOp, utcnow
 from memsvc.ports import RecordStore
 
 log = logging.getLogger(__name__)
 
 DRAIN_BUDGET_S = 30.0  # one drain run stops after this long; the next window goes on
+OUTBOX_JOB = "outbox.drain"  # the job kind of the periodic drain
 
 
 @dataclass
@@ -167,6 +169,10 @@ class Outbox:
             if result.interrupted or len(page) < self.config.batch:
                 return
             after = page[-1].id
+
+    def run(self, job: Job, ctx: JobContext) -> dict[str, Any]:
+        """The periodic drain as a job (`memsvc.jobs` Handler): stops when the runner stops."""
+        return self.drain(cancelled=ctx.cancelled, heartbeat=ctx.heartbeat).as_dict()
 
     # -- dead letters and numbers ---------------------------------------------------------
     def revive(self, ids: Sequence[int] | None = None) -> int:

@@ -51,7 +51,7 @@ def readyz_and_metrics(os_: MemoryOS) -> tuple[dict[str, object], str]:
 
 def test_a_write_whose_index_fails_is_acknowledged_retried_and_ends_as_a_visible_dead_letter(tmp_path: Path) -> None:
     settings = settings_for(tmp_path, max_attempts=3, backoff_s=0.05, grace_s=0.0)
-    os1 = build_memory_os(settings)
+    os1 = build_memory_os(settings, start=False)  # no background drain: this test drains by hand
     os1.vectors.close()  # the index fails from now on
     result = os1.add("t", turn("m1", "My cat is called Miso."))
     assert len(result.written) == 1  # committed, so acknowledged
@@ -71,7 +71,7 @@ def test_a_write_whose_index_fails_is_acknowledged_retried_and_ends_as_a_visible
     assert dead.id == entry.id and dead.attempts == 3 and "closed" in (dead.last_error or "")
     os1.close()
 
-    os2 = build_memory_os(settings)  # the index works again; the dead letter stays dead
+    os2 = build_memory_os(settings, start=False)  # the index works again; the dead letter stays dead
     try:
         assert os2.outbox.drain().applied == 0 and os2.vectors.count(ALICE) == 0
         ready, metrics = readyz_and_metrics(os2)
@@ -90,7 +90,7 @@ def test_a_write_whose_index_fails_is_acknowledged_retried_and_ends_as_a_visible
 
 
 def test_the_drain_keeps_order_per_memory_and_goes_on_with_other_memories(tmp_path: Path) -> None:
-    os_ = build_memory_os(settings_for(tmp_path, grace_s=0.0))
+    os_ = build_memory_os(settings_for(tmp_path, grace_s=0.0), start=False)
     try:
         commit_unindexed(os_, turn("m1", "Alice adopted a dog named Rex.", infer=True))
         first = os_.records.pending_outbox()
@@ -112,7 +112,7 @@ def test_the_drain_keeps_order_per_memory_and_goes_on_with_other_memories(tmp_pa
 
 def test_a_purge_whose_index_fails_answers_503_and_is_finished_by_the_drain(tmp_path: Path) -> None:
     settings = settings_for(tmp_path, grace_s=0.0, backoff_s=0.01)
-    os1 = build_memory_os(settings)
+    os1 = build_memory_os(settings, start=False)
     os1.add("t", turn("m1", "I moved to Berlin in May 2023.", infer=True))
     os1.add("t", turn("b1", "I live in Oslo.", user="bob", infer=True))
     assert os1.vectors.count(ALICE) > 0
@@ -123,7 +123,7 @@ def test_a_purge_whose_index_fails_answers_503_and_is_finished_by_the_drain(tmp_
     assert memory_ids(os1) == []  # the records are gone; the index still has the points
     os1.close()
 
-    os2 = build_memory_os(settings)
+    os2 = build_memory_os(settings, start=False)
     try:
         assert os2.vectors.count(ALICE) > 0
         time.sleep(0.02)
@@ -137,8 +137,9 @@ def test_a_purge_whose_index_fails_answers_503_and_is_finished_by_the_drain(tmp_
 
 
 def test_a_stale_purge_replayed_after_a_restart_keeps_what_was_written_after_it(tmp_path: Path) -> None:
-    settings = settings_for(tmp_path, grace_s=0.0, backoff_s=0.01)
-    os1 = build_memory_os(settings)
+    settings = settings_for(tmp_path, grace_s=0.0, backoff_s=0.01, interval_s=0.2)
+    settings = settings.model_copy(update={"jobs": settings.jobs.model_copy(update={"sweep_interval_s": 0.2})})
+    os1 = build_memory_os(settings, start=False)
     os1.add("t", turn("m1", "I moved to Berlin in May 2023.", infer=True))
     os1.vectors.close()
     with pytest.raises(PurgeIncomplete):
@@ -150,9 +151,11 @@ def test_a_stale_purge_replayed_after_a_restart_keeps_what_was_written_after_it(
         os2.add("t", turn("m2", "My new cat is called Tofu.", infer=True))  # after the purge
         newer = memory_ids(os2)
         assert len(newer) == 2
-        os2.start()
-        time.sleep(0.02)
-        assert os2.outbox.drain().applied == 1  # the purge entry, replayed now
+        os2.start()  # the background drain replays the purge entry now
+        deadline = time.monotonic() + 30
+        while os2.records.pending_outbox() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert os2.records.pending_outbox() == [] and os2.records.dead_outbox() == []
         assert sorted(p.id for p in os2.vectors.scan(ALICE, 100)[0]) == newer
         hits = os2.search("t", SearchRequest(user_id="alice", query="What is the new cat called?"))
         assert {tuple(r["source_ids"]) for r in hits.results} == {("m2",)}
