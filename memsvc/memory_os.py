@@ -52,6 +52,7 @@ from memsvc.ports import (
     VectorIndex,
 )
 from memsvc.read import EntityResolver, GraphRetriever, ReadPipeline
+from memsvc.reconcile import RECONCILE_JOB, Reconciler
 from memsvc.retrieval.presets import PRESETS
 from memsvc.schemas import (
     FeedbackRequest,
@@ -104,6 +105,9 @@ class MemoryOS:
         # One drain per interval across all nodes, started only when an entry is due.
         self.jobs.register(OUTBOX_JOB, self.outbox.run, max_attempts=1)
         self.jobs.every("outbox", settings.outbox.interval_s, OUTBOX_JOB, due=self.outbox.due)
+        self.reconciler = Reconciler(records, vectors, self.indexer, graph)
+        self.jobs.register(RECONCILE_JOB, self.reconciler.run, max_attempts=3)
+        self.jobs.every(RECONCILE_JOB, settings.reconcile.interval_s, RECONCILE_JOB)
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> dict[str, int]:
