@@ -272,7 +272,9 @@ class MemoryOS:
         with self.records.unit_of_work() as uow:  # the audit record names no one
             uow.log([EventLog(tenant=tenant, user_id=None, kind="user.purge", actor=actor,
                               payload={"user": pseudonym(tenant, user_id), "counts": counts})])
-        if self.outbox.deliver([entry]) != 1:
+        delivered = self.outbox.deliver([entry])  # a done purge entry is deleted: it named the user
+        self.records.scrub()
+        if delivered != 1:
             raise PurgeIncomplete(
                 "the user's records are deleted, but the vector index or the graph could not be purged yet; "
                 "the purge is retried in the background (repeat the request to confirm)",

@@ -53,12 +53,13 @@ class DrainResult:
     dead: int = 0
     waiting: int = 0  # not due yet, or held back behind an earlier entry of the same memory
     pruned: int = 0
+    purged: int = 0  # purge entries applied
     interrupted: bool = False
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return {"applied": self.applied, "failed": self.failed, "dead": self.dead, "waiting": self.waiting,
-                "pruned": self.pruned, "interrupted": self.interrupted, "errors": self.errors[:5]}
+                "pruned": self.pruned, "purged": self.purged, "interrupted": self.interrupted, "errors": self.errors[:5]}
 
 
 class _Order:
@@ -139,7 +140,15 @@ class Outbox:
         now = utcnow()
         fresh_before = now - timedelta(seconds=self.config.grace_s)
         ops_now = self._ops_now()
-        order = _Order()
+        try:
+            self._drain_pages(result, cancelled, heartbeat, deadline, now, fresh_before, ops_now, _Order())
+        finally:
+            if result.purged:
+                self.records.scrub()  # the done purge entries named their users
+
+    def _drain_pages(self, result: DrainResult, cancelled: threading.Event | None, heartbeat: Callable[[], None] | None,
+                     deadline: float, now: datetime, fresh_before: datetime, ops_now: list[OutboxOp],
+                     order: _Order) -> None:
         after: int | None = None
         while True:
             page = self.records.pending_outbox(limit=self.config.batch, after=after)
@@ -158,6 +167,7 @@ class Outbox:
                     continue
                 if self._attempt(entry, None, result):
                     result.applied += 1
+                    result.purged += entry.op is OutboxOp.PURGE_SCOPE
                     if entry.id is not None:
                         done.append(entry.id)
                 else:

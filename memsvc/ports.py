@@ -128,6 +128,9 @@ class RecordStore(Protocol):
     def unindexed_memory_ids(self, tenant: str, user_id: str) -> set[str]:
         """Memories of the scope with a vector-index change not done yet (pending, retrying, dead)."""
 
+    def scrub(self) -> None:
+        """Make rows deleted so far unrecoverable from the store's own files (e.g. a WAL)."""
+
     def pending_outbox(self, limit: int = 100, *, after: int | None = None) -> list[OutboxEntry]:
         """Entries not done and not dead, oldest first (ids above `after`)."""
 

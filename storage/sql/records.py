@@ -262,6 +262,13 @@ class SqlRecordStore(JobRows):
             self._checkpoint()
         return counts
 
+    def scrub(self) -> None:
+        """Leave no deleted row in the database files: on SQLite, `secure_delete` has zeroed the freed
+        pages, and the WAL (which still holds the old pages) is checkpointed and truncated. Nothing to
+        do on PostgreSQL (its files are the server's)."""
+        if not self._pg:
+            self._checkpoint()
+
     def _checkpoint(self) -> None:
         """Copy the WAL into the database file and truncate it (outside any transaction)."""
         raw = self._engine.raw_connection()
