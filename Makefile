@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TS := clients/typescript
 TS_STAMP := $(TS)/node_modules/.package-lock.json
 
-.PHONY: install serve test lint typecheck bench clean ts-deps
+.PHONY: install serve test lint typecheck bench clean ts-deps crash concurrency fuzz isolation purge-traces suites
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,26 @@ typecheck: install
 
 test: install lint typecheck ts-deps
 	$(BIN)/python -m pytest -q
+
+# Long versions of the trust suites (the default test run has bounded ones). Figures are printed
+# and written as JSON under eval-out/suites. PostgreSQL cases need 127.0.0.1:5432 (db `test`).
+SUITE_OUT ?= eval-out/suites
+crash: install
+	MEMSVC_SUITE_CYCLES=50 MEMSVC_SUITE_OUT=$(SUITE_OUT) nice -n 10 $(BIN)/python -m pytest -q -s tests/suites/test_crash.py
+
+concurrency: install
+	MEMSVC_SUITE_SECONDS=180 MEMSVC_SUITE_OUT=$(SUITE_OUT) nice -n 10 $(BIN)/python -m pytest -q -s tests/suites/test_concurrency.py
+
+fuzz: install
+	MEMSVC_SUITE_EXAMPLES=200 MEMSVC_SUITE_OUT=$(SUITE_OUT) nice -n 10 $(BIN)/python -m pytest -q -s tests/suites/test_schemathesis.py
+
+isolation: install
+	nice -n 10 $(BIN)/python -m pytest -q tests/api/test_contract.py -k other_tenant tests/admin/test_admin_http.py::test_tenant_boundaries_hold tests/clients/test_mcp.py tests/consistency/test_scope_race.py
+
+purge-traces: install
+	nice -n 10 $(BIN)/python -m pytest -q -rxX tests/api/test_purge_traces.py
+
+suites: crash concurrency fuzz isolation purge-traces
 
 bench: install
 	$(BIN)/python benchmarks/write_recall.py

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -80,6 +83,24 @@ class Metrics:
             "memsvc_http_request_seconds", "HTTP request latency", ["method", "route"], registry=self.registry,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+
+
+class OutboxCollector(Collector):
+    """The outbox's backlog, read from the record store at scrape time (every node reports the same
+    shared numbers)."""
+
+    def __init__(self, stats: Callable[[], dict[str, Any]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            stats = self._stats()
+        except Exception:  # no memory OS yet, or the record store is down: /readyz says which
+            return
+        for name in ("pending", "retrying", "dead"):
+            yield GaugeMetricFamily(f"memsvc_outbox_{name}", f"outbox entries {name}", value=stats[name])
+        yield GaugeMetricFamily("memsvc_outbox_oldest_age_seconds", "age of the oldest outbox entry not done nor dead",
+                                value=stats["oldest_age_s"])
 
 
 class MetricsMiddleware:

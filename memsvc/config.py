@@ -207,6 +207,27 @@ class WriteConfig(_Section):
     dedup_threshold: float = Field(0.97, description="cosine above which a new fact repeats an old one")
 
 
+class OutboxConfig(_Section):
+    """Changes of the derived stores (vector index, graph) waiting in the SQL outbox."""
+
+    max_attempts: int = Field(10, ge=1, description="failed attempts before an entry becomes a dead letter")
+    backoff_s: float = Field(1.0, gt=0.0, description="delay before the first retry; doubles with every failure")
+    max_backoff_s: float = Field(300.0, gt=0.0, description="longest delay between two retries")
+    grace_s: float = Field(10.0, ge=0.0, description="how long the drain leaves an entry to the request that "
+                           "committed it before taking it over (that request crashed)")
+    interval_s: float = Field(2.0, gt=0.0, description="how often the background drain looks for due entries")
+    batch: int = Field(200, ge=1, description="entries the drain reads at a time")
+    keep_done_s: float = Field(86_400.0, ge=0.0, description="done entries older than this are pruned by the drain")
+    defer_graph: bool = Field(False, description="graph entries are applied by the background drain instead of the "
+                              "writing request (a `wait: true` write then returns before its graph is indexed)")
+
+
+class ReconcileConfig(_Section):
+    """The periodic job comparing SQL with the vector index and the graph, and repairing drift."""
+
+    interval_s: float = Field(3600.0, gt=0.0, description="how often reconciliation runs (once across all nodes)")
+
+
 class SearchConfig(_Section):
     candidates: int = Field(100, description="candidates per retriever before fusion")
     rrf_k: int = 60
@@ -245,6 +266,8 @@ class Settings(BaseSettings):
     jobs: JobsConfig = InProcessJobs()
     limits: Limits = Limits()
     write: WriteConfig = WriteConfig()
+    outbox: OutboxConfig = OutboxConfig()
+    reconcile: ReconcileConfig = ReconcileConfig()
     search: SearchConfig = SearchConfig()
     admin: AdminConfig = AdminConfig()
     log_level: str = "info"

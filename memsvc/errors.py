@@ -11,8 +11,10 @@ them as ``{"error": {"code", "message", "details"?}}``.
     ├── Forbidden                  403 forbidden
     ├── NotFound                   404 not_found
     ├── Conflict                   409 conflict
+    │   └── ScopeChanged           409 scope_changed
     ├── RateLimited                429 rate_limited
     └── BackendUnavailable         503 backend_unavailable
+        └── PurgeIncomplete        503 purge_incomplete
 """
 
 from __future__ import annotations
@@ -68,6 +70,13 @@ class Conflict(MemsvcError):
     code = "conflict"
 
 
+class ScopeChanged(Conflict):
+    """Another writer committed to the same user scope after this write read it (the write is
+    planned again; raised to the client only when that keeps happening)."""
+
+    code = "scope_changed"
+
+
 class RateLimited(MemsvcError):
     """Too many requests or queued jobs; `retry_after` (seconds) becomes the `Retry-After` header."""
 
@@ -82,3 +91,9 @@ class RateLimited(MemsvcError):
 class BackendUnavailable(MemsvcError):
     status = 503
     code = "backend_unavailable"
+
+
+class PurgeIncomplete(BackendUnavailable):
+    """A purge removed the SQL rows but a derived store failed; it is retried in the background."""
+
+    code = "purge_incomplete"

@@ -1,23 +1,47 @@
 """Applies outbox entries to the derived stores (vector index, graph).
 
-SQL is the source of truth: a write commits its cubes and outbox entries in one
-transaction, then the indexer applies the entries. Entries that fail stay pending and
-are replayed later (and at start-up), so every handler is idempotent.
+SQL is the source of truth: a change commits its cubes and outbox entries in one transaction,
+then the entries are applied (`memsvc.outbox` decides when, and retries). Every op converges the
+derived store on what SQL holds *when the op runs*, not on what it held when the entry was
+written, so an entry applied late, twice, or after a later entry of the same memory does no
+harm:
+
+- vector ops (`upsert_vectors`, `set_status`, `delete_vectors`): a memory SQL no longer has, or
+  holds as deleted, loses its point; any other gets its point (`upsert_vectors`, and a
+  `delete_vectors` whose memory was restored since) or its payload (`set_status`);
+- graph ops: `index_graph` indexes the memories SQL still holds; `delete_graph` drops the
+  memories' graph records unless SQL holds the memory again (then it re-indexes it);
+  `reindex_graph` drops and re-indexes (a content change);
+- `purge_scope` deletes the scope's points and graph records whose memory SQL no longer holds,
+  so an entry replayed after new writes of the same user leaves those writes alone.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
 from memsvc.models import Entity, MemoryCube, MemoryStatus, Mention, OutboxEntry, OutboxOp, Relation
-from memsvc.ports import Embedder, GraphStore, RecordStore, VectorIndex, VectorPayload, VectorPoint
+from memsvc.ports import (
+    Embedder,
+    GraphStore,
+    RecordStore,
+    VectorFilter,
+    VectorIndex,
+    VectorPayload,
+    VectorPoint,
+)
 
 log = logging.getLogger(__name__)
 
 GraphExtractor = Callable[[Sequence[MemoryCube]], tuple[list[Entity], list[Relation], list[Mention]]]
+
+SCAN_PAGE = 1000
+VECTOR_OPS = frozenset({OutboxOp.UPSERT_VECTORS, OutboxOp.SET_STATUS, OutboxOp.DELETE_VECTORS})
+GRAPH_OPS = frozenset({OutboxOp.INDEX_GRAPH, OutboxOp.DELETE_GRAPH, OutboxOp.REINDEX_GRAPH})
 
 
 def payload_of(cube: MemoryCube) -> VectorPayload:
@@ -36,6 +60,11 @@ def payload_of(cube: MemoryCube) -> VectorPayload:
     )
 
 
+def indexed(cube: MemoryCube) -> bool:
+    """Whether the cube belongs in the derived stores (every status but deleted)."""
+    return cube.status is not MemoryStatus.DELETED
+
+
 class Indexer:
     def __init__(
         self,
@@ -50,72 +79,97 @@ class Indexer:
         self.embedder = embedder
         self.graph = graph
         self.graph_extractor = graph_extractor
+        # Graph extraction reads the scope's relations to supersede them: one at a time per scope
+        # in this process, so two writes of a user cannot both miss each other's facts.
+        self._graph_locks: dict[tuple[str, str], threading.Lock] = {}
+        self._guard = threading.Lock()
 
     def embed(self, cubes: Sequence[MemoryCube]) -> np.ndarray:
         return self.embedder.embed([c.content for c in cubes])
 
-    def apply(
-        self, entries: Sequence[OutboxEntry], embeddings: Mapping[str, np.ndarray] | None = None
-    ) -> int:
-        """Apply entries in order; returns how many succeeded. Failures stay pending."""
-        done: list[int] = []
-        for entry in entries:
-            try:
-                self._apply_one(entry, embeddings or {})
-            except Exception as exc:  # a derived store failed: keep the entry for replay
-                log.warning("outbox entry %s (%s) failed: %s", entry.id, entry.op, exc)
-                if entry.id is not None:
-                    self.records.fail_outbox(entry.id, f"{type(exc).__name__}: {exc}")
-                continue
-            if entry.id is not None:
-                done.append(entry.id)
-        if done:
-            self.records.complete_outbox(done)
-        return len(done)
-
-    def replay(self, batch: int = 200, max_rounds: int = 1000) -> int:
-        """Apply every pending entry (start-up repair); returns how many were applied."""
-        applied = 0
-        for _ in range(max_rounds):
-            pending = self.records.pending_outbox(limit=batch)
-            if not pending:
-                break
-            ok = self.apply(pending)
-            applied += ok
-            if ok == 0:  # everything left is failing; try again on the next replay
-                break
-        return applied
-
-    def _apply_one(self, entry: OutboxEntry, embeddings: Mapping[str, np.ndarray]) -> None:
-        p = entry.payload
-        if entry.op is OutboxOp.UPSERT_VECTORS:
-            cubes = [c for c in self.records.get_memories(entry.tenant, p["ids"]) if c.status is not MemoryStatus.DELETED]
-            if not cubes:
-                return
-            missing = [c for c in cubes if c.id not in embeddings]
-            fresh = dict(zip((c.id for c in missing), self.embed(missing), strict=True)) if missing else {}
-            self.vectors.upsert([
-                VectorPoint(c.id, np.asarray(embeddings.get(c.id, fresh.get(c.id))).tolist(), c.content, payload_of(c))
-                for c in cubes
-            ])
-        elif entry.op is OutboxOp.SET_STATUS:
-            cubes = self.records.get_memories(entry.tenant, p["ids"])
-            self.vectors.set_payload([(c.id, payload_of(c)) for c in cubes])
-        elif entry.op is OutboxOp.DELETE_VECTORS:
-            self.vectors.delete(p["ids"])
-        elif entry.op is OutboxOp.INDEX_GRAPH:
-            if self.graph is None or self.graph_extractor is None:
-                return
-            cubes = [c for c in self.records.get_memories(entry.tenant, p["ids"]) if c.status is not MemoryStatus.DELETED]
-            if cubes:
-                entities, relations, mentions = self.graph_extractor(cubes)
-                self.graph.upsert(entry.tenant, p["user_id"], entities, relations, mentions)
-        elif entry.op is OutboxOp.DELETE_GRAPH:
-            if self.graph is not None:
-                self.graph.delete_memories(entry.tenant, p["ids"])
-        elif entry.op is OutboxOp.PURGE_SCOPE:
-            self.vectors.delete_scope(entry.tenant, p["user_id"])
-            if self.graph is not None:
-                self.graph.delete_scope(entry.tenant, p["user_id"])
+    def apply(self, entry: OutboxEntry, embeddings: Mapping[str, np.ndarray] | None = None) -> None:
+        """Apply one entry (see the module doc); raises when a derived store fails."""
+        op, ids = entry.op, entry.memory_ids
+        if op in VECTOR_OPS:
+            self._sync_vectors(entry.tenant, ids, embeddings or {}, full=op is not OutboxOp.SET_STATUS)
+        elif op in GRAPH_OPS:
+            self._sync_graph(entry.tenant, str(entry.payload.get("user_id", "")), ids, op)
+        elif op is OutboxOp.PURGE_SCOPE:
+            self.purge_scope(entry.tenant, str(entry.payload["user_id"]))
         else:  # pragma: no cover - enum is exhaustive
-            raise ValueError(f"unknown outbox op {entry.op}")
+            raise ValueError(f"unknown outbox op {op}")
+
+    # -- vectors --------------------------------------------------------------------------
+    def _sync_vectors(self, tenant: str, ids: Sequence[str], embeddings: Mapping[str, np.ndarray], *, full: bool) -> None:
+        if not ids:
+            return
+        found = {c.id: c for c in self.records.get_memories(tenant, ids)}
+        gone = [i for i in dict.fromkeys(ids) if i not in found or not indexed(found[i])]
+        live = [found[i] for i in dict.fromkeys(ids) if i in found and indexed(found[i])]
+        if gone:
+            self.vectors.delete(gone)
+        if not live:
+            return
+        if not full:
+            self.vectors.set_payload([(c.id, payload_of(c)) for c in live])
+            return
+        # The request's own vectors fit only the content it wrote (version 1); anything changed
+        # since is embedded again.
+        given = {c.id: embeddings[c.id] for c in live if c.version == 1 and c.id in embeddings}
+        missing = [c for c in live if c.id not in given]
+        if missing:
+            given.update(zip((c.id for c in missing), self.embed(missing), strict=True))
+        self.vectors.upsert([
+            VectorPoint(c.id, np.asarray(given[c.id]).tolist(), c.content, payload_of(c)) for c in live
+        ])
+
+    # -- graph ----------------------------------------------------------------------------
+    def _graph_lock(self, tenant: str, user_id: str) -> threading.Lock:
+        with self._guard:
+            return self._graph_locks.setdefault((tenant, user_id), threading.Lock())
+
+    def _sync_graph(self, tenant: str, user_id: str, ids: Sequence[str], op: OutboxOp) -> None:
+        if self.graph is None or not ids:
+            return
+        cubes = [c for c in self.records.get_memories(tenant, ids) if indexed(c)]
+        live = {c.id for c in cubes}
+        with self._graph_lock(tenant, user_id):
+            if op is OutboxOp.REINDEX_GRAPH:
+                self.graph.delete_memories(tenant, ids)
+            elif op is OutboxOp.DELETE_GRAPH:
+                self.graph.delete_memories(tenant, ids)
+                if not live:
+                    return
+            if cubes and self.graph_extractor is not None:
+                entities, relations, mentions = self.graph_extractor(cubes)
+                self.graph.upsert(tenant, user_id, entities, relations, mentions)
+
+    # -- purge ----------------------------------------------------------------------------
+    def purge_scope(self, tenant: str, user_id: str) -> dict[str, int]:
+        """Delete the scope's points and graph records whose memory SQL no longer holds; counts."""
+        flt = VectorFilter(tenant=tenant, user_id=user_id)
+        removed = 0
+        cursor: str | None = None
+        while True:
+            # Points first, then SQL: a point written after this page was read belongs to a memory
+            # committed before its point, so SQL shows that memory and it stays.
+            page, cursor = self.vectors.scan(flt, SCAN_PAGE, cursor)
+            stale = self._not_held(tenant, [p.id for p in page])
+            if stale:
+                self.vectors.delete(stale)
+                removed += len(stale)
+            if cursor is None:
+                break
+        graph_removed = 0
+        if self.graph is not None:
+            with self._graph_lock(tenant, user_id):
+                snap = self.graph.snapshot(tenant, user_id)
+                stale = self._not_held(tenant, snap.memory_ids)
+                if stale:  # also drops the entities only these memories named
+                    self.graph.delete_memories(tenant, stale)
+                    graph_removed = len(stale)
+        return {"points": removed, "graph_memories": graph_removed}
+
+    def _not_held(self, tenant: str, ids: Sequence[str]) -> list[str]:
+        held = {c.id for c in self.records.get_memories(tenant, ids) if indexed(c)}
+        return [i for i in ids if i not in held]

@@ -12,7 +12,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from memsvc.config import Settings
-from memsvc.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, RateLimited
+from memsvc.errors import (
+    Conflict,
+    InvalidInput,
+    MemsvcError,
+    NotFound,
+    PayloadTooLarge,
+    PurgeIncomplete,
+    RateLimited,
+)
 from memsvc.indexer import GraphExtractor, Indexer
 from memsvc.jobs import InProcessQueue, JobContext, JobRunner
 from memsvc.models import (
@@ -29,8 +37,10 @@ from memsvc.models import (
     OutboxOp,
     Relation,
     StoredMessage,
+    pseudonym,
     utcnow,
 )
+from memsvc.outbox import OUTBOX_JOB, Outbox
 from memsvc.ports import (
     Embedder,
     GateModel,
@@ -43,6 +53,7 @@ from memsvc.ports import (
 )
 from memsvc.read import EntityResolver, GraphRetriever, ReadPipeline
 from memsvc.recall_log import RecallLog
+from memsvc.reconcile import RECONCILE_JOB, Reconciler
 from memsvc.retrieval.presets import PRESETS
 from memsvc.schemas import (
     FeedbackRequest,
@@ -82,7 +93,10 @@ class MemoryOS:
         self.graph = graph
         self.gate = gate
         self.indexer = Indexer(records, vectors, embedder, graph, graph_extractor)
-        self.writer = WritePipeline(records, vectors, self.indexer, settings.limits, settings.write, gate=gate)
+        self.outbox = Outbox(records, self.indexer, settings.outbox)
+        self.writer = WritePipeline(
+            records, vectors, self.indexer, settings.limits, settings.write, gate=gate, outbox=self.outbox
+        )
         self.recall_log = RecallLog(records)
         self.reader = ReadPipeline(
             records, vectors, embedder, settings.search, settings.limits, graph_retriever, entity_resolver, gate=gate,
@@ -91,27 +105,36 @@ class MemoryOS:
         self.skill_bank: list[SkillCard] = load_skill_bank(skills_dir)
         self.jobs = JobRunner(records, queue or InProcessQueue(settings.jobs.lease_s), settings.jobs)
         self.jobs.register("write", self._write_job)
+        # One drain per interval across all nodes, started only when an entry is due.
+        self.jobs.register(OUTBOX_JOB, self.outbox.run, max_attempts=1)
+        self.jobs.every("outbox", settings.outbox.interval_s, OUTBOX_JOB, due=self.outbox.due)
+        self.reconciler = Reconciler(records, vectors, self.indexer, graph)
+        self.jobs.register(RECONCILE_JOB, self.reconciler.run, max_attempts=3)
+        self.jobs.every(RECONCILE_JOB, settings.reconcile.interval_s, RECONCILE_JOB)
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> dict[str, int]:
-        """Start-up repair: replay the outbox; start the job runner (its first sweep queues the jobs
-        left unfinished, wherever they were accepted)."""
-        replayed = self.indexer.replay()
+        """Start the job runner: its first sweep queues the jobs left unfinished, wherever they were
+        accepted. Nothing is replayed or scanned first (the outbox drain and reconciliation are
+        periodic jobs), so a node serves as soon as its models are loaded."""
         unfinished = self.records.count_jobs([JobState.PENDING, JobState.RUNNING])
         if self.settings.jobs.workers == 0 and self.settings.jobs.kind == "inprocess":
             log.warning("MEMSVC_JOBS__WORKERS=0 with the in-process queue: this process runs no background jobs")
         self.jobs.start()
         self.recall_log.start()
-        if replayed or unfinished:
-            log.info("start-up: replayed %d outbox entries, %d jobs unfinished", replayed, unfinished)
-        return {"outbox_replayed": replayed, "jobs_resumed": unfinished}
+        if unfinished:
+            log.info("start-up: %d jobs unfinished", unfinished)
+        return {"jobs_resumed": unfinished}
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop within about `timeout_s`: running jobs that do not finish by then are handed back
         (pending in the record store) and resume at the next start on any node."""
         self.jobs.stop(timeout_s)
         self.recall_log.close()
-        self.vectors.flush()
+        try:
+            self.vectors.flush()
+        except MemsvcError as exc:  # a failed index must not keep the others from closing
+            log.warning("flushing the vector index at shutdown failed: %s", exc)
         self.vectors.close()
         if self.graph is not None:
             self.graph.close()
@@ -200,11 +223,12 @@ class MemoryOS:
         entries = self._reindex_entries(tenant, cube, full=reindex)
         change = ChangeKind.RESTORE if not was_indexed or restored else ChangeKind.UPDATE
         with self.records.unit_of_work() as uow:
+            uow.touch_scope(tenant, cube.user_id)
             uow.save_memory(cube, change, actor=actor)
             uow.enqueue(entries)
             uow.log([EventLog(tenant=tenant, user_id=cube.user_id, kind=f"memory.{change.value}", actor=actor,
                               payload={"memory_id": cube.id, "version": cube.version, "fields": sorted(changes)})])
-        self.indexer.apply(entries)
+        self.outbox.deliver(entries)
         return cube
 
     def _reindex_entries(self, tenant: str, cube: MemoryCube, *, full: bool) -> list[OutboxEntry]:
@@ -213,8 +237,7 @@ class MemoryOS:
             return [OutboxEntry(tenant=tenant, op=OutboxOp.SET_STATUS, payload=ids)]
         return [
             OutboxEntry(tenant=tenant, op=OutboxOp.UPSERT_VECTORS, payload=ids),
-            OutboxEntry(tenant=tenant, op=OutboxOp.DELETE_GRAPH, payload=ids),
-            OutboxEntry(tenant=tenant, op=OutboxOp.INDEX_GRAPH, payload=ids),
+            OutboxEntry(tenant=tenant, op=OutboxOp.REINDEX_GRAPH, payload=ids),
         ]
 
     def delete(self, tenant: str, memory_id: str, *, actor: str | None = None) -> MemoryCube:
@@ -231,25 +254,39 @@ class MemoryOS:
             OutboxEntry(tenant=tenant, op=OutboxOp.DELETE_GRAPH, payload=ids),
         ]
         with self.records.unit_of_work() as uow:
+            uow.touch_scope(tenant, cube.user_id)
             uow.save_memory(cube, ChangeKind.DELETE, actor=actor)
             uow.enqueue(entries)
             uow.log([EventLog(tenant=tenant, user_id=cube.user_id, kind="memory.delete", actor=actor,
                               payload={"memory_id": cube.id, "version": cube.version})])
-        self.indexer.apply(entries)
+        self.outbox.deliver(entries)
         return cube
 
     def purge_user(self, tenant: str, user_id: str, *, actor: str | None = None) -> dict[str, int]:
-        """Remove a user everywhere: derived stores first (replayable), then every SQL row."""
+        """Remove a user everywhere; counts of the SQL rows removed.
+
+        The purge entry is committed first, then every SQL row goes, then the entry is applied to
+        the vector index and the graph in this request. If that fails, nothing reports success:
+        `PurgeIncomplete` (503) is raised and the drain retries the entry (repeating the request
+        is safe). The entry deletes only what SQL no longer holds, so replayed late it never
+        touches what the user wrote after the purge."""
         entry = OutboxEntry(tenant=tenant, op=OutboxOp.PURGE_SCOPE, payload={"user_id": user_id})
         with self.records.unit_of_work() as uow:
             uow.enqueue([entry])
-        self.indexer.apply([entry])
         self.recall_log.forget(tenant, user_id)
         counts = self.records.purge_user(tenant, user_id)
         self.recall_log.forget(tenant, user_id)  # a search that raced the purge
-        with self.records.unit_of_work() as uow:
+        with self.records.unit_of_work() as uow:  # the audit record names no one
             uow.log([EventLog(tenant=tenant, user_id=None, kind="user.purge", actor=actor,
-                              payload={"user_id": user_id, "counts": counts})])
+                              payload={"user": pseudonym(tenant, user_id), "counts": counts})])
+        delivered = self.outbox.deliver([entry])  # a done purge entry is deleted: it named the user
+        self.records.scrub()
+        if delivered != 1:
+            raise PurgeIncomplete(
+                "the user's records are deleted, but the vector index or the graph could not be purged yet; "
+                "the purge is retried in the background (repeat the request to confirm)",
+                details={"deleted": counts},
+            )
         return counts
 
     # -- graph, feedback, skills, policies -----------------------------------------------
@@ -356,12 +393,14 @@ class MemoryOS:
             for u, ids in by_user.items() for op in (OutboxOp.UPSERT_VECTORS, OutboxOp.INDEX_GRAPH)
         ]
         with self.records.unit_of_work() as uow:
+            for uid in sorted({c.user_id for c in cubes}):
+                uow.touch_scope(tenant, uid)
             uow.add_messages(messages)
             uow.import_memories(cubes, versions)
             uow.enqueue(entries)
             uow.log([EventLog(tenant=tenant, user_id=None, kind="import", actor=actor,
                               payload={"memories": len(cubes), "messages": len(messages)})])
-        self.indexer.apply(entries)
+        self.outbox.deliver(entries)
         return len(cubes)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -16,6 +17,12 @@ def utcnow() -> datetime:
 
 def new_id() -> str:
     return str(uuid.uuid4())
+
+
+def pseudonym(tenant: str, user_id: str) -> str:
+    """A stable stand-in for a user in audit records that must not name them (SHA-256, 16 hex):
+    whoever knows the user id can check that a record is about them; nobody can read it off."""
+    return "sha256:" + hashlib.sha256(f"{tenant}\x00{user_id}".encode()).hexdigest()[:16]
 
 
 def as_utc(value: datetime | None) -> datetime | None:
@@ -157,16 +164,24 @@ class MemoryVersion(BaseModel):
 
 
 class OutboxOp(StrEnum):
+    """What an outbox entry makes a derived store do. Every op converges the store on what SQL holds
+    when it runs (see `memsvc.indexer`), so a late, repeated or reordered run does no harm."""
+
     UPSERT_VECTORS = "upsert_vectors"
     DELETE_VECTORS = "delete_vectors"
     SET_STATUS = "set_status"
     INDEX_GRAPH = "index_graph"
     DELETE_GRAPH = "delete_graph"
+    REINDEX_GRAPH = "reindex_graph"
     PURGE_SCOPE = "purge_scope"
 
 
 class OutboxEntry(BaseModel):
-    """A pending change to a derived store (vectors, graph), committed with the SQL write."""
+    """A pending change to a derived store (vectors, graph), committed with the SQL write.
+
+    `next_at` None: the request that committed the entry applies it, and the outbox drain takes it
+    over only after its grace period (a crash in between); a time: the drain applies it then (a
+    retry after backoff, or work deferred off the request). `dead_at`: the attempts ran out."""
 
     id: int | None = None
     tenant: str
@@ -174,6 +189,18 @@ class OutboxEntry(BaseModel):
     payload: dict[str, Any]
     created_at: datetime = Field(default_factory=utcnow)
     attempts: int = 0
+    next_at: datetime | None = None
+    dead_at: datetime | None = None
+    last_error: str | None = None
+
+    @property
+    def memory_ids(self) -> list[str]:
+        ids = self.payload.get("ids")
+        return [str(i) for i in ids] if isinstance(ids, list) else []
+
+    @property
+    def scope(self) -> tuple[str, str]:
+        return self.tenant, str(self.payload.get("user_id", ""))
 
 
 class ApiKey(BaseModel):

@@ -28,6 +28,7 @@ from memsvc.models import (
     MemoryVersion,
     Mention,
     OutboxEntry,
+    OutboxOp,
     Relation,
     StoredMessage,
 )
@@ -76,6 +77,13 @@ class UnitOfWork(Protocol):
     def save_memory(self, cube: MemoryCube, change: ChangeKind, *, actor: str | None = None) -> None:
         """Overwrite the cube's row with `cube` (caller has bumped `version`) and append its snapshot."""
 
+    def guard_scope(self, tenant: str, user_id: str, expected: int | None) -> None:
+        """Commit only if the scope's version is still `expected` (None: no version yet), and bump
+        it; otherwise the commit raises `ScopeChanged` and nothing is written. Stage it first."""
+
+    def touch_scope(self, tenant: str, user_id: str) -> None:
+        """Bump the scope's version, whatever it is."""
+
     def enqueue(self, entries: Sequence[OutboxEntry]) -> None:
         """Stage outbox entries; each entry's `id` is set once the rows are flushed."""
 
@@ -112,11 +120,41 @@ class RecordStore(Protocol):
     def purge_user(self, tenant: str, user_id: str) -> dict[str, int]:
         """Delete every row of the scope (messages, memories, versions, logs, jobs); counts per table."""
 
-    def pending_outbox(self, limit: int = 100) -> list[OutboxEntry]: ...
+    def scope_version(self, tenant: str, user_id: str) -> int | None:
+        """The scope's version: it changes with every committed change of its records."""
+
+    def slot_holders(self, tenant: str, user_id: str, slot: str, types: Sequence[MemoryType]) -> list[MemoryCube]:
+        """Active cubes of `types` in the scope whose metadata sets the single-valued `slot`."""
+
+    def unindexed_memory_ids(self, tenant: str, user_id: str) -> set[str]:
+        """Memories of the scope with a vector-index change not done yet (pending, retrying, dead)."""
+
+    def scrub(self) -> None:
+        """Make rows deleted so far unrecoverable from the store's own files (e.g. a WAL)."""
+
+    def pending_outbox(self, limit: int = 100, *, after: int | None = None) -> list[OutboxEntry]:
+        """Entries not done and not dead, oldest first (ids above `after`)."""
+
+    def due_outbox(
+        self, now: datetime, fresh_before: datetime, limit: int = 100, *, ops_now: Sequence[OutboxOp] = (),
+    ) -> list[OutboxEntry]:
+        """Entries to apply now, oldest first: `next_at <= now`, or unscheduled and either created
+        before `fresh_before` (their request did not apply them) or of an op in `ops_now`."""
 
     def complete_outbox(self, ids: Sequence[int]) -> None: ...
 
-    def fail_outbox(self, entry_id: int, error: str) -> None: ...
+    def fail_outbox(self, entry_id: int, error: str, *, retry_at: datetime | None = None) -> None:
+        """Count a failed attempt: retried from `retry_at`, or a dead letter when it is None."""
+
+    def dead_outbox(self, limit: int = 100) -> list[OutboxEntry]: ...
+
+    def revive_outbox(self, ids: Sequence[int] | None = None) -> int:
+        """Dead entries (these, or all) get fresh attempts, due now; how many."""
+
+    def outbox_stats(self, now: datetime) -> dict[str, Any]:
+        """`pending`, `retrying`, `dead` counts and `oldest_age_s` of the oldest live entry."""
+
+    def prune_outbox(self, done_before: datetime) -> int: ...
 
     def add_key(self, key: ApiKey) -> None: ...
 
@@ -223,6 +261,16 @@ class VectorFilter:
     ids: Sequence[str] | None = None
 
 
+@dataclass(frozen=True)
+class PointState:
+    """What reconciliation compares with SQL: a stored point's scope and status."""
+
+    id: str
+    tenant: str
+    user_id: str
+    status: str
+
+
 class VectorIndex(Protocol):
     """Dense and keyword search over memory points, filtered by payload."""
 
@@ -242,6 +290,13 @@ class VectorIndex(Protocol):
         """BM25 keyword ranking over the points' texts, best first; empty when nothing matches."""
 
     def count(self, flt: VectorFilter) -> int: ...
+
+    def scan(self, flt: VectorFilter, limit: int, cursor: str | None = None) -> tuple[list[PointState], str | None]:
+        """Points matching `flt`, `limit` at a time in the index's id order; the next page's cursor
+        (None after the last page)."""
+
+    def states(self, ids: Sequence[str]) -> dict[str, PointState]:
+        """The points among `ids` that the index holds."""
 
     def flush(self) -> None: ...
 

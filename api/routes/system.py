@@ -20,22 +20,27 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", responses={503: {"description": "a backend is not ready (same body, `status: not_ready`)"}})
+@router.get("/readyz", responses={
+    200: {"description": "`ready`, or `degraded` when outbox entries are dead letters (served, but some changes "
+                         "never reached the vector index or the graph; `outbox` has the counts)"},
+    503: {"description": "a backend is not ready (same body, `status: not_ready`)"}})
 def readyz(os_: MemoryOSDep) -> Any:
     checks: dict[str, str] = {}
+    outbox: dict[str, Any] | None = None
     try:
-        pending = len(os_.records.pending_outbox(limit=1000))
+        outbox = os_.outbox.stats()
         checks["records"] = "ok"
     except Exception as exc:  # report, don't raise: this endpoint is for probes
         checks["records"] = f"error: {type(exc).__name__}"
-        pending = -1
     try:
         os_.vectors.count(VectorFilter(tenant="__readyz__"))
         checks["vectors"] = "ok"
     except Exception as exc:
         checks["vectors"] = f"error: {type(exc).__name__}"
     ok = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ready" if ok else "not_ready", "checks": checks, "outbox_pending": pending},
+    status = "not_ready" if not ok else "degraded" if outbox and outbox["dead"] else "ready"
+    pending = outbox["pending"] + outbox["retrying"] if outbox else -1
+    return JSONResponse({"status": status, "checks": checks, "outbox": outbox, "outbox_pending": pending},
                         status_code=200 if ok else 503)
 
 

@@ -22,12 +22,16 @@ from datetime import datetime
 
 from memsvc.models import Relation, as_utc
 
+# The single-valued slots, one vocabulary for both levels of supersession: a fact cube's `_slot`
+# (memsvc.write.extract) and a relation's predicate family here.
+RESIDENCE, EMPLOYER, SPOUSE = "residence", "employer", "spouse"
+
 FAMILIES: dict[str, frozenset[str]] = {
-    "residence": frozenset({
+    RESIDENCE: frozenset({
         "live in", "live at", "move to", "move into", "relocate to", "reside in", "settle in", "be based in",
     }),
-    "employer": frozenset({"work at", "work for", "be employed by", "be employed at"}),
-    "spouse": frozenset({"marry", "be married to", "wed"}),
+    EMPLOYER: frozenset({"work at", "work for", "be employed by", "be employed at"}),
+    SPOUSE: frozenset({"marry", "be married to", "wed"}),
 }
 _FAMILY_OF = {p: fam for fam, preds in FAMILIES.items() for p in preds}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from memsvc.graph.temporal import EMPLOYER, RESIDENCE
 from memsvc.models import MemoryType
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n+")
@@ -32,8 +33,8 @@ _FACT = re.compile(
     re.IGNORECASE,
 )
 _SLOTS: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"\bI(?:'ve| have)? (?:just |recently |finally )?(?:live|lives|living|moved|relocated|am based|'m based) (?:in|to)\b", re.I), "residence"),
-    (re.compile(r"\bI(?:'ve| have)? (?:just |recently )?(?:work|started working) (?:at|for)\b", re.I), "employer"),
+    (re.compile(r"\bI(?:'ve| have)? (?:just |recently |finally )?(?:live|lives|living|moved|relocated|am based|'m based) (?:in|to)\b", re.I), RESIDENCE),
+    (re.compile(r"\bI(?:'ve| have)? (?:just |recently )?(?:work|started working) (?:at|for)\b", re.I), EMPLOYER),
     (re.compile(r"\bmy ((?:\w+ ){0,2}?\w+?)(?:'s name)? (?:is|are|was) (?:called|named)\b", re.I), "name:{0}"),
     (re.compile(r"\bmy (fav(?:ou?rite)? (?:\w+ ){0,2}?\w+) (?:is|are)\b", re.I), "{0}"),
     (re.compile(r"\bmy ((?:\w+ )?(?:name|age|birthday|job|job title|occupation|email|phone number|address|hometown))(?: is|'s)\b", re.I), "{0}"),

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from memsvc.config import Limits, WriteConfig
-from memsvc.errors import PayloadTooLarge
+from memsvc.config import Limits, OutboxConfig, WriteConfig
+from memsvc.errors import PayloadTooLarge, ScopeChanged
 from memsvc.indexer import Indexer
 from memsvc.learn.features import write_features
 from memsvc.models import (
@@ -31,10 +31,17 @@ from memsvc.models import (
     new_id,
     utcnow,
 )
-from memsvc.ports import GateModel, RecordStore, VectorFilter, VectorIndex
+from memsvc.outbox import Outbox
+from memsvc.ports import GateModel, RecordStore, VectorIndex
 from memsvc.schemas import MessageIn, Skipped, WriteRequest, WriteResult
 from memsvc.write.extract import FactCandidate, extract_facts, extract_procedure
+from memsvc.write.scope import RecentVectors, ScopeView
 from memsvc.write.stages import GateDecision, heuristic_gate, segment
+
+# A write plans against the scope version it read and commits only if it is still current; when
+# another writer (thread or process) got in first, it plans again, at most this many times.
+PLAN_ATTEMPTS = 8
+UNGUARDED = -1  # `_Plan.scope_version` of a plan not made by `write` (commits whatever the version)
 
 
 def episodic_content(role: Role, name: str | None, text: str) -> str:
@@ -56,6 +63,7 @@ class _Plan:
     new: list[MemoryCube] = field(default_factory=list)
     superseded: list[MemoryCube] = field(default_factory=list)
     embeddings: dict[str, np.ndarray] = field(default_factory=dict)
+    scope_version: int | None = UNGUARDED  # the scope version the plan was made against
 
 
 def assign_message_ids(req: WriteRequest) -> WriteRequest:
@@ -69,14 +77,16 @@ def assign_message_ids(req: WriteRequest) -> WriteRequest:
 class WritePipeline:
     def __init__(
         self, records: RecordStore, vectors: VectorIndex, indexer: Indexer,
-        limits: Limits, config: WriteConfig, gate: GateModel | None = None,
+        limits: Limits, config: WriteConfig, gate: GateModel | None = None, outbox: Outbox | None = None,
     ) -> None:
         self.records = records
         self.gate = gate if gate is not None and gate.has("write") else None
         self.vectors = vectors
         self.indexer = indexer
+        self.outbox = outbox if outbox is not None else Outbox(records, indexer, OutboxConfig())
         self.limits = limits
         self.config = config
+        self._recent = RecentVectors()
         self._locks: defaultdict[tuple[str, str], threading.Lock] = defaultdict(threading.Lock)
         self._locks_guard = threading.Lock()
 
@@ -98,18 +108,32 @@ class WritePipeline:
             return self._locks[(tenant, user_id)]
 
     def write(self, tenant: str, req: WriteRequest, *, actor: str | None = None) -> WriteResult:
+        """Plan against the scope as SQL holds it, commit if nobody changed the scope meanwhile
+        (else plan again), then apply the outbox entries (`memsvc.outbox`)."""
         self.check_limits(req)
         req = assign_message_ids(req)
-        with self._scope_lock(tenant, req.user_id):
-            known = self.records.known_message_ids(tenant, req.user_id, [m.id for m in req.messages if m.id])
-            fresh = [m for m in req.messages if m.id not in known]
-            skipped = [Skipped(message_id=m.id, reason="duplicate message id") for m in req.messages if m.id in known and m.id]
-            if not fresh:
-                return WriteResult(written=[], skipped=skipped)
-            plan = self._plan(tenant, req, fresh)
-            entries = self._commit(tenant, req, plan, actor)
-        self.indexer.apply(entries, plan.embeddings)
-        return WriteResult(written=[c.public() for c in plan.new], skipped=skipped)
+        for attempt in range(PLAN_ATTEMPTS):
+            # The lock spares this process's own writers the re-planning; other processes are kept
+            # out by the version the commit checks.
+            with self._scope_lock(tenant, req.user_id):
+                version = self.records.scope_version(tenant, req.user_id)
+                known = self.records.known_message_ids(tenant, req.user_id, [m.id for m in req.messages if m.id])
+                fresh = [m for m in req.messages if m.id not in known]
+                skipped = [Skipped(message_id=m.id, reason="duplicate message id") for m in req.messages if m.id in known and m.id]
+                if not fresh:
+                    return WriteResult(written=[], skipped=skipped)
+                plan = self._plan(tenant, req, fresh)
+                plan.scope_version = version
+                try:
+                    entries = self._commit(tenant, req, plan, actor)
+                except ScopeChanged:
+                    if attempt == PLAN_ATTEMPTS - 1:
+                        raise
+                    continue
+            self._recent.put({c.id: plan.embeddings[c.id] for c in plan.new if c.id in plan.embeddings})
+            self.outbox.deliver(entries, plan.embeddings)
+            return WriteResult(written=[c.public() for c in plan.new], skipped=skipped)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _plan(self, tenant: str, req: WriteRequest, fresh: list[MessageIn]) -> _Plan:
         plan = _Plan()
@@ -182,25 +206,25 @@ class WritePipeline:
         )
 
     def _resolve(self, tenant: str, user_id: str, facts: list[tuple[MemoryCube, str | None]], plan: _Plan) -> None:
-        """Drop repeats of known facts; let a newer value of a single-valued slot supersede the older."""
+        """Drop repeats of known facts; let a newer value of a single-valued slot supersede the older.
+        Known facts are what SQL holds (`memsvc.write.scope`), not what the index has seen yet."""
         accepted: list[MemoryCube] = []
         by_slot: dict[str, MemoryCube] = {}
         stored_old: dict[str, MemoryCube] = {}
+        view = ScopeView(self.records, self.vectors, tenant, user_id, self.config.dedup_threshold,
+                         self.indexer.embed, self._recent)
         for cube, slot in facts:
             vec = plan.embeddings[cube.id]
             if any(float(vec @ plan.embeddings[a.id]) >= self.config.dedup_threshold for a in accepted):
                 continue
-            hits = self.vectors.search(
-                vec.tolist(), VectorFilter(tenant=tenant, user_id=user_id, types=[cube.type], statuses=[MemoryStatus.ACTIVE]), 1
-            )
-            if hits and hits[0][1] >= self.config.dedup_threshold:
+            if view.repeats(cube.type, vec):
                 continue
             accepted.append(cube)
             if slot is None:
                 continue
             current = cube
             rivals = [by_slot[slot]] if slot in by_slot else []
-            for old in self._slot_holders(tenant, user_id, slot, vec):
+            for old in view.slot_holders(slot):
                 rivals.append(stored_old.setdefault(old.id, old))
             for rival in rivals:
                 if rival.status is not MemoryStatus.ACTIVE or rival is current:
@@ -214,15 +238,6 @@ class WritePipeline:
             by_slot[slot] = current
         plan.new.extend(accepted)
 
-    def _slot_holders(self, tenant: str, user_id: str, slot: str, vec: np.ndarray) -> list[MemoryCube]:
-        """Active stored facts that set the same slot (nearest first)."""
-        flt = VectorFilter(
-            tenant=tenant, user_id=user_id, types=[MemoryType.SEMANTIC, MemoryType.REFINED],
-            statuses=[MemoryStatus.ACTIVE], metadata={SLOT_KEY: slot},
-        )
-        ids = [i for i, _ in self.vectors.search(vec.tolist(), flt, 20)]
-        return self.records.get_memories(tenant, ids)
-
     def _commit(self, tenant: str, req: WriteRequest, plan: _Plan, actor: str | None) -> list[OutboxEntry]:
         new_ids = [c.id for c in plan.new]
         entries = [OutboxEntry(tenant=tenant, op=OutboxOp.UPSERT_VECTORS, payload={"user_id": req.user_id, "ids": new_ids})]
@@ -234,6 +249,10 @@ class WritePipeline:
         if self.config.extract_entities:
             entries.append(OutboxEntry(tenant=tenant, op=OutboxOp.INDEX_GRAPH, payload={"user_id": req.user_id, "ids": new_ids}))
         with self.records.unit_of_work() as uow:
+            if plan.scope_version == UNGUARDED:
+                uow.touch_scope(tenant, req.user_id)
+            else:
+                uow.guard_scope(tenant, req.user_id, plan.scope_version)
             uow.add_messages(plan.messages)
             uow.insert_memories(plan.new, actor=actor)
             for old in plan.superseded:

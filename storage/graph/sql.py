@@ -6,8 +6,10 @@ dicts, loaded from SQL once per scope and then updated in place by every `upsert
 per write); the CSR matrices are rebuilt from the cache only when a snapshot is asked for
 after a change. Deletes drop the cached scopes they touch.
 
-The cache belongs to this process: several processes writing one database would each see
-only their own writes until a delete or a restart (see the report on a scope version row).
+Several processes (API nodes) share the database: every change of a scope's graph rows bumps
+the scope's `graph_version` (table `scopes`) in the same transaction, and every read compares
+the cached version with it (one primary-key lookup), reloading the scope when another process
+changed it. A purge deletes the scope row, which also invalidates every node's cache.
 """
 
 from __future__ import annotations
@@ -44,9 +46,10 @@ from storage.graph.common import (
     referenced_ids,
 )
 from storage.sql import schema
-from storage.sql.engine import WRITE, translate_errors
+from storage.sql.engine import WRITE, dialect_insert, translate_errors
+from storage.sql.unit_of_work import fresh_version
 
-E, R, M = schema.entities, schema.relations, schema.mentions
+E, R, M, S = schema.entities, schema.relations, schema.mentions, schema.scopes
 Scope = tuple[str, str]
 
 
@@ -64,6 +67,7 @@ class _ScopeCache:
     relations: dict[str, tuple[int, int, float]] = field(default_factory=dict)
     facts: dict[str, Relation] = field(default_factory=dict)
     snapshot: GraphSnapshot | None = None
+    version: int | None = None  # the scope's graph_version this cache reflects
 
     def add_entity(self, entity_id: str, keys: set[str], name: str = "") -> None:
         idx = self.entity_index.get(entity_id)
@@ -149,9 +153,14 @@ class SqlGraphStore:
             return cache
 
     def _scope(self, tenant: str, user_id: str) -> _ScopeCache:
-        """The scope's cache, loading it from SQL on first use (call with the scope lock held)."""
+        """The scope's cache, loaded from SQL on first use and again whenever another process
+        changed the scope since (call with the scope lock held)."""
         scope = (tenant, user_id)
         cache = self._cached(scope)
+        if cache is not None:
+            with self._read() as conn:
+                if _graph_version(conn, tenant, user_id) != cache.version:
+                    cache = None
         if cache is None:
             cache = self._load(tenant, user_id)
             with self._lock:
@@ -162,13 +171,20 @@ class SqlGraphStore:
 
     def _invalidate(self, scopes: Sequence[Scope]) -> None:
         for scope in scopes:
-            with self._scope_lock(scope), self._lock:
-                self._cache.pop(scope, None)
+            with self._scope_lock(scope):
+                self._drop(scope)
+
+    def _drop(self, scope: Scope) -> None:
+        with self._lock:
+            self._cache.pop(scope, None)
 
     def _load(self, tenant: str, user_id: str) -> _ScopeCache:
         self.loads += 1
         cache = _ScopeCache()
         with self._read() as conn:
+            # The version first: a change committed while the rows are read leaves the cache at an
+            # older version than its rows, so the next read loads again (never the reverse).
+            cache.version = _graph_version(conn, tenant, user_id)
             for row in conn.execute(
                 select(E.c.id, E.c.name, E.c.aliases)
                 .where(E.c.tenant == tenant, E.c.user_id == user_id)
@@ -214,8 +230,12 @@ class SqlGraphStore:
                         raise missing_entities(tenant, user_id, outside - found)
                 self._write_mentions(conn, tenant, user_id, ments)
                 self._write_relations(conn, rels, now)
+                version = _bump_graph_version(conn, tenant, user_id)
             cache = self._cached(scope)
-            if cache is not None:
+            if cache is not None and (cache.version is None or version != cache.version + 1):
+                self._drop(scope)  # another process wrote in between: reload on the next read
+            elif cache is not None:
+                cache.version = version
                 for entity_id, keys in stored.items():
                     cache.add_entity(entity_id, keys, names[entity_id])
                 for m in ments:
@@ -340,6 +360,8 @@ class SqlGraphStore:
                 conn.execute(delete(R).where(or_(R.c.subject_id.in_(part), R.c.object_id.in_(part))))
                 conn.execute(delete(E).where(E.c.id.in_(part)))
             _recount(conn, sorted(affected - orphans))
+            for t_, u_ in sorted(scopes):
+                _bump_graph_version(conn, t_, u_)
         self._invalidate(sorted(scopes))
 
     def delete_scope(self, tenant: str, user_id: str) -> int:
@@ -350,6 +372,9 @@ class SqlGraphStore:
             conn.execute(delete(M).where(M.c.tenant == tenant, M.c.user_id == user_id))
             conn.execute(delete(R).where(R.c.tenant == tenant, R.c.user_id == user_id))
             conn.execute(delete(E).where(*where))
+            # No row is created for a scope being emptied (it would keep the user's id).
+            conn.execute(update(S).where(S.c.tenant == tenant, S.c.user_id == user_id)
+                         .values(graph_version=S.c.graph_version + 1))
         self._invalidate([(tenant, user_id)])
         return int(removed)
 
@@ -423,6 +448,21 @@ class SqlGraphStore:
     def close(self) -> None:
         with self._lock:
             self._cache.clear()
+
+
+def _graph_version(conn: Connection, tenant: str, user_id: str) -> int | None:
+    stmt = select(S.c.graph_version).where(S.c.tenant == tenant, S.c.user_id == user_id)
+    return conn.execute(stmt).scalar_one_or_none()
+
+
+def _bump_graph_version(conn: Connection, tenant: str, user_id: str) -> int:
+    """graph_version + 1 (a new scope row starts from the clock); the new version."""
+    v = fresh_version()
+    stmt = dialect_insert(conn.dialect.name, S).values(tenant=tenant, user_id=user_id, version=v, graph_version=v)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[S.c.tenant, S.c.user_id], set_={"graph_version": S.c.graph_version + 1},
+    ).returning(S.c.graph_version)
+    return int(conn.execute(stmt).scalar_one())
 
 
 def _recount(conn: Connection, entity_ids: Sequence[str]) -> None:

@@ -36,6 +36,7 @@ from sqlalchemy.engine import Connection, Row
 
 from memsvc.errors import InvalidInput, NotFound
 from memsvc.models import (
+    SLOT_KEY,
     ApiKey,
     ChangeKind,
     EventLog,
@@ -46,6 +47,7 @@ from memsvc.models import (
     OutboxEntry,
     OutboxOp,
     StoredMessage,
+    as_utc,
     utcnow,
 )
 from memsvc.ports import MemoryQuery, Page, ScopeStats
@@ -230,10 +232,13 @@ class SqlRecordStore(JobRows):
         truncated, and `secure_delete` (set per connection) has zeroed the freed pages, so the
         purged content is gone from the database files too.
         """
-        m, v, o, j = t.memories, t.memory_versions, t.outbox, t.jobs
+        m, v, o, j, s = t.memories, t.memory_versions, t.outbox, t.jobs, t.scopes
         scoped: list[Table] = [t.messages, t.events, t.entities, t.relations, t.mentions]
         counts: dict[str, int] = {}
         with self._write() as conn:
+            # First, so that the scope row's lock orders this purge against concurrent writes: a
+            # write that commits first is purged too, one that comes after plans again (no row).
+            conn.execute(delete(s).where(s.c.tenant == tenant, s.c.user_id == user_id))
             own_ids = select(m.c.id).where(m.c.tenant == tenant, m.c.user_id == user_id)
             counts["memory_versions"] = conn.execute(
                 delete(v).where(v.c.tenant == tenant, v.c.memory_id.in_(own_ids))
@@ -246,7 +251,10 @@ class SqlRecordStore(JobRows):
                     delete(table).where(table.c.tenant == tenant, table.c.user_id == user_id)
                 ).rowcount
             counts["jobs"] = conn.execute(
-                delete(j).where(j.c.tenant == tenant, j.c.request[("body", "user_id")].as_string() == user_id)
+                delete(j).where(j.c.tenant == tenant, or_(
+                    j.c.request[("body", "user_id")].as_string() == user_id,  # `wait: false` writes
+                    j.c.request["user_id"].as_string() == user_id,  # background jobs about one user
+                ))
             ).rowcount
             keep = and_(o.c.done_at.is_(None), o.c.op == OutboxOp.PURGE_SCOPE.value)
             counts["outbox"] = conn.execute(
@@ -258,6 +266,13 @@ class SqlRecordStore(JobRows):
             self._checkpoint()
         return counts
 
+    def scrub(self) -> None:
+        """Leave no deleted row in the database files: on SQLite, `secure_delete` has zeroed the freed
+        pages, and the WAL (which still holds the old pages) is checkpointed and truncated. Nothing to
+        do on PostgreSQL (its files are the server's)."""
+        if not self._pg:
+            self._checkpoint()
+
     def _checkpoint(self) -> None:
         """Copy the WAL into the database file and truncate it (outside any transaction)."""
         raw = self._engine.raw_connection()
@@ -266,35 +281,121 @@ class SqlRecordStore(JobRows):
         finally:
             raw.close()
 
+    # -- scopes ---------------------------------------------------------------------------
+
+    def scope_version(self, tenant: str, user_id: str) -> int | None:
+        """The scope's record version (None before its first write and after a purge)."""
+        sc = t.scopes
+        with self._read() as conn:
+            return conn.execute(
+                select(sc.c.version).where(sc.c.tenant == tenant, sc.c.user_id == user_id)
+            ).scalar_one_or_none()
+
+    def slot_holders(self, tenant: str, user_id: str, slot: str, types: Sequence[MemoryType]) -> list[MemoryCube]:
+        """Active cubes of `types` in the scope that set the single-valued `slot`, oldest first."""
+        m = t.memories
+        stmt = select(m).where(
+            m.c.tenant == tenant, m.c.user_id == user_id, m.c.status == MemoryStatus.ACTIVE.value,
+            m.c.type.in_([x.value for x in types]), m.c["metadata"][SLOT_KEY].as_string() == slot,
+        ).order_by(m.c.created_at, m.c.id)
+        with self._read() as conn:
+            return [_cube(r) for r in conn.execute(stmt)]
+
+    def unindexed_memory_ids(self, tenant: str, user_id: str) -> set[str]:
+        """Memories of the scope whose vector-index state is not confirmed yet (an entry that
+        changes their point is not done: pending, retrying or dead)."""
+        o = t.outbox
+        ops = [OutboxOp.UPSERT_VECTORS.value, OutboxOp.SET_STATUS.value, OutboxOp.DELETE_VECTORS.value]
+        stmt = select(o.c.payload).where(
+            o.c.done_at.is_(None), o.c.tenant == tenant, o.c.op.in_(ops),
+            o.c.payload["user_id"].as_string() == user_id,
+        )
+        with self._read() as conn:
+            return {str(i) for payload in conn.execute(stmt).scalars() for i in payload.get("ids", [])}
+
     # -- outbox ---------------------------------------------------------------------------
 
-    def pending_outbox(self, limit: int = 100) -> list[OutboxEntry]:
-        """Entries not yet done, oldest first, across all tenants."""
+    def pending_outbox(self, limit: int = 100, *, after: int | None = None) -> list[OutboxEntry]:
+        """Entries not done and not dead, oldest first (ids above `after`), across all tenants."""
         o = t.outbox
-        stmt = select(o).where(o.c.done_at.is_(None)).order_by(o.c.id).limit(limit)
+        stmt = select(o).where(o.c.done_at.is_(None), o.c.dead_at.is_(None)).order_by(o.c.id).limit(limit)
+        if after is not None:
+            stmt = stmt.where(o.c.id > after)
         with self._read() as conn:
-            return [
-                OutboxEntry(
-                    id=r.id, tenant=r.tenant, op=OutboxOp(r.op), payload=r.payload,
-                    created_at=r.created_at, attempts=r.attempts,
-                )
-                for r in conn.execute(stmt)
-            ]
+            return [_entry(r) for r in conn.execute(stmt)]
+
+    def due_outbox(
+        self, now: datetime, fresh_before: datetime, limit: int = 100, *, ops_now: Sequence[OutboxOp] = (),
+    ) -> list[OutboxEntry]:
+        """Entries for the drain, oldest first: not done, not dead, and due (`next_at <= now`; or
+        never scheduled and either created before `fresh_before`, i.e. left by the request that
+        wrote them, or of an op in `ops_now`, which requests leave to the drain)."""
+        o = t.outbox
+        unscheduled = or_(o.c.created_at <= fresh_before, o.c.op.in_([x.value for x in ops_now]))
+        due = or_(o.c.next_at <= now, and_(o.c.next_at.is_(None), unscheduled))
+        stmt = select(o).where(o.c.done_at.is_(None), o.c.dead_at.is_(None), due).order_by(o.c.id).limit(limit)
+        with self._read() as conn:
+            return [_entry(r) for r in conn.execute(stmt)]
 
     def complete_outbox(self, ids: Sequence[int]) -> None:
-        """Mark entries done (`done_at`); the rows stay as an audit trail until the scope is purged."""
+        """Mark entries done (`done_at`); the rows stay as an audit trail until pruned or the scope is
+        purged. A done `purge_scope` entry is deleted: it names the purged user."""
         o = t.outbox
         now = utcnow()
         with self._write() as conn:
             for chunk in _chunks(ids):
+                conn.execute(delete(o).where(o.c.id.in_(chunk), o.c.op == OutboxOp.PURGE_SCOPE.value))
                 conn.execute(update(o).where(o.c.id.in_(chunk), o.c.done_at.is_(None)).values(done_at=now))
 
-    def fail_outbox(self, entry_id: int, error: str) -> None:
+    def fail_outbox(self, entry_id: int, error: str, *, retry_at: datetime | None = None) -> None:
+        """Count a failed attempt; the entry is retried from `retry_at`, or dead when that is None."""
+        o = t.outbox
+        values: dict[str, Any] = {"attempts": o.c.attempts + 1, "last_error": error[:2000]}
+        if retry_at is None:
+            values["dead_at"] = utcnow()
+        else:
+            values["next_at"] = retry_at
+        with self._write() as conn:
+            conn.execute(update(o).where(o.c.id == entry_id, o.c.done_at.is_(None)).values(**values))
+
+    def dead_outbox(self, limit: int = 100) -> list[OutboxEntry]:
+        """Dead letters, newest first."""
+        o = t.outbox
+        stmt = select(o).where(o.c.done_at.is_(None), o.c.dead_at.is_not(None)).order_by(o.c.id.desc()).limit(limit)
+        with self._read() as conn:
+            return [_entry(r) for r in conn.execute(stmt)]
+
+    def revive_outbox(self, ids: Sequence[int] | None = None) -> int:
+        """Give dead entries (these, or all) a fresh set of attempts, due now; how many."""
+        o = t.outbox
+        stmt = update(o).where(o.c.done_at.is_(None), o.c.dead_at.is_not(None))
+        if ids is not None:
+            stmt = stmt.where(o.c.id.in_(list(ids)))
+        with self._write() as conn:
+            return int(conn.execute(stmt.values(dead_at=None, attempts=0, next_at=utcnow())).rowcount)
+
+    def outbox_stats(self, now: datetime) -> dict[str, Any]:
+        """Counts of entries not done: `pending` (never failed), `retrying`, `dead`; and the
+        creation time of the oldest one that is not dead."""
+        o = t.outbox
+        live = and_(o.c.done_at.is_(None), o.c.dead_at.is_(None))
+        stmt = select(
+            func.count().filter(live, o.c.attempts == 0).label("pending"),
+            func.count().filter(live, o.c.attempts > 0).label("retrying"),
+            func.count().filter(o.c.done_at.is_(None), o.c.dead_at.is_not(None)).label("dead"),
+            func.min(o.c.created_at).filter(live).label("oldest"),
+        ).where(o.c.done_at.is_(None))
+        with self._read() as conn:
+            row = conn.execute(stmt).one()
+        oldest = _parse_time(row.oldest)
+        return {"pending": int(row.pending), "retrying": int(row.retrying), "dead": int(row.dead),
+                "oldest_age_s": max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0}
+
+    def prune_outbox(self, done_before: datetime) -> int:
+        """Delete done entries finished before the time; how many."""
         o = t.outbox
         with self._write() as conn:
-            conn.execute(
-                update(o).where(o.c.id == entry_id).values(attempts=o.c.attempts + 1, last_error=error)
-            )
+            return int(conn.execute(delete(o).where(o.c.done_at.is_not(None), o.c.done_at < done_before)).rowcount)
 
     # -- keys, jobs, events ---------------------------------------------------------------
 
@@ -421,6 +522,20 @@ class SqlRecordStore(JobRows):
 
 def _cube(row: Row[Any]) -> MemoryCube:
     return MemoryCube.model_validate(row._mapping)
+
+
+def _entry(r: Row[Any]) -> OutboxEntry:
+    return OutboxEntry(
+        id=r.id, tenant=r.tenant, op=OutboxOp(r.op), payload=r.payload, created_at=r.created_at,
+        attempts=r.attempts, next_at=r.next_at, dead_at=r.dead_at, last_error=r.last_error,
+    )
+
+
+def _parse_time(value: Any) -> datetime | None:
+    """An aggregate's datetime, which SQLite hands back as text."""
+    if value is None:
+        return None
+    return as_utc(value if isinstance(value, datetime) else datetime.fromisoformat(str(value)))
 
 
 def _encode_cursor(value: list[Any]) -> str:

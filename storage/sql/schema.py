@@ -140,8 +140,24 @@ outbox = Table(
     Column("attempts", Integer(), nullable=False),
     Column("last_error", Text()),
     Column("done_at", UTCDateTime()),
+    Column("next_at", UTCDateTime()),  # null: the writing request applies it (the drain after a grace)
+    Column("dead_at", UTCDateTime()),  # attempts ran out: a dead letter, until revived
     Index(None, "done_at", "id"),
     Index(None, "tenant"),
+)
+
+# One row per user scope with data: `version` grows with every committed change of the scope's
+# records (a write plans against one version and commits only if it is still current), and
+# `graph_version` with every change of its graph rows (a node's graph cache checks it per read).
+# A purge deletes the row; a new row starts from the clock, so a version never repeats.
+scopes = Table(
+    "scopes",
+    metadata,
+    Column("tenant", String(), nullable=False),
+    Column("user_id", String(), nullable=False),
+    Column("version", BigInteger(), nullable=False),
+    Column("graph_version", BigInteger(), nullable=False),
+    PrimaryKeyConstraint("tenant", "user_id"),
 )
 
 api_keys = Table(
@@ -264,4 +280,5 @@ __all__ = [
     "metadata",
     "outbox",
     "relations",
+    "scopes",
 ]

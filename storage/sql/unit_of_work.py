@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from functools import partial
@@ -10,7 +11,7 @@ from typing import Any
 from sqlalchemy import Insert, Table, and_, insert, select, update
 from sqlalchemy.engine import Connection
 
-from memsvc.errors import Conflict, NotFound
+from memsvc.errors import Conflict, NotFound, ScopeChanged
 from memsvc.models import ChangeKind, EventLog, MemoryCube, MemoryVersion, OutboxEntry, StoredMessage, utcnow
 from storage.sql import schema as t
 from storage.sql.engine import dialect_insert
@@ -38,6 +39,17 @@ class SqlUnitOfWork:
         if self._ops is None:
             raise RuntimeError("unit of work already finished")
         self._ops.append(op)
+
+    def guard_scope(self, tenant: str, user_id: str, expected: int | None) -> None:
+        """Commit only while the scope is still at `expected` (None: has no row); bumps it.
+
+        Staged first by a write, so that on PostgreSQL the scope row's lock is taken before any
+        other row is touched; a mismatch raises `ScopeChanged` and nothing commits."""
+        self._stage(partial(_guard_scope, tenant, user_id, expected))
+
+    def touch_scope(self, tenant: str, user_id: str) -> None:
+        """Bump the scope's version (creating its row), whatever it was."""
+        self._stage(partial(_touch_scope, tenant, user_id))
 
     def add_messages(self, messages: Sequence[StoredMessage]) -> None:
         """Insert messages; ids already stored for the scope are ignored (idempotent)."""
@@ -78,7 +90,7 @@ class SqlUnitOfWork:
         rows = [
             {
                 "tenant": e.tenant, "op": e.op.value, "payload": e.model_dump(mode="json")["payload"],
-                "created_at": e.created_at, "attempts": e.attempts,
+                "created_at": e.created_at, "attempts": e.attempts, "next_at": e.next_at,
             }
             for e in entries
         ]
@@ -111,6 +123,35 @@ def _execute(stmt: Insert, rows: list[dict[str, Any]], conn: Connection) -> None
 
 def _insert_ignore(table: Table, rows: list[dict[str, Any]], conn: Connection) -> None:
     conn.execute(dialect_insert(conn.dialect.name, table).on_conflict_do_nothing(), rows)
+
+
+def fresh_version() -> int:
+    """A new scope row's first version: the clock in microseconds, so that a row deleted by a
+    purge and created again never repeats a version an earlier row had (a cache keyed by it
+    cannot mistake the new scope for the old)."""
+    return time.time_ns() // 1000
+
+
+def _guard_scope(tenant: str, user_id: str, expected: int | None, conn: Connection) -> None:
+    s = t.scopes
+    if expected is None:
+        v = fresh_version()
+        stmt = dialect_insert(conn.dialect.name, s).values(
+            tenant=tenant, user_id=user_id, version=v, graph_version=v,
+        ).on_conflict_do_nothing().execution_options(preserve_rowcount=True)
+    else:
+        stmt = update(s).where(s.c.tenant == tenant, s.c.user_id == user_id, s.c.version == expected) \
+            .values(version=s.c.version + 1)
+    if conn.execute(stmt).rowcount != 1:
+        raise ScopeChanged(f"user {user_id} changed while this write was planned")
+
+
+def _touch_scope(tenant: str, user_id: str, conn: Connection) -> None:
+    s = t.scopes
+    v = fresh_version()
+    stmt = dialect_insert(conn.dialect.name, s).values(tenant=tenant, user_id=user_id, version=v, graph_version=v)
+    conn.execute(stmt.on_conflict_do_update(index_elements=[s.c.tenant, s.c.user_id],
+                                            set_={"version": s.c.version + 1}))
 
 
 def _assign_ids(entries: list[OutboxEntry], ids: list[int]) -> None:

@@ -20,7 +20,7 @@ import qdrant_edge as qe
 
 from memsvc.errors import BackendUnavailable, InvalidInput
 from memsvc.models import as_utc
-from memsvc.ports import VectorFilter, VectorPayload
+from memsvc.ports import PointState, VectorFilter, VectorPayload
 
 DENSE = "dense"
 SPARSE = "bm25"
@@ -90,6 +90,12 @@ def _encode_value(value: Any) -> Any:
     if value is None or isinstance(value, str | int | float):
         return value
     return str(value)
+
+
+def point_state(point_id: Any, payload: dict[str, Any] | None) -> PointState:
+    payload = payload or {}
+    return PointState(str(point_id), str(payload.get("tenant", "")), str(payload.get("user_id", "")),
+                      str(payload.get("status", "")))
 
 
 # --------------------------------------------------------------------------- filter tree

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import qdrant_edge as qe
 
-from memsvc.ports import VectorFilter, VectorPayload, VectorPoint
+from memsvc.ports import PointState, VectorFilter, VectorPayload, VectorPoint
 from storage.vectors import common as c
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ MIN_OPTIMIZE_AFTER = 1_000
 # GIL (with qdrant's defaults each run merged into two ever larger segments: 3-4x the time).
 MAX_SEGMENT_POINTS = 32_000
 SEGMENTS = 8
+_STATE_FIELDS = ["tenant", "user_id", "status"]
 
 
 class EdgeVectorIndex:
@@ -147,6 +148,24 @@ class EdgeVectorIndex:
             return 0
         with self._gate.enter():
             return int(self._shard.count(qe.CountRequest(exact=True, filter=_filter(c.build_condition(flt)))))
+
+    def scan(self, flt: VectorFilter, limit: int, cursor: str | None = None) -> tuple[list[PointState], str | None]:
+        if c.matches_nothing(flt):
+            return [], None
+        request = qe.ScrollRequest(
+            offset=cursor, limit=limit, filter=_filter(c.build_condition(flt)),
+            with_payload=_STATE_FIELDS, with_vector=False,
+        )
+        with self._gate.enter():
+            records, after = self._shard.scroll(request)
+        return [c.point_state(r.id, r.payload) for r in records], (str(after) if after is not None else None)
+
+    def states(self, ids: Sequence[str]) -> dict[str, PointState]:
+        if not ids:
+            return {}
+        with self._gate.enter():
+            records = self._shard.retrieve(list(dict.fromkeys(ids)), _STATE_FIELDS, False)
+        return {str(r.id): c.point_state(r.id, r.payload) for r in records}
 
     # ------------------------------------------------------------------ maintenance
 

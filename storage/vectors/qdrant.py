@@ -17,10 +17,11 @@ from typing import Any
 from qdrant_client import QdrantClient, models
 
 from memsvc.errors import InvalidInput
-from memsvc.ports import VectorFilter, VectorPayload, VectorPoint
+from memsvc.ports import PointState, VectorFilter, VectorPayload, VectorPoint
 from storage.vectors import common as c
 
 UPSERT_BATCH = 256
+_STATE_FIELDS = ["tenant", "user_id", "status"]
 
 
 class QdrantVectorIndex:
@@ -128,6 +129,24 @@ class QdrantVectorIndex:
         with self._call():
             result = self.client.count(self.collection, count_filter=_filter(c.build_condition(flt)), exact=True)
         return int(result.count)
+
+    def scan(self, flt: VectorFilter, limit: int, cursor: str | None = None) -> tuple[list[PointState], str | None]:
+        if c.matches_nothing(flt):
+            return [], None
+        with self._call():
+            records, after = self.client.scroll(
+                self.collection, scroll_filter=_filter(c.build_condition(flt)), limit=limit, offset=cursor,
+                with_payload=_STATE_FIELDS, with_vectors=False,
+            )
+        return [c.point_state(r.id, r.payload) for r in records], (str(after) if after is not None else None)
+
+    def states(self, ids: Sequence[str]) -> dict[str, PointState]:
+        if not ids:
+            return {}
+        with self._call():
+            records = self.client.retrieve(self.collection, list(dict.fromkeys(ids)), with_payload=_STATE_FIELDS,
+                                           with_vectors=False)
+        return {str(r.id): c.point_state(r.id, r.payload) for r in records}
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -57,3 +57,50 @@ async def test_purge_leaves_no_marker_in_the_data_dir(client: ClientFactory, key
     assert (await a.delete("/v1/users/alice")).status_code == 200
     memory_os.vectors.flush()
     assert holding_the_marker() == []  # every file: SQLite database, WAL, Qdrant shard
+
+
+def _write_marked(os_: MemoryOS, marker: str) -> None:
+    from memsvc.schemas import MessageIn, WriteRequest
+
+    os_.add("t", WriteRequest(
+        user_id=f"alice{marker}", session_id=f"s{marker}", metadata={"k": f"v{marker}"},
+        messages=[MessageIn(id=f"m{marker}", role="user", name=f"Zed{marker}",
+                            content=f"I moved to Berlin{marker}; my code word is {marker}.")]))
+    os_.add("t", WriteRequest(user_id="bob", messages=[MessageIn(role="user", content="I like green tea.")]))
+
+
+def _holding(root: Path, marker: str, under: str = "") -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in (root / under).rglob("*")
+                  if p.is_file() and marker.encode() in p.read_bytes())
+
+
+def test_purge_leaves_no_marker_in_the_record_files_after_a_stop_and_a_restart(tmp_path: Path) -> None:
+    """Markers in the user id, session id, metadata, speaker and content; the SQLite files are
+    scanned right after the purge, after a clean stop and after a restart."""
+    from storage.registry import build_memory_os
+    from tests.api.conftest import make_settings
+
+    os1 = build_memory_os(make_settings(tmp_path), start=False)
+    _write_marked(os1, MARKER)
+    assert "memsvc.db-wal" in _holding(tmp_path, MARKER)
+    os1.purge_user("t", f"alice{MARKER}")
+    db = [p for p in _holding(tmp_path, MARKER) if p.startswith("memsvc.db")]
+    os1.close()
+    stopped = [p for p in _holding(tmp_path, MARKER) if p.startswith("memsvc.db")]
+    os2 = build_memory_os(make_settings(tmp_path), start=False)
+    restarted = [p for p in _holding(tmp_path, MARKER) if p.startswith("memsvc.db")]
+    os2.close()
+    assert (db, stopped, restarted) == ([], [], [])
+
+
+@pytest.mark.xfail(strict=True, reason="qdrant-edge keeps deleted points' payloads in its segments, payload "
+                   "indexes and WAL until a compaction that the embedded engine does not run at this size")
+def test_purge_leaves_no_marker_in_the_vector_shard_after_a_stop(tmp_path: Path) -> None:
+    from storage.registry import build_memory_os
+    from tests.api.conftest import make_settings
+
+    os1 = build_memory_os(make_settings(tmp_path), start=False)
+    _write_marked(os1, MARKER)
+    os1.purge_user("t", f"alice{MARKER}")
+    os1.close()
+    assert _holding(tmp_path, MARKER, "vectors") == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -297,7 +299,10 @@ def test_sql_snapshot_follows_upserts_without_reloading(engine: Any) -> None:
         again = store.snapshot(T1, U1)
     finally:
         event.remove(engine, "before_cursor_execute", count)
-    assert statements == [] and store.loads == 1
+    # Only the scope's version is read (another node may have changed the scope): no reload.
+    selects = [s for s in statements if s.startswith("SELECT")]
+    assert len(selects) == 2 and all("FROM scopes" in s for s in selects)
+    assert store.loads == 1
     assert again is after
     assert after.entity_ids[:4] == before.entity_ids and after.entity_ids[4] == eid("rome")
     assert after.memory_ids == ["m1", "m2", "m3"]
@@ -343,3 +348,40 @@ def test_extraction_to_ranked_memories(store: GraphStore, nlp: Language) -> None
     ranked = [snap.memory_ids[i] for i in np.argsort(-scores, kind="stable")]
     assert ranked[0] == "m1" and ranked[-1] == "m3"
     assert scores[snap.memory_ids.index("m3")] == 0.0  # another component: no mass
+
+
+WRITER = """
+import sys
+from sqlalchemy import create_engine
+from storage.graph.sql import SqlGraphStore
+from tests.graph.test_graph_store import T1, U1, ent, men, rel
+store = SqlGraphStore(create_engine(sys.argv[1]))
+if sys.argv[2] == "add":
+    store.upsert(T1, U1, [ent("Oslo"), ent("Alice")], [rel("alice", "live in", "oslo", "m9")],
+                 [men("m9", "alice"), men("m9", "oslo")])
+else:
+    store.delete_memories(T1, ["m9"])
+"""
+
+
+def test_sql_cache_sees_another_process_writes_and_deletes(tmp_path: Path) -> None:
+    from storage.sql import SqlRecordStore
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    records = SqlRecordStore.from_url(url)
+    records.migrate()
+    store = SqlGraphStore(records.engine)
+    try:
+        write_alice(store)
+        assert "m9" not in store.snapshot(T1, U1).memory_ids
+        repo = Path(__file__).resolve().parents[2]
+        for step in ("add", "delete"):
+            done = subprocess.run([sys.executable, "-c", WRITER, url, step], cwd=repo, capture_output=True, text=True)
+            assert done.returncode == 0, done.stderr
+            snap = store.snapshot(T1, U1)
+            assert ("m9" in snap.memory_ids) is (step == "add"), step
+            assert (eid("oslo") in store.catalog(T1, U1).entity_ids) is (step == "add"), step
+        assert store.loads == 3  # first use, then once after each change by the other process
+    finally:
+        store.close()
+        records.close()

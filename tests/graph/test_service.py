@@ -17,8 +17,8 @@ from memsvc.graph.service import SYNONYM, GraphService, synonym_pairs
 from memsvc.models import Entity, MemoryCube, MemoryType, Mention
 from memsvc.ports import Completion, Embedder, GraphStore, VectorFilter
 from storage.graph.sql import SqlGraphStore
-from storage.graph_wiring import extraction_llm, graph_functions
 from storage.llm import OpenAIChat
+from storage.registry import extraction_llm, graph_functions
 from storage.sql import schema
 from storage.sql.engine import make_engine, sqlite_url
 

@@ -25,6 +25,7 @@ from memsvc.models import (
     OutboxOp,
     Role,
     StoredMessage,
+    utcnow,
 )
 from memsvc.ports import MemoryQuery
 from storage.sql import SqlRecordStore, records
@@ -319,17 +320,51 @@ def test_outbox_pending_complete_fail(record_store: SqlRecordStore) -> None:
     assert [e.id for e in record_store.pending_outbox(limit=2)] == [first, second]
 
     record_store.complete_outbox([first, third])
-    record_store.fail_outbox(second, "qdrant down")
-    record_store.fail_outbox(second, "still down")
+    soon = utcnow() + timedelta(seconds=30)
+    record_store.fail_outbox(second, "qdrant down", retry_at=soon)
+    record_store.fail_outbox(second, "still down", retry_at=soon)
     (left,) = record_store.pending_outbox()
-    assert (left.id, left.attempts) == (second, 2)
+    assert (left.id, left.attempts, left.next_at, left.last_error) == (second, 2, soon, "still down")
     with record_store.engine.connect() as conn:
-        row = conn.execute(select(t.outbox).where(t.outbox.c.id == second)).one()
         done = conn.execute(select(func.count()).where(t.outbox.c.done_at.is_not(None))).scalar()
-    assert row.last_error == "still down"
     assert done == 2
+    now = utcnow()
+    assert record_store.due_outbox(now, now) == []  # its retry is not due yet
+    assert [e.id for e in record_store.due_outbox(soon, now)] == [second]
+    assert record_store.outbox_stats(now)["retrying"] == 1
+
+    record_store.fail_outbox(second, "gave up")  # no retry: a dead letter
+    assert record_store.pending_outbox() == [] and record_store.due_outbox(soon, soon) == []
+    (dead,) = record_store.dead_outbox()
+    assert (dead.id, dead.attempts, dead.last_error) == (second, 3, "gave up") and dead.dead_at is not None
+    assert {k: v for k, v in record_store.outbox_stats(now).items() if k != "oldest_age_s"} == {
+        "pending": 0, "retrying": 0, "dead": 1}
+    assert record_store.revive_outbox([second]) == 1
+    (revived,) = record_store.due_outbox(utcnow(), now)
+    assert (revived.id, revived.attempts, revived.dead_at) == (second, 0, None)
     record_store.complete_outbox([second])
-    assert record_store.pending_outbox() == []
+    assert record_store.pending_outbox() == [] and record_store.dead_outbox() == []
+    assert record_store.prune_outbox(utcnow() + timedelta(seconds=1)) == 3
+
+
+def test_outbox_due_after_grace_and_purge_entries_leave_no_row(record_store: SqlRecordStore) -> None:
+    fresh = OutboxEntry(tenant="acme", op=OutboxOp.UPSERT_VECTORS, payload={"user_id": "u", "ids": ["m1"]})
+    graph = OutboxEntry(tenant="acme", op=OutboxOp.INDEX_GRAPH, payload={"user_id": "u", "ids": ["m1"]})
+    purge = OutboxEntry(tenant="acme", op=OutboxOp.PURGE_SCOPE, payload={"user_id": "u"})
+    with record_store.unit_of_work() as uow:
+        uow.enqueue([fresh, graph, purge])
+    now = utcnow()
+    before = now - timedelta(seconds=10)
+    assert record_store.due_outbox(now, before) == []  # left to the request during the grace
+    assert [e.id for e in record_store.due_outbox(now, before, ops_now=[OutboxOp.INDEX_GRAPH])] == [graph.id]
+    assert [e.id for e in record_store.due_outbox(now, now + timedelta(seconds=1))] == [fresh.id, graph.id, purge.id]
+    assert record_store.unindexed_memory_ids("acme", "u") == {"m1"}
+    assert record_store.unindexed_memory_ids("acme", "v") == set()
+    record_store.complete_outbox([fresh.id, graph.id, purge.id])  # type: ignore[list-item]
+    with record_store.engine.connect() as conn:
+        ops = conn.execute(select(t.outbox.c.op).order_by(t.outbox.c.id)).scalars().all()
+    assert ops == ["upsert_vectors", "index_graph"]  # the done purge entry, naming the user, is gone
+    assert record_store.unindexed_memory_ids("acme", "u") == set()
 
 
 def test_keys_by_hash(record_store: SqlRecordStore) -> None:

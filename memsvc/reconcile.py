@@ -1,0 +1,142 @@
+"""Reconciliation: compare SQL with the vector index and the graph, and repair drift.
+
+The outbox keeps the derived stores in step with SQL; this job is the safety net for what it
+cannot see (a store restored from an old backup, a point written by a request whose memory was
+purged meanwhile, a dead letter). Per tenant:
+
+- **orphan points**: points whose memory SQL does not hold (or holds as deleted) are deleted;
+- **stale points**: points whose payload status differs from SQL get SQL's payload;
+- **missing points**: memories SQL holds (any status but deleted) without a point are indexed;
+- **orphan graph memories**: memories in a user's graph that SQL does not hold are removed
+  from the graph (with the entities only they named).
+
+Memories with an outbox entry not done yet are left alone (that entry is on its way). Points are
+read before SQL, so a point written meanwhile belongs to a memory SQL already shows. A memory
+whose graph extraction never ran cannot be told from one that names no entity, so missing graph
+records are not detected (the outbox and its dead letters cover them).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from memsvc.indexer import Indexer, indexed, payload_of
+from memsvc.jobs import JobContext
+from memsvc.models import Job, OutboxEntry, OutboxOp
+from memsvc.ports import GraphStore, RecordStore, VectorFilter, VectorIndex
+
+log = logging.getLogger(__name__)
+
+RECONCILE_JOB = "reconcile"
+PAGE = 500
+
+
+@dataclass
+class ReconcileResult:
+    tenants: int = 0
+    points_scanned: int = 0
+    memories_scanned: int = 0
+    orphan_points: int = 0
+    stale_points: int = 0
+    missing_points: int = 0
+    orphan_graph_memories: int = 0
+    interrupted: bool = False
+
+    @property
+    def repaired(self) -> int:
+        return self.orphan_points + self.stale_points + self.missing_points + self.orphan_graph_memories
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "repaired": self.repaired}
+
+
+class Reconciler:
+    def __init__(self, records: RecordStore, vectors: VectorIndex, indexer: Indexer, graph: GraphStore | None) -> None:
+        self.records = records
+        self.vectors = vectors
+        self.indexer = indexer
+        self.graph = graph
+
+    def run(self, job: Job, ctx: JobContext) -> dict[str, Any]:
+        """The periodic job (`memsvc.jobs` Handler); the counts are the job's result."""
+        return self.reconcile(cancelled=ctx.cancelled, heartbeat=ctx.heartbeat).as_dict()
+
+    def reconcile(
+        self, *, cancelled: threading.Event | None = None, heartbeat: Callable[[], None] | None = None,
+    ) -> ReconcileResult:
+        result = ReconcileResult()
+        for tenant in self.records.tenants():
+            if cancelled is not None and cancelled.is_set():
+                result.interrupted = True
+                break
+            result.tenants += 1
+            self._points(tenant, result)
+            self._memories(tenant, result)
+            self._graph(tenant, result)
+            if heartbeat is not None:
+                heartbeat()
+        if result.repaired:
+            log.warning("reconciliation repaired drift: %s", result.as_dict())
+        return result
+
+    def _in_flight(self) -> set[str]:
+        return {i for e in self.records.pending_outbox(limit=100_000) for i in e.memory_ids}
+
+    def _points(self, tenant: str, result: ReconcileResult) -> None:
+        cursor: str | None = None
+        while True:
+            page, cursor = self.vectors.scan(VectorFilter(tenant=tenant), PAGE, cursor)
+            result.points_scanned += len(page)
+            held = {c.id: c for c in self.records.get_memories(tenant, [p.id for p in page])}
+            busy = self._in_flight()
+            orphans = [p.id for p in page if p.id not in busy and (p.id not in held or not indexed(held[p.id]))]
+            stale = [held[p.id] for p in page if p.id in held and p.id not in busy and indexed(held[p.id])
+                     and (p.status, p.user_id) != (held[p.id].status.value, held[p.id].user_id)]
+            if orphans:
+                self.vectors.delete(orphans)
+                result.orphan_points += len(orphans)
+            if stale:
+                self.vectors.set_payload([(c.id, payload_of(c)) for c in stale])
+                result.stale_points += len(stale)
+            if cursor is None:
+                return
+
+    def _memories(self, tenant: str, result: ReconcileResult) -> None:
+        batch: list[Any] = []
+        for cube in self.records.iter_memories(tenant):
+            result.memories_scanned += 1
+            if indexed(cube):
+                batch.append(cube)
+            if len(batch) >= PAGE:
+                self._index_missing(tenant, batch, result)
+                batch = []
+        if batch:
+            self._index_missing(tenant, batch, result)
+
+    def _index_missing(self, tenant: str, cubes: list[Any], result: ReconcileResult) -> None:
+        busy = self._in_flight()
+        have = self.vectors.states([c.id for c in cubes])
+        missing = [c for c in cubes if c.id not in have and c.id not in busy]
+        for user_id in sorted({c.user_id for c in missing}):
+            ids = [c.id for c in missing if c.user_id == user_id]
+            self.indexer.apply(OutboxEntry(tenant=tenant, op=OutboxOp.UPSERT_VECTORS,
+                                           payload={"user_id": user_id, "ids": ids}))
+            result.missing_points += len(ids)
+
+    def _graph(self, tenant: str, result: ReconcileResult) -> None:
+        if self.graph is None:
+            return
+        for stats in self.records.scope_stats(tenant):
+            snap = self.graph.snapshot(tenant, stats.user_id)
+            if not snap.memory_ids:
+                continue
+            busy = self._in_flight()
+            held = {c.id for c in self.records.get_memories(tenant, snap.memory_ids) if indexed(c)}
+            orphans = [m for m in snap.memory_ids if m not in held and m not in busy]
+            if orphans:
+                self.graph.delete_memories(tenant, orphans)
+                result.orphan_graph_memories += len(orphans)
