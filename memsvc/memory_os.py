@@ -32,7 +32,18 @@ from memsvc.models import (
     StoredMessage,
     utcnow,
 )
-from memsvc.ports import Embedder, GateModel, GraphStore, MemoryQuery, Page, RecordStore, VectorIndex
+from memsvc.ports import (
+    LLM,
+    Embedder,
+    GateModel,
+    GraphStore,
+    MemoryQuery,
+    Page,
+    RecordStore,
+    SkillController,
+    SkillExecutor,
+    VectorIndex,
+)
 from memsvc.read import EntityResolver, GraphRetriever, ReadPipeline
 from memsvc.retrieval.presets import PRESETS
 from memsvc.schemas import (
@@ -44,6 +55,10 @@ from memsvc.schemas import (
     WriteResult,
 )
 from memsvc.skills import SkillCard, load_skill_bank
+from memsvc.skills.controller import TriggerController
+from memsvc.skills.offline import DigestExecutor, DigestFn
+from memsvc.skills.registry import default_executors
+from memsvc.skills.runtime import SkillRuntime
 from memsvc.write.pipeline import WritePipeline, assign_message_ids
 
 log = logging.getLogger(__name__)
@@ -64,6 +79,9 @@ class MemoryOS:
         entity_resolver: EntityResolver | None = None,
         skills_dir: Path | None = None,
         gate: GateModel | None = None,
+        skill_controller: SkillController | None = None,
+        llm: LLM | None = None,
+        digest: DigestFn | None = None,
     ) -> None:
         self.settings = settings
         self.records = records
@@ -72,11 +90,20 @@ class MemoryOS:
         self.graph = graph
         self.gate = gate
         self.indexer = Indexer(records, vectors, embedder, graph, graph_extractor)
-        self.writer = WritePipeline(records, vectors, self.indexer, settings.limits, settings.write, gate=gate)
+        self.skills_dir = settings.skills.dir or skills_dir
+        self.skill_bank: list[SkillCard] = load_skill_bank(self.skills_dir)
+        if not any(c.selection == "always" for c in self.skill_bank):
+            raise ValueError(f"the skill bank at {self.skills_dir} has no card with `selection: always` "
+                             "(the episodic turn): the write path would keep nothing")
+        executors: list[SkillExecutor] = default_executors(llm, settings.skills)
+        if digest is not None:
+            executors.append(DigestExecutor(digest))
+        self.skill_runtime = SkillRuntime(self.skill_bank, executors, skill_controller or TriggerController())
+        self.writer = WritePipeline(records, vectors, self.indexer, settings.limits, settings.write,
+                                    skills=self.skill_runtime, skills_config=settings.skills, gate=gate)
         self.reader = ReadPipeline(
             records, vectors, embedder, settings.search, settings.limits, graph_retriever, entity_resolver, gate=gate
         )
-        self.skill_bank: list[SkillCard] = load_skill_bank(skills_dir)
         self._jobs = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memsvc-jobs")
         # Jobs queued or running in this node's worker: the queue `max_queued_jobs` bounds. Counted
         # here, not in the database, because each node drains only its own queue.

@@ -26,7 +26,7 @@ from memsvc.config import (
     SqliteRecords,
 )
 from memsvc.memory_os import MemoryOS
-from memsvc.ports import LLM, Embedder, GateModel, GraphStore, RecordStore, VectorIndex
+from memsvc.ports import LLM, Embedder, GateModel, GraphStore, RecordStore, SkillController, VectorIndex
 
 log = logging.getLogger(__name__)
 SKILLS_DIR = Path(__file__).resolve().parent.parent / "skills"
@@ -133,6 +133,34 @@ def build_llm(settings: Settings) -> LLM | None:
     return factory(settings.llm) if factory else None
 
 
+def build_skill_controller(settings: Settings) -> SkillController:
+    """The configured skill controller; `learned` falls back to the card triggers without an artefact."""
+    return CONTROLLERS[settings.skills.controller](settings)
+
+
+def _trigger_controller(settings: Settings) -> SkillController:
+    from memsvc.skills.controller import TriggerController
+
+    return TriggerController()
+
+
+def _all_controller(settings: Settings) -> SkillController:
+    from memsvc.skills.controller import AllSkillsController
+
+    return AllSkillsController()
+
+
+def _learned_controller(settings: Settings) -> SkillController:
+    from memsvc.skills.controller import TriggerController
+
+    log.warning("no skill controller artefact: the card triggers choose skills (train one with `memsvc train skills`)")
+    return TriggerController()
+
+
+CONTROLLERS: dict[str, Callable[[Settings], SkillController]] = {
+    "heuristic": _trigger_controller, "all": _all_controller, "learned": _learned_controller,
+}
+
 _EMBEDDER_CACHE: dict[str, Embedder] = {}
 
 
@@ -161,6 +189,7 @@ def build_memory_os(settings: Settings, *, start: bool = True) -> MemoryOS:
     os_ = MemoryOS(
         settings, records, vectors, embedder, graph=graph, graph_extractor=extractor,
         graph_retriever=retriever, entity_resolver=resolver, skills_dir=SKILLS_DIR, gate=build_gates(settings),
+        skill_controller=build_skill_controller(settings), llm=build_llm(settings),
     )
     if start:
         os_.start()

@@ -229,7 +229,7 @@ async def test_edit_records_a_version_with_a_diff_and_an_audit_entry(
     assert r.status_code == 303 and r.headers["location"] == f"/admin/memories/{mid}?done=updated"
     cube = memory_os.get("tenant-a", mid)
     assert (cube.content, cube.importance, cube.metadata, cube.version) == (
-        "Alice moved to Hamburg in May 2023.", 0.9, {"checked": True, SLOT_KEY: "residence"}, 2)
+        "Alice moved to Hamburg in May 2023.", 0.9, {"checked": True, SLOT_KEY: "alice/residence"}, 2)
     html = (await c.get(r.headers["location"])).text
     assert "<del>Berlin</del><ins>Hamburg</ins>" in html
     assert re.search(r"<th>importance</th><td><del>[01]\.\d+</del></td><td>→</td><td><ins>0\.9</ins>", html)
