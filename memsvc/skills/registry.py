@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from memsvc.config import SkillsConfig
 from memsvc.ports import LLM, SkillExecutor
+from memsvc.skills.llm import LLMExecutor
 from memsvc.skills.offline import (
     AgentExecutor,
     ProceduresExecutor,
@@ -20,4 +21,7 @@ def default_executors(llm: LLM | None, config: SkillsConfig) -> list[SkillExecut
         VerbatimExecutor(), StatementsExecutor(), EventsExecutor(), PlansExecutor(), RelationsExecutor(),
         ProceduresExecutor(), ToolResultsExecutor(), TermsExecutor(), AgentExecutor(),
     ]
+    if llm is not None:
+        executors.append(LLMExecutor(llm, context=config.llm_context, retries=config.llm_retries,
+                                     max_tokens=config.llm_max_tokens))
     return executors

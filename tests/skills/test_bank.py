@@ -165,7 +165,7 @@ def test_cards_limit_roles_and_triggers_choose(cards: list[SkillCard]) -> None:
     spans = [Span("u", Role.USER, "I moved to Lisbon last month.", MONDAY, name="Ann", index=0),
              Span("a", Role.ASSISTANT, "1. Pack\n2. Ship the boxes", MONDAY, index=1),
              Span("t", Role.TOOL, "200 OK: booked", MONDAY, name="movers", index=2)]
-    bank = [c for c in cards if c.selection == "controller"]
+    bank = [c for c in cards if c.selection == "controller" and c.executor == "offline"]
     every = AllSkillsController().select(spans, np.zeros((3, 4)), bank)
     assert every == [
         ["capture-events", "capture-personal-facts", "capture-plans", "capture-preferences",
@@ -191,6 +191,7 @@ def test_an_operation_the_card_does_not_allow_becomes_a_noop_with_a_reason(cards
 def test_every_card_parses_and_names_an_installed_executor(cards: list[SkillCard]) -> None:
     runtime = SkillRuntime(cards, default_executors(None, SkillsConfig()), TriggerController())
     inactive = {c.id: runtime.inactive_reason(c) for c in cards if not runtime.active(c)}
-    assert inactive == {"episode-digest": "no executor 'offline:digest' is installed"}
+    assert inactive == {"episode-digest": "no executor 'offline:digest' is installed",
+                        "llm-memory-manager": "no LLM configured (MEMSVC_LLM__KIND)"}
     assert all(set(c.sections) == {"Purpose", "When to use", "How to apply", "Constraints"} for c in cards)
     assert all(OpKind(o) for c in cards for o in c.operations)
