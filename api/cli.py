@@ -375,6 +375,7 @@ def _mount_eval() -> None:
     except ImportError:  # evals not installed
         return
     app.add_typer(eval_app, name="eval", help="Run the evaluation suite.")
+    import evals.train_skills  # noqa: F401  (registers `train skills` on train_app)
     from evals.train_gates import train_app
 
     app.add_typer(train_app, name="train", help="Train the learned parts on the development data.")

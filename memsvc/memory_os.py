@@ -59,6 +59,7 @@ from memsvc.skills.controller import TriggerController
 from memsvc.skills.offline import DigestExecutor, DigestFn
 from memsvc.skills.registry import default_executors
 from memsvc.skills.runtime import SkillRuntime
+from memsvc.skills.stats import ablation_of, skill_stats
 from memsvc.write.pipeline import WritePipeline, assign_message_ids
 
 log = logging.getLogger(__name__)
@@ -322,14 +323,38 @@ class MemoryOS:
     def skills(self) -> list[SkillCard]:
         return self.skill_bank
 
+    def skills_report(self, tenant: str) -> dict[str, Any]:
+        """The bank with each card's state, history and statistics (`GET /v1/skills`)."""
+        controller = self.skill_runtime.controller.describe()
+        stats = skill_stats(self.records, tenant)
+        ablation = ablation_of(controller.get("metrics"))
+        cards = []
+        for card in self.skill_runtime.cards:
+            cards.append({
+                **card.model_dump(), "active": self.skill_runtime.active(card),
+                "inactive_reason": self.skill_runtime.inactive_reason(card),
+                "stats": {**stats["writes"].get(card.id, {}), "recalled": stats["recalled"].get(card.id, 0)},
+                "development_ablation": ablation.get(card.id),
+            })
+        return {"skills": cards, "controller": {k: v for k, v in controller.items() if k != "metrics"},
+                "window": stats["window"]}
+
+    def reload_skills(self) -> list[SkillCard]:
+        """Read the bank's folder again (after the designer kept a card change)."""
+        self.skill_bank = load_skill_bank(self.skills_dir)
+        self.skill_runtime.load(self.skill_bank)
+        return self.skill_bank
+
     def policies(self, tenant: str) -> dict[str, Any]:
         stats = self.records.scope_stats(tenant)
         gates = self.gate.describe() if self.gate is not None else None
         heuristic_write = {"kind": "heuristic", "signals": ["phatic", "length", "numbers", "first_person", "role"]}
         return {
             "gates": gates,
+            "skill_controller": self.skill_runtime.controller.describe(),
             "write_gate": (
-                {"kind": "learned", "head": "write", "importance": "P(needed later)", "skills": "heuristic choice",
+                {"kind": "learned", "head": "write", "importance": "P(needed later)",
+                 "skills": f"chosen by the {self.skill_runtime.controller.name} skill controller",
                  "metrics": (gates or {}).get("metrics", {}).get("write", {})}
                 if self.writer.gate is not None else heuristic_write
             ),
