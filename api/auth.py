@@ -7,7 +7,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from memsvc.models import ApiKey
+from memsvc.errors import InvalidInput
+from memsvc.models import RESERVED_PREFIX, ApiKey
 from memsvc.ports import RecordStore
 
 KEY_PREFIX = "msk_"
@@ -23,6 +24,8 @@ def create_key(
     expires_at: datetime | None = None,
 ) -> tuple[ApiKey, str]:
     """Store a new key for `tenant`; returns the record and the plaintext (never stored)."""
+    if not tenant.strip() or tenant.startswith(RESERVED_PREFIX):
+        raise InvalidInput(f"tenant names must be non-empty and not start with {RESERVED_PREFIX!r} (reserved)")
     plaintext = KEY_PREFIX + secrets.token_urlsafe(32)
     key = ApiKey(tenant=tenant, key_hash=hash_key(plaintext), prefix=plaintext[:12], admin=admin, read_only=read_only,
                  expires_at=expires_at)

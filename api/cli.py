@@ -56,6 +56,30 @@ def serve(
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=settings.log_level)
 
 
+@app.command()
+def worker(data_dir: DataDir = None) -> None:
+    """Run background jobs only (no API): `wait: false` writes, outbox retries, sweeps. Several
+    workers and API nodes share one queue with `MEMSVC_JOBS__KIND=redis`; stop with SIGTERM or Ctrl-C
+    (a running job that does not finish within seconds is handed back and resumes elsewhere)."""
+    import signal
+    import threading
+
+    from storage.registry import build_memory_os
+
+    settings = _settings(data_dir)
+    if settings.jobs.workers < 1:
+        raise typer.BadParameter("a worker needs MEMSVC_JOBS__WORKERS >= 1")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    os_ = build_memory_os(settings)
+    typer.echo(f"memsvc worker {os_.jobs.owner}: {settings.jobs.workers} thread(s) on the {settings.jobs.kind} queue")
+    try:
+        stop.wait()
+    finally:
+        os_.close()
+
+
 @gates_app.command("serve")
 def gates_serve(
     host: Annotated[str, typer.Option(help="bind address")] = "127.0.0.1",
@@ -165,10 +189,14 @@ def keys_create(
 ) -> None:
     """Create an API key; the key is printed once, alone on the last line."""
     from api.auth import create_key
+    from memsvc.errors import InvalidInput
 
     expiry = _expiry(expires_in, expires_at)
     with _records(data_dir) as records:
-        key, plaintext = create_key(records, tenant, admin=admin, read_only=read_only, expires_at=expiry)
+        try:
+            key, plaintext = create_key(records, tenant, admin=admin, read_only=read_only, expires_at=expiry)
+        except InvalidInput as exc:
+            raise typer.BadParameter(exc.message, param_hint="--tenant") from None
     until = f", expires {expiry.isoformat()}" if expiry else ""
     typer.echo(f"created {_role(admin, read_only)} key {key.prefix}… for tenant {tenant!r}{until}; "
                "store it now, it is not shown again:")

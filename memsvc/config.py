@@ -156,6 +156,38 @@ class NoGates(_Section):
 GatesConfig = Annotated[LocalGates | RemoteGates | NoGates, Field(discriminator="kind")]
 
 
+class _JobsCommon(_Section):
+    workers: int = Field(1, ge=0, le=64, description="job worker threads in this process (0 = only enqueue, "
+                         "e.g. API nodes when `memsvc worker` processes consume)")
+    lease_s: float = Field(20.0, ge=1.0, description="a running job's lease, renewed while it runs; a crashed "
+                           "worker's job is claimed again once it runs out")
+    sweep_interval_s: float = Field(2.0, gt=0.0, description="how often a node hands due and orphaned jobs "
+                                    "(retries, expired leases) to the queue")
+    keep_done_s: float = Field(86_400.0, ge=0.0, description="finished periodic (system) jobs older than "
+                               "this are pruned; users' jobs stay until their user is purged")
+    scheduler: bool = Field(True, description="run periodic jobs from this process (each runs once per "
+                            "interval across all nodes)")
+
+
+class InProcessJobs(_JobsCommon):
+    """Jobs delivered to this process's own worker threads (the default, one node or several)."""
+
+    kind: Literal["inprocess"] = "inprocess"
+
+
+class RedisJobs(_JobsCommon):
+    """Jobs delivered through a Redis stream with a consumer group, so `memsvc worker` processes
+    and API nodes share one queue."""
+
+    kind: Literal["redis"] = "redis"
+    url: str = "redis://127.0.0.1:6379/0"
+    stream: str = Field("memsvc:jobs", description="stream key (one per deployment)")
+    group: str = Field("memsvc-workers", description="consumer group of the workers")
+
+
+JobsConfig = Annotated[InProcessJobs | RedisJobs, Field(discriminator="kind")]
+
+
 class Limits(_Section):
     max_body_bytes: int = 2_000_000
     max_messages: int = 500
@@ -163,7 +195,8 @@ class Limits(_Section):
     max_query_chars: int = 4_000
     max_top_k: int = Field(200, ge=1)
     max_list_limit: int = Field(500, ge=1)
-    max_queued_jobs: int = Field(256, ge=1, description="unfinished `wait: false` jobs per node; more get 429")
+    max_queued_jobs: int = Field(256, ge=1, description="unfinished `wait: false` jobs (all nodes together); "
+                                 "more get 429")
     rate_per_key: float = Field(
         0.0, ge=0.0, description="requests per second per API key (token bucket, per node); 0 = no limit")
     rate_burst: int = Field(20, ge=1, description="requests a key may make at once before `rate_per_key` applies")
@@ -224,6 +257,7 @@ class Settings(BaseSettings):
     embedder: EmbedderConfig = LocalEmbedder()
     llm: LLMConfig = NoLLM()
     gates: GatesConfig = LocalGates()
+    jobs: JobsConfig = InProcessJobs()
     limits: Limits = Limits()
     write: WriteConfig = WriteConfig()
     skills: SkillsConfig = SkillsConfig()

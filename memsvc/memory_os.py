@@ -5,17 +5,16 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import threading
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from memsvc.config import Settings
-from memsvc.errors import Conflict, InvalidInput, MemsvcError, NotFound, PayloadTooLarge, RateLimited
+from memsvc.errors import Conflict, InvalidInput, NotFound, PayloadTooLarge, RateLimited
 from memsvc.indexer import GraphExtractor, Indexer
+from memsvc.jobs import InProcessQueue, JobContext, JobRunner
 from memsvc.models import (
     RESERVED_PREFIX,
     ChangeKind,
@@ -37,6 +36,7 @@ from memsvc.ports import (
     Embedder,
     GateModel,
     GraphStore,
+    JobQueue,
     MemoryQuery,
     Page,
     RecordStore,
@@ -45,6 +45,7 @@ from memsvc.ports import (
     VectorIndex,
 )
 from memsvc.read import EntityResolver, GraphRetriever, ReadPipeline
+from memsvc.recall_log import RecallLog
 from memsvc.retrieval.presets import PRESETS
 from memsvc.schemas import (
     FeedbackRequest,
@@ -83,6 +84,7 @@ class MemoryOS:
         skill_controller: SkillController | None = None,
         llm: LLM | None = None,
         digest: DigestFn | None = None,
+        queue: JobQueue | None = None,
     ) -> None:
         self.settings = settings
         self.records = records
@@ -102,30 +104,33 @@ class MemoryOS:
         self.skill_runtime = SkillRuntime(self.skill_bank, executors, skill_controller or TriggerController())
         self.writer = WritePipeline(records, vectors, self.indexer, settings.limits, settings.write,
                                     skills=self.skill_runtime, skills_config=settings.skills, gate=gate)
+        self.recall_log = RecallLog(records)
         self.reader = ReadPipeline(
-            records, vectors, embedder, settings.search, settings.limits, graph_retriever, entity_resolver, gate=gate
+            records, vectors, embedder, settings.search, settings.limits, graph_retriever, entity_resolver, gate=gate,
+            recall_log=self.recall_log,
         )
-        self._jobs = ThreadPoolExecutor(max_workers=1, thread_name_prefix="memsvc-jobs")
-        # Jobs queued or running in this node's worker: the queue `max_queued_jobs` bounds. Counted
-        # here, not in the database, because each node drains only its own queue.
-        self._queued = 0
-        self._queued_lock = threading.Lock()
+        self.jobs = JobRunner(records, queue or InProcessQueue(settings.jobs.lease_s), settings.jobs)
+        self.jobs.register("write", self._write_job)
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> dict[str, int]:
-        """Start-up repair: replay the outbox, resume unfinished jobs."""
+        """Start-up repair: replay the outbox; start the job runner (its first sweep queues the jobs
+        left unfinished, wherever they were accepted)."""
         replayed = self.indexer.replay()
-        jobs = self.records.unfinished_jobs()
-        for job in jobs:
-            with self._queued_lock:
-                self._queued += 1
-            self._jobs.submit(self._run_queued, job)
-        if replayed or jobs:
-            log.info("start-up: replayed %d outbox entries, resumed %d jobs", replayed, len(jobs))
-        return {"outbox_replayed": replayed, "jobs_resumed": len(jobs)}
+        unfinished = self.records.count_jobs([JobState.PENDING, JobState.RUNNING])
+        if self.settings.jobs.workers == 0 and self.settings.jobs.kind == "inprocess":
+            log.warning("MEMSVC_JOBS__WORKERS=0 with the in-process queue: this process runs no background jobs")
+        self.jobs.start()
+        self.recall_log.start()
+        if replayed or unfinished:
+            log.info("start-up: replayed %d outbox entries, %d jobs unfinished", replayed, unfinished)
+        return {"outbox_replayed": replayed, "jobs_resumed": unfinished}
 
-    def close(self) -> None:
-        self._jobs.shutdown(wait=True)
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop within about `timeout_s`: running jobs that do not finish by then are handed back
+        (pending in the record store) and resume at the next start on any node."""
+        self.jobs.stop(timeout_s)
+        self.recall_log.close()
         self.vectors.flush()
         self.vectors.close()
         if self.graph is not None:
@@ -139,7 +144,7 @@ class MemoryOS:
         return self.writer.write(tenant, req, actor=actor)
 
     def submit(self, tenant: str, req: WriteRequest, *, actor: str | None = None) -> Job:
-        """Accept a write for the background worker; the job is stored before this returns."""
+        """Accept a write for the job runner; the job is stored before this returns."""
         self.writer.check_limits(req)
         req = assign_message_ids(req)
         body = req.model_dump(mode="json")
@@ -147,45 +152,16 @@ class MemoryOS:
             WriteRequest.model_validate(body)
         except ValidationError as exc:
             raise InvalidInput("request cannot be queued", details=exc.errors(include_url=False, include_context=False)) from None
-        job = Job(tenant=tenant, kind="write", request={"body": body, "actor": actor})
         cap = self.settings.limits.max_queued_jobs
-        with self._queued_lock:
-            if self._queued >= cap:
-                raise RateLimited(f"{cap} write jobs are waiting; retry later", retry_after=1)
-            self._queued += 1
-        try:
-            self.records.save_job(job)
-            self._jobs.submit(self._run_queued, job)
-        except BaseException:
-            self._release_slot()
-            raise
-        return job
+        if self.records.count_jobs([JobState.PENDING, JobState.RUNNING], kind="write") >= cap:
+            raise RateLimited(f"{cap} write jobs are waiting; retry later", retry_after=1)
+        return self.jobs.submit(tenant, "write", {"body": body, "actor": actor})
 
-    def _release_slot(self) -> None:
-        with self._queued_lock:
-            self._queued -= 1
-
-    def _run_queued(self, job: Job) -> None:
-        try:
-            self._run_job(job)
-        finally:
-            self._release_slot()
-
-    def _run_job(self, job: Job) -> None:
-        job.state = JobState.RUNNING
-        job.updated_at = utcnow()
-        self.records.save_job(job)
-        try:
-            req = WriteRequest.model_validate(job.request["body"])
-            result = self.writer.write(job.tenant, req, actor=job.request.get("actor"))
-            job.state, job.result = JobState.DONE, result.model_dump(mode="json")
-        except MemsvcError as exc:
-            job.state, job.error = JobState.FAILED, exc.to_dict()["error"]
-        except Exception as exc:  # keep the worker alive; the job records what went wrong
-            log.exception("job %s failed", job.id)
-            job.state, job.error = JobState.FAILED, {"code": "internal", "message": str(exc)}
-        job.updated_at = utcnow()
-        self.records.save_job(job)
+    def _write_job(self, job: Job, ctx: JobContext) -> dict[str, Any]:
+        """A `wait: false` write. Idempotent by message id: a rerun after a crash skips what the
+        first run committed."""
+        req = WriteRequest.model_validate(job.request["body"])
+        return self.writer.write(job.tenant, req, actor=job.request.get("actor")).model_dump(mode="json")
 
     def job(self, tenant: str, job_id: str) -> Job:
         job = self.records.get_job(tenant, job_id)
@@ -288,7 +264,9 @@ class MemoryOS:
         with self.records.unit_of_work() as uow:
             uow.enqueue([entry])
         self.indexer.apply([entry])
+        self.recall_log.forget(tenant, user_id)
         counts = self.records.purge_user(tenant, user_id)
+        self.recall_log.forget(tenant, user_id)  # a search that raced the purge
         with self.records.unit_of_work() as uow:
             uow.log([EventLog(tenant=tenant, user_id=None, kind="user.purge", actor=actor,
                               payload={"user_id": user_id, "counts": counts})])
@@ -326,6 +304,7 @@ class MemoryOS:
     def skills_report(self, tenant: str) -> dict[str, Any]:
         """The bank with each card's state, history and statistics (`GET /v1/skills`)."""
         controller = self.skill_runtime.controller.describe()
+        self.recall_log.flush()  # recalls still batched count too
         stats = skill_stats(self.records, tenant)
         ablation = ablation_of(controller.get("metrics"))
         cards = []

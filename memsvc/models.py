@@ -203,7 +203,18 @@ class JobState(StrEnum):
     FAILED = "failed"
 
 
+SYSTEM_TENANT = "_system"
+"""Tenant of the job runner's own periodic jobs. No API key can belong to it: tenants starting with
+`RESERVED_PREFIX` are refused when a key is created."""
+
+
 class Job(BaseModel):
+    """A unit of background work (a `wait: false` write, a periodic sweep …), stored before it is queued.
+
+    The row is the truth: a worker runs a job only after claiming it here (state `running` with a
+    lease), so two workers never run it at once, and a crashed worker's job is claimed again once its
+    lease runs out."""
+
     id: str = Field(default_factory=new_id)
     tenant: str
     kind: str
@@ -213,6 +224,11 @@ class Job(BaseModel):
     error: dict[str, Any] | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+    attempts: int = 0  # claims so far (a run that crashed counts)
+    run_after: datetime | None = None  # a retry waits until then
+    pushed_at: datetime | None = None  # last handed to the queue
+    lease_owner: str | None = None  # the worker running it
+    lease_until: datetime | None = None
 
 
 class EventLog(BaseModel):

@@ -21,6 +21,7 @@ from memsvc.models import (
     Entity,
     EventLog,
     Job,
+    JobState,
     MemoryCube,
     MemoryStatus,
     MemoryType,
@@ -107,7 +108,8 @@ class RecordStore(Protocol):
     def history(self, tenant: str, memory_id: str) -> list[MemoryVersion]:
         """All snapshots of a cube, oldest first."""
 
-    def record_access(self, tenant: str, ids: Sequence[str], at: datetime) -> None: ...
+    def record_access(self, tenant: str, ids: Sequence[str], at: datetime, *, times: int = 1) -> None:
+        """Add `times` to each memory's access count; `last_accessed_at` becomes `at` unless later."""
 
     def purge_user(self, tenant: str, user_id: str) -> dict[str, int]:
         """Delete every row of the scope (messages, memories, versions, logs, jobs); counts per table."""
@@ -135,10 +137,39 @@ class RecordStore(Protocol):
 
     def save_job(self, job: Job) -> None: ...
 
+    def create_job(self, job: Job) -> bool:
+        """Insert the job unless its id exists already (any tenant); whether it was inserted."""
+
     def get_job(self, tenant: str, job_id: str) -> Job | None: ...
 
     def unfinished_jobs(self) -> list[Job]:
-        """Jobs of every tenant still pending or running (resumed at start-up), oldest first."""
+        """Jobs of every tenant still pending or running, oldest first."""
+
+    def count_jobs(self, states: Sequence[JobState], *, kind: str | None = None) -> int: ...
+
+    def claim_job(self, job_id: str, owner: str, lease_until: datetime, now: datetime) -> Job | None:
+        """Atomically make `owner` the runner of the job (state `running`, attempts + 1) when it is
+        pending and due, or running under a lease that ran out before `now`; else None."""
+
+    def renew_job(self, job_id: str, owner: str, lease_until: datetime) -> bool:
+        """Extend the lease; False when `owner` no longer holds the job."""
+
+    def finish_job(self, job: Job, owner: str) -> bool:
+        """Store the job's outcome (`state`, `result`, `error`, `run_after`, `attempts`) and drop the
+        lease, only while `owner` holds it; False when another worker took it over."""
+
+    def release_jobs(self, owner: str, job_ids: Sequence[str] | None = None) -> int:
+        """Hand the owner's running jobs (all, or those of `job_ids`) back: pending, the interrupted
+        attempt not counted."""
+
+    def due_jobs(self, now: datetime, pushed_before: datetime, limit: int) -> list[str]:
+        """Ids, oldest first, of jobs to hand to the queue: pending, due, and not pushed since
+        `pushed_before`; or running under a lease that ran out before `now`."""
+
+    def mark_pushed(self, ids: Sequence[str], at: datetime) -> None: ...
+
+    def prune_jobs(self, tenant: str, finished_before: datetime) -> int:
+        """Delete the tenant's done and failed jobs last updated before the time; how many."""
 
     def events(
         self, tenant: str, *, user_id: str | None = None, kinds: Sequence[str] | None = None,
@@ -301,6 +332,37 @@ class LLM(Protocol):
         self, messages: Sequence[dict[str, str]], *, max_tokens: int = 512,
         temperature: float = 0.0, json_mode: bool = False,
     ) -> Completion: ...
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A job id handed to one consumer; `token` is the queue's handle for `ack` and `touch`."""
+
+    job_id: str
+    token: str
+
+
+class JobQueue(Protocol):
+    """Delivers job ids to workers, at least once: a delivery not acknowledged within the lease
+    goes to a consumer again. The jobs themselves are rows of the `RecordStore`, which decides who
+    runs a job (`claim_job`), so a duplicate delivery is harmless."""
+
+    durable: bool  # whether pushed ids outlive this process (an in-process queue's do not)
+
+    def push(self, job_ids: Sequence[str]) -> None: ...
+
+    def pull(self, consumer: str, timeout_s: float) -> Delivery | None:
+        """The next delivery for `consumer`, or None after `timeout_s`."""
+
+    def ack(self, delivery: Delivery) -> None: ...
+
+    def touch(self, delivery: Delivery) -> None:
+        """Restart the delivery's lease (the job is still running)."""
+
+    def depth(self) -> int:
+        """Deliveries waiting or in flight."""
+
+    def close(self) -> None: ...
 
 
 class GateModel(Protocol):

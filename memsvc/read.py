@@ -14,6 +14,7 @@ from memsvc.errors import InvalidInput
 from memsvc.learn.features import ROUTES, Candidate, rerank_features, route_features
 from memsvc.models import SPEAKER_KEY, EventLog, MemoryCube, MemoryStatus, MemoryType, as_utc, utcnow
 from memsvc.ports import Embedder, GateModel, RecordStore, VectorFilter, VectorIndex
+from memsvc.recall_log import RecallLog
 from memsvc.retrieval.filters import matches
 from memsvc.retrieval.fusion import Fused, rrf
 from memsvc.retrieval.packing import count_tokens, edge_order, pack
@@ -79,9 +80,10 @@ class ReadPipeline:
         self, records: RecordStore, vectors: VectorIndex, embedder: Embedder,
         config: SearchConfig, limits: Limits,
         graph_retriever: GraphRetriever | None = None, entity_resolver: EntityResolver | None = None,
-        gate: GateModel | None = None,
+        gate: GateModel | None = None, recall_log: RecallLog | None = None,
     ) -> None:
         self.records = records
+        self.recall_log = recall_log or RecallLog(records)
         self.vectors = vectors
         self.embedder = embedder
         self.config = config
@@ -249,13 +251,9 @@ class ReadPipeline:
         self, tenant: str, req: SearchRequest, chosen: list[_Candidate], preset: RetrievalPreset, actor: str | None
     ) -> None:
         ids = [c.cube.id for c in chosen]
-        if ids:
-            self.records.record_access(tenant, ids, utcnow())
-        with self.records.unit_of_work() as uow:
-            uow.log([EventLog(
-                tenant=tenant, user_id=req.user_id, kind="recall", actor=actor,
-                payload={"query": req.query, "preset": preset.name, "returned": ids},
-            )])
+        event = EventLog(tenant=tenant, user_id=req.user_id, kind="recall", actor=actor,
+                         payload={"query": req.query, "preset": preset.name, "returned": ids})
+        self.recall_log.add(event, ids, utcnow())
 
 
 def _speaker(cube: MemoryCube) -> str | None:

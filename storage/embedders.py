@@ -66,12 +66,18 @@ class SentenceTransformerEmbedder:
             # Process-wide. Several request threads embed at once; oversubscribed intra-op
             # threads spin against each other (measured: 144 ms vs 15 ms per query on 2 busy cores).
             torch.set_num_threads(config.torch_threads or max(1, (os.cpu_count() or 2) // 2))
-        self._model = SentenceTransformer(path, device=device)
         self.precision = resolve_precision(config.precision, device)
-        if self.precision == "bf16":
-            self._model.to(torch.bfloat16)
+
+        def load() -> SentenceTransformer:
+            model = SentenceTransformer(path, device=device)
+            return model.to(torch.bfloat16) if self.precision == "bf16" else model
+
+        # Queries get a model of their own (about 45 MB in bf16): a search never waits behind a
+        # write's batch, which took 100-200 ms per 50 turns. A tokenizer must not be shared by
+        # threads ("Already borrowed"), so each model keeps its own lock.
+        self._model, self._query_model = load(), load()
         self._batch = config.batch_size
-        self._lock = threading.Lock()
+        self._lock, self._query_lock = threading.Lock(), threading.Lock()
         self.model_name = os.path.basename(path.rstrip("/")) if config.model_path else "all-MiniLM-L6-v2"
         get_dim = getattr(self._model, "get_embedding_dimension", None) or self._model.get_sentence_embedding_dimension
         dim = get_dim()
@@ -88,7 +94,9 @@ class SentenceTransformerEmbedder:
         return unit_rows(np.asarray(out, dtype=np.float32))  # normalised in fp32, whatever the model computed in
 
     def embed_query(self, text: str) -> np.ndarray:
-        return self.embed([text])[0]
+        with self._query_lock:
+            out = self._query_model.encode([text], convert_to_numpy=True, show_progress_bar=False)
+        return unit_rows(np.asarray(out, dtype=np.float32))[0]
 
 
 class OpenAIEmbeddings:

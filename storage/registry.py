@@ -13,6 +13,7 @@ from typing import Any
 from memsvc.config import (
     EdgeVectors,
     FalkorGraph,
+    InProcessJobs,
     LocalEmbedder,
     LocalGates,
     OpenAIEmbedder,
@@ -20,13 +21,24 @@ from memsvc.config import (
     PostgresRecords,
     QdrantLocalVectors,
     QdrantServerVectors,
+    RedisJobs,
     RemoteGates,
     Settings,
     SqlGraph,
     SqliteRecords,
 )
+from memsvc.jobs import InProcessQueue
 from memsvc.memory_os import MemoryOS
-from memsvc.ports import LLM, Embedder, GateModel, GraphStore, RecordStore, SkillController, VectorIndex
+from memsvc.ports import (
+    LLM,
+    Embedder,
+    GateModel,
+    GraphStore,
+    JobQueue,
+    RecordStore,
+    SkillController,
+    VectorIndex,
+)
 
 log = logging.getLogger(__name__)
 SKILLS_DIR = Path(__file__).resolve().parent.parent / "skills"
@@ -112,6 +124,16 @@ def _remote_gates(cfg: RemoteGates) -> GateModel | None:
     return RemoteGateModel(cfg.url, timeout_s=cfg.timeout_s)
 
 
+def _inprocess_queue(cfg: InProcessJobs) -> JobQueue:
+    return InProcessQueue(cfg.lease_s)
+
+
+def _redis_queue(cfg: RedisJobs) -> JobQueue:
+    from storage.queue.redis import RedisStreamsQueue
+
+    return RedisStreamsQueue(cfg.url, cfg.stream, cfg.group, cfg.lease_s)
+
+
 RECORDS: dict[str, Callable[[Any, Settings], RecordStore]] = {"sqlite": _sqlite, "postgresql": _postgres}
 VECTORS: dict[str, Callable[[Any, Settings, int], VectorIndex]] = {
     "qdrant-edge": _edge, "qdrant": _qdrant, "qdrant-local": _qdrant_local,
@@ -120,6 +142,7 @@ GRAPHS: dict[str, Callable[[Any, Settings, RecordStore], GraphStore]] = {"sql": 
 EMBEDDERS: dict[str, Callable[[Any], Embedder]] = {"sentence-transformers": _local_embedder, "openai": _openai_embedder}
 LLMS: dict[str, Callable[[Any], LLM]] = {"openai": _openai_llm}
 GATES: dict[str, Callable[[Any], GateModel | None]] = {"local": _local_gates, "remote": _remote_gates}
+QUEUES: dict[str, Callable[[Any], JobQueue]] = {"inprocess": _inprocess_queue, "redis": _redis_queue}
 
 
 def build_gates(settings: Settings) -> GateModel | None:
@@ -200,6 +223,7 @@ def build_memory_os(settings: Settings, *, start: bool = True) -> MemoryOS:
         settings, records, vectors, embedder, graph=graph, graph_extractor=extractor,
         graph_retriever=retriever, entity_resolver=resolver, skills_dir=SKILLS_DIR, gate=build_gates(settings),
         skill_controller=build_skill_controller(settings, embedder), llm=build_llm(settings),
+        queue=QUEUES[settings.jobs.kind](settings.jobs),
     )
     if start:
         os_.start()

@@ -30,7 +30,7 @@ def _events(records: RecordStore, tenant: str, kind: str, limit: int) -> list[Ev
 
 def write_stats(events: Iterable[EventLog]) -> dict[str, dict[str, float]]:
     stats: dict[str, Counter[str]] = {}
-    ms: Counter[str] = Counter()
+    ms: dict[str, float] = {}
     for e in events:
         for skills in e.payload.get("selected", {}).values():
             for s in skills:
@@ -42,10 +42,10 @@ def write_stats(events: Iterable[EventLog]) -> dict[str, dict[str, float]]:
             c["noops"] += len(v.get("noops", []))
             c["prompt_tokens"] += int(v.get("prompt_tokens", 0))
             c["completion_tokens"] += int(v.get("completion_tokens", 0))
-            ms[s] += float(v.get("ms", 0.0))
+            ms[s] = ms.get(s, 0.0) + float(v.get("ms", 0.0))
         for d in e.payload.get("declined", []):
             stats.setdefault(str(d.get("skill")), Counter())["declined"] += 1
-    return {s: {**dict(c), "executor_ms": round(ms[s], 1)} for s, c in stats.items()}
+    return {s: {**dict(c), "executor_ms": round(ms.get(s, 0.0), 1)} for s, c in stats.items()}
 
 
 def recall_stats(records: RecordStore, tenant: str, events: Iterable[EventLog]) -> dict[str, int]:

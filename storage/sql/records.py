@@ -21,10 +21,12 @@ from sqlalchemy import (
     LargeBinary,
     Table,
     and_,
+    case,
     cast,
     delete,
     func,
     insert,
+    literal,
     or_,
     select,
     union,
@@ -32,13 +34,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection, Row
 
-from memsvc.errors import Conflict, InvalidInput, NotFound
+from memsvc.errors import InvalidInput, NotFound
 from memsvc.models import (
     ApiKey,
     ChangeKind,
     EventLog,
-    Job,
-    JobState,
     MemoryCube,
     MemoryStatus,
     MemoryType,
@@ -51,13 +51,14 @@ from memsvc.models import (
 from memsvc.ports import MemoryQuery, Page, ScopeStats
 from storage.sql import schema as t
 from storage.sql.engine import SQLITE_LOWER, WRITE, dialect_insert, make_engine, translate_errors
+from storage.sql.jobs import JobRows
 from storage.sql.migrations import alembic_config
 from storage.sql.unit_of_work import SqlUnitOfWork
 
 CHUNK = 500  # ids per IN (...) list; keeps well under SQLite's and PostgreSQL's parameter limits
 _MIGRATE_LOCK = 0x6D656D737663  # pg_advisory_xact_lock key ("memsvc")
 
-class SqlRecordStore:
+class SqlRecordStore(JobRows):
     """The source of truth: messages, cubes, versions, outbox, keys, jobs and event logs."""
 
     def __init__(self, engine: Engine, *, owns_engine: bool = False) -> None:
@@ -208,14 +209,16 @@ class SqlRecordStore:
                 for r in conn.execute(stmt)
             ]
 
-    def record_access(self, tenant: str, ids: Sequence[str], at: datetime) -> None:
+    def record_access(self, tenant: str, ids: Sequence[str], at: datetime, *, times: int = 1) -> None:
         m = t.memories
+        when = literal(at, m.c.last_accessed_at.type)  # typed: stored as the column stores times (UTC)
+        newest = case((m.c.last_accessed_at > when, m.c.last_accessed_at), else_=when)
         with self._write() as conn:
             for chunk in _chunks(ids):
                 conn.execute(
                     update(m)
                     .where(m.c.tenant == tenant, m.c.id.in_(chunk))
-                    .values(access_count=m.c.access_count + 1, last_accessed_at=at)
+                    .values(access_count=m.c.access_count + times, last_accessed_at=newest)
                 )
 
     def purge_user(self, tenant: str, user_id: str) -> dict[str, int]:
@@ -334,35 +337,6 @@ class SqlRecordStore:
         s = t.admin_revoked_sessions
         with self._read() as conn:
             return conn.execute(select(s.c.sid_hash).where(s.c.sid_hash == sid_hash)).first() is not None
-
-    def save_job(self, job: Job) -> None:
-        """Insert or overwrite the job; an id held by another tenant raises `Conflict`."""
-        j = t.jobs
-        row = job.model_dump(mode="json")
-        row["created_at"], row["updated_at"] = job.created_at, job.updated_at
-        stmt = dialect_insert(self._engine.dialect.name, j).values(**row)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[j.c.id],
-            set_={c: stmt.excluded[c] for c in row if c not in ("id", "tenant")},
-            where=j.c.tenant == stmt.excluded.tenant,
-        ).execution_options(preserve_rowcount=True)  # INSERT rowcount is not kept by default
-        with self._write() as conn:
-            if conn.execute(stmt).rowcount != 1:
-                raise Conflict(f"job id {job.id} is taken")
-
-    def get_job(self, tenant: str, job_id: str) -> Job | None:
-        j = t.jobs
-        with self._read() as conn:
-            row = conn.execute(select(j).where(j.c.tenant == tenant, j.c.id == job_id)).first()
-        return Job.model_validate(row._mapping) if row is not None else None
-
-    def unfinished_jobs(self) -> list[Job]:
-        """Pending or running jobs of every tenant, oldest first."""
-        j = t.jobs
-        unfinished = [JobState.PENDING.value, JobState.RUNNING.value]
-        stmt = select(j).where(j.c.state.in_(unfinished)).order_by(j.c.created_at, j.c.id)
-        with self._read() as conn:
-            return [Job.model_validate(r._mapping) for r in conn.execute(stmt)]
 
     def events(
         self, tenant: str, *, user_id: str | None = None, kinds: Sequence[str] | None = None,

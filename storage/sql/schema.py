@@ -179,7 +179,13 @@ jobs = Table(
     Column("error", json_type()),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
+    Column("attempts", Integer(), nullable=False, server_default="0"),
+    Column("run_after", UTCDateTime()),
+    Column("pushed_at", UTCDateTime()),
+    Column("lease_owner", String()),
+    Column("lease_until", UTCDateTime()),
     Index(None, "tenant", "created_at"),
+    Index(None, "state", "updated_at"),
 )
 
 events = Table(

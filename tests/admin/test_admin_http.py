@@ -167,6 +167,7 @@ async def test_detail_shows_provenance_history_entities_and_recalls(
                                  headers={"Authorization": f"Bearer {keys['a']}"}) as api:
         r = await api.post("/v1/memories/search", json={"user_id": "alice", "query": "Where does Alice live?"})
         assert seeded["berlin"] in [x["id"] for x in r.json()["results"]]
+    memory_os.recall_log.flush()  # recall logs are written in batches, within half a second
     html = (await c.get(f"/admin/memories/{seeded['berlin']}")).text
     assert "I moved to Berlin in May 2023." in html  # the source message, with its id
     assert '<td class="mono small">m1</td>' in html

@@ -45,20 +45,22 @@ def job_body(i: int) -> dict[str, object]:
 async def test_full_job_queue_is_429_with_retry_after(queue_os: MemoryOS) -> None:
     key = create_key(queue_os.records, "t")[1]
     gate = threading.Event()
-    queue_os._jobs.submit(gate.wait)  # hold the worker so that accepted jobs stay queued
+    queue_os.jobs.register("hold", lambda job, ctx: {"held": gate.wait(120)})
+    queue_os.jobs.submit("t", "hold", {})  # holds the only worker thread, so accepted writes stay queued
     async with client_for(queue_os, key) as c:
         accepted = []
         for i in range(2):
             r = await c.post("/v1/memories", json=job_body(i))
             assert r.status_code == 202, r.text
             accepted.append(r.json()["job_id"])
-        before = len(queue_os.records.unfinished_jobs())
+        writes = [JobState.PENDING, JobState.RUNNING]
+        before = queue_os.records.count_jobs(writes, kind="write")
         r = await c.post("/v1/memories", json=job_body(2))
         assert_error(r, 429, "rate_limited")
         assert r.headers["retry-after"] == "1"
-        assert len(queue_os.records.unfinished_jobs()) == before == 2
+        assert queue_os.records.count_jobs(writes, kind="write") == before == 2
         gate.set()
-        queue_os._jobs.submit(lambda: None).result(timeout=120)  # the queue has drained
+        assert queue_os.jobs.wait_idle(120)  # the queue has drained
         assert [queue_os.job("t", j).state for j in accepted] == [JobState.DONE, JobState.DONE]
         assert (await c.post("/v1/memories", json=job_body(3))).status_code == 202
 

@@ -136,3 +136,10 @@ def test_expired_key_is_401(served: MemoryOS) -> None:
 def test_bad_expiry_options_create_nothing(tmp_path: Path, args: list[str]) -> None:
     invoke(tmp_path, "keys", "create", "--tenant", "acme", *args, code=2)
     assert listed(tmp_path) == []
+
+
+def test_reserved_tenant_names_are_refused(tmp_path: Path) -> None:
+    """`_system` holds the job runner's own jobs: no key may belong to it (or to any `_` tenant)."""
+    out = runner.invoke(cli, ["keys", "create", "--tenant", "_system", "--data-dir", str(tmp_path)])
+    assert out.exit_code == 2 and "reserved" in out.output
+    assert invoke(tmp_path, "keys", "list", "--json") == ""

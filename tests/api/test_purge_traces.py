@@ -18,7 +18,7 @@ MARKER = "zqxmarker7781"
 
 
 def drain(os_: MemoryOS) -> None:
-    os_._jobs.submit(lambda: None).result(timeout=300)  # the single worker has run every queued job
+    assert os_.jobs.wait_idle(300)  # every queued job has run
 
 
 async def test_purge_removes_the_users_jobs(client: ClientFactory, keys: dict[str, str], memory_os: MemoryOS) -> None:

@@ -61,3 +61,13 @@ def test_bf16_vectors_are_unit_length_and_close_to_fp32(
     # the ranking a query gets is the same
     for query in ("Who paints?", "How do I reset the router?", "Where is the office?"):
         assert np.argsort(-(a @ full.embed_query(query))).tolist() == np.argsort(-(b @ half.embed_query(query))).tolist()
+
+
+def test_a_query_is_embedded_as_the_same_text_written() -> None:
+    """Queries run on a model instance of their own; it must give the documents' vectors."""
+    from memsvc.config import LocalEmbedder
+    from storage.embedders import SentenceTransformerEmbedder
+
+    emb = SentenceTransformerEmbedder(LocalEmbedder())
+    text = "Where does Alice live now that she moved to Berlin?"
+    assert float(emb.embed_query(text) @ emb.embed([text])[0]) > 0.9999

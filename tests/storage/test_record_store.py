@@ -478,6 +478,11 @@ def test_record_access(record_store: SqlRecordStore) -> None:
     assert b.last_accessed_at.utcoffset() == timedelta(0)
     other = record_store.get_memory("other", "m003")
     assert (other.access_count, other.last_accessed_at) == (0, None)
+    # a batch of three accesses flushed late never moves the last access back in time
+    record_store.record_access("acme", ["m001", "m002"], at - timedelta(days=1), times=3)
+    a, b = record_store.get_memories("acme", ["m001", "m002"])
+    assert (a.access_count, a.last_accessed_at, b.access_count, b.last_accessed_at) == (
+        5, at + timedelta(hours=1), 4, at)
 
 
 def test_scope_stats_and_tenants(record_store: SqlRecordStore) -> None:

@@ -1,0 +1,1 @@
+"""`JobQueue` implementations that live outside the process (the in-process one is in `memsvc.jobs`)."""
