@@ -230,9 +230,9 @@ def useful_memories(q: QueryCands, budget: int = 500) -> set[str]:
     out: set[str] = set()
     gold = set(q.gold)
     for i in pack(q, None):
-        if used + q.words[i] > budget and used > 0:
-            break
         used += q.words[i]
+        if used > budget:  # the walk of `evals.metrics.results_within_budget`
+            break
         if not q.episodic[i] and set(q.credited[i]) & gold:
             out.add(q.ids[i])
     return out

@@ -39,6 +39,7 @@ from memsvc.learn.artefact import Manifest, checksums
 from memsvc.learn.train import auroc, folds_by_group
 from memsvc.models import Role
 from memsvc.skills import SkillCard, load_skill_bank
+from memsvc.skills.designer import DesignTable
 from memsvc.skills.policy import pair_side
 from memsvc.skills.types import Span
 
@@ -191,6 +192,37 @@ def cross_validate(collected: Sequence[SkillsData], pairs: PairSet, k: int, top_
     return out
 
 
+def design_table(collected: Sequence[SkillsData], pairs: PairSet) -> DesignTable:
+    """The collection in the designer's neutral format (memsvc never imports evals)."""
+    rows: dict[tuple[str, str, str], int] = {}
+    role: list[str] = []
+    text: list[str] = []
+    key: list[str] = []
+    by_task = {d.task: d for d in collected}
+    span_rows = []
+    for t, scene, span in zip(pairs.task, pairs.scene, pairs.span, strict=True):
+        k = (t, scene, span)
+        if k not in rows:
+            d = by_task[t]
+            r = d.spans[(scene, span)]
+            rows[k] = len(role)
+            role.append(d.span_role[r])
+            text.append(d.span_text[r])
+            key.append(f"{t}/{scene}|{span}")
+        span_rows.append(rows[k])
+    queries = [
+        {"group": f"{d.task}/{q.scene}", "gold": list(q.gold), "ids": q.ids, "credited": [list(c) for c in q.credited],
+         "words": q.words, "episodic": q.episodic, "sources": [list(x) for x in q.sources]}
+        for d in collected for q in d.queries if d.main_categories is None or q.category in d.main_categories
+    ]
+    return DesignTable(
+        pair_skill=list(pairs.skill), pair_span=span_rows, pair_label=[bool(x) for x in pairs.label],
+        pair_cost=[float(x) for x in pairs.cost], pair_memories=pairs.memories, span_role=role, span_text=text,
+        span_key=key, queries=queries, lam=LAMBDA, budget=500,
+        source={"tasks": [d.task for d in collected], "queries": len(queries), "pairs": len(span_rows)},
+    )
+
+
 def _table(systems: dict[str, Any]) -> str:
     lines = ["| selection | WR@500 | ER@10 | memories | cost ms/turn | reward |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for name, m in systems.items():
@@ -235,6 +267,8 @@ def train_skills(
     turns = {f"{d.task}/{scene}": sum(1 for (s, _) in d.spans if s == scene) for d in collected
              for scene in {s for s, _ in d.spans}}
     cost_all = float(pairs.cost.sum())
+    table_path = design_table(collected, pairs).save(cache / f"design-{'-'.join(names)}.json.gz")
+    typer.echo(f"design table (for `memsvc skills design`): {table_path}", err=True)
     t0 = time.time()
     abl = ablation(collected, pairs, turns, cost_all)
     typer.echo("ablation (all development conversations):\n" + _table(abl), err=True)

@@ -57,6 +57,7 @@ from memsvc.schemas import (
 )
 from memsvc.skills import SkillCard, load_skill_bank
 from memsvc.skills.controller import TriggerController
+from memsvc.skills.designer import DesignTable, design
 from memsvc.skills.offline import DigestExecutor, DigestFn
 from memsvc.skills.registry import default_executors
 from memsvc.skills.runtime import SkillRuntime
@@ -111,6 +112,8 @@ class MemoryOS:
         )
         self.jobs = JobRunner(records, queue or InProcessQueue(settings.jobs.lease_s), settings.jobs)
         self.jobs.register("write", self._write_job)
+        self.llm = llm
+        self.jobs.register("skills.design", self._design_job, max_attempts=2)
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> dict[str, int]:
@@ -162,6 +165,23 @@ class MemoryOS:
         first run committed."""
         req = WriteRequest.model_validate(job.request["body"])
         return self.writer.write(job.tenant, req, actor=job.request.get("actor")).model_dump(mode="json")
+
+    def _design_job(self, job: Job, ctx: JobContext) -> dict[str, Any]:
+        """The skill designer (`memsvc skills design` runs the same): refine the bank's cards on a
+        design table, keep a change only when the development score improves, reload the bank.
+        Idempotent: a rerun starts from the cards as they are now and keeps only further gains."""
+        path = Path(str(job.request.get("table", "")))
+        if not path.is_file():
+            raise InvalidInput("no design table at that path (run `memsvc train skills` first)",
+                               details={"table": str(path)})
+        table = DesignTable.load(path)
+        ctx.heartbeat()
+        report = design(table, list(self.skill_runtime.cards), bank_dir=self.skills_dir,
+                        llm=self.llm if job.request.get("llm") else None,
+                        max_changes=int(job.request.get("max_changes", 3)))
+        if report["kept"]:
+            self.reload_skills()
+        return report
 
     def job(self, tenant: str, job_id: str) -> Job:
         job = self.records.get_job(tenant, job_id)
