@@ -7,10 +7,10 @@
 3. Cross-validation by conversation (k folds; a conversation never scores its own questions):
    the policy learns which pairs write a memory that brings a question's evidence into the budget
    (every pair's outcome is observed in the all-skills run: a full-information bandit, so the
-   policy regresses each pair's reward). Its threshold is set on the training folds so that it
-   spends what the heuristic spends there, then applied to the held-out fold: the comparison is at
-   equal cost. Reward = WR@500 - lambda * (cost per turn / cost per turn of every skill).
-4. The shipped policy is trained on everything, its threshold again at the heuristic's cost.
+   policy regresses each pair's reward). Its threshold is set on the training folds, then applied to
+   the held-out fold, two ways: the best reward there, and the heuristic's cost there (equal cost).
+   Reward = WR@500 - lambda * (cost / cost of every skill on every span).
+4. The shipped policy is trained on everything, its threshold at the best reward.
 """
 
 from __future__ import annotations
@@ -120,6 +120,17 @@ def equal_cost_threshold(pairs: PairSet, p: np.ndarray, target: float, k: int, s
     return 0.98
 
 
+def reward_threshold(collected: Sequence[SkillsData], pairs: PairSet, p: np.ndarray, k: int, subset: np.ndarray,
+                     turns: dict[str, int], cost_all: float) -> float:
+    """The threshold whose selection (within `subset`: the training folds) has the best reward there."""
+    scenes = set(np.array(pairs.groups)[subset])
+    best = (-1e9, 0.5)
+    for tau in (0.2, 0.35, 0.5, 0.65, 0.8, 0.9):
+        m = evaluate(collected, pairs, top_k_mask(pairs, p, tau, k, subset), scenes, turns, cost_all, by_category=False)
+        best = max(best, (m["reward"], tau))
+    return best[1]
+
+
 def evaluate(collected: Sequence[SkillsData], pairs: PairSet, mask: np.ndarray, scenes: set[str] | None,
              turns: dict[str, int], cost_all: float, *, by_category: bool = True) -> dict[str, Any]:
     keep = {m for i in np.flatnonzero(mask) for m in pairs.memories[i]}
@@ -156,7 +167,9 @@ def cross_validate(collected: Sequence[SkillsData], pairs: PairSet, k: int, top_
     folds = np.array(folds_by_group(groups, k))
     p_held = np.zeros(len(groups))
     taus: list[float] = []
+    reward_taus: list[float] = []
     learned = np.zeros(len(groups), dtype=bool)
+    learned_reward = np.zeros(len(groups), dtype=bool)
     for f in tqdm(range(k), desc="skill policy folds", disable=not progress):
         train, held = folds != f, folds == f
         if not held.any():
@@ -167,11 +180,14 @@ def cross_validate(collected: Sequence[SkillsData], pairs: PairSet, k: int, top_
         full[train] = p_train
         tau = equal_cost_threshold(pairs, full, float(pairs.cost[train & pairs.trigger].sum()), top_k, train)
         taus.append(tau)
+        tau_r = reward_threshold(collected, pairs, full, top_k, train, turns, cost_all)
+        reward_taus.append(tau_r)
         p_held[held] = P.predict_policy(model, pairs.span_emb[held], pairs.skill_emb[held], pairs.side[held])
         learned |= top_k_mask(pairs, p_held, tau, top_k, held)
+        learned_reward |= top_k_mask(pairs, p_held, tau_r, top_k, held)
     every = np.ones(len(groups), dtype=bool)
     out = {
-        "folds": k, "thresholds": [round(t, 3) for t in taus],
+        "folds": k, "thresholds_equal_cost": [round(t, 3) for t in taus], "thresholds_reward": reward_taus,
         "pair_auroc": round(auroc(p_held, pairs.label.astype(int)), 4),
         "trigger_auroc": round(auroc(pairs.trigger.astype(float), pairs.label.astype(int)), 4),
         "positives": int(pairs.label.sum()), "pairs": len(groups),
@@ -180,11 +196,12 @@ def cross_validate(collected: Sequence[SkillsData], pairs: PairSet, k: int, top_
             "all": evaluate(collected, pairs, every, None, turns, cost_all),
             "heuristic": evaluate(collected, pairs, pairs.trigger, None, turns, cost_all),
             "learned (equal cost)": evaluate(collected, pairs, learned, None, turns, cost_all),
+            "learned (best reward)": evaluate(collected, pairs, learned_reward, None, turns, cost_all),
         },
         "learned_curve": {f"tau={t}": evaluate(collected, pairs, top_k_mask(pairs, p_held, t, top_k), None, turns,
                                                cost_all, by_category=False) for t in (0.2, 0.35, 0.5, 0.65, 0.8)},
     }
-    sel = learned
+    sel = learned_reward
     out["selection"] = {"precision": round(float(pairs.label[sel].mean()) if sel.any() else 0.0, 4),
                         "recall": round(float(sel[pairs.label].mean()) if pairs.label.any() else 0.0, 4),
                         "heuristic_precision": round(float(pairs.label[pairs.trigger].mean()), 4),
@@ -279,7 +296,7 @@ def train_skills(
     model = P.fit_policy(pairs.span_emb, pairs.skill_emb, pairs.side, pairs.label, steps=steps)
     p_all = P.predict_policy(model, pairs.span_emb, pairs.skill_emb, pairs.side)
     everything = np.ones(len(p_all), dtype=bool)
-    tau = equal_cost_threshold(pairs, p_all, float(pairs.cost[pairs.trigger].sum()), top_k, everything)
+    tau = reward_threshold(collected, pairs, p_all, top_k, everything, turns, cost_all)
     files = [f for d in collected for f in d.files]
     manifest = Manifest(
         name=P.NAME, version=P.VERSION, created=datetime.now(UTC),
@@ -291,7 +308,7 @@ def train_skills(
                 "memory_ms": {d.task: round(d.memory_ms, 3) for d in collected},
                 "seconds": {"total": round(time.time() - started, 1), "cross_validate": round(cv_s, 1)}},
         metrics={"cv": cv, "ablation": abl,
-                 "reward": {"learned": cv["systems"]["learned (equal cost)"]["reward"],
+                 "reward": {"learned": cv["systems"]["learned (best reward)"]["reward"],
                             "heuristic": cv["systems"]["heuristic"]["reward"], "all": cv["systems"]["all"]["reward"]}},
         heads={"policy": {"features": list(P.SIDE_FEATURES), "dim": int(pairs.span_emb.shape[1]), "hidden": 64}},
     )

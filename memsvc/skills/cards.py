@@ -86,15 +86,32 @@ def parse_card(path: Path) -> SkillCard:
 
 def render_card(card: SkillCard) -> str:
     """The card as a Markdown file (front matter in a fixed key order, then the sections)."""
-    front: dict[str, Any] = {}
+    lines: list[str] = []
     for key in _KEYS:
         value = getattr(card, key)
         if value is None or (key == "parameters" and not value):
             continue
-        front[key] = value
-    head = yaml.safe_dump(front, sort_keys=False, allow_unicode=True, width=10_000, default_flow_style=None)
+        if key == "parameters":  # one line per parameter, as the cards are written by hand
+            lines.append("parameters:")
+            for name, v in value.items():
+                lines += _entry(name, v, "  ")
+        else:
+            lines += _entry(key, value, "")
+    head = "\n".join(lines)
     body = "\n\n".join(f"## {title}\n{text}" for title, text in card.sections.items())
     return f"---\n{head.rstrip()}\n---\n{body}\n"
+
+
+def _flow(value: Any) -> str:
+    text = str(yaml.safe_dump(value, sort_keys=False, allow_unicode=True, width=10_000, default_flow_style=True))
+    return text.removesuffix("\n").removesuffix("\n...").strip()
+
+
+def _entry(key: str, value: Any, indent: str) -> list[str]:
+    """`key: value` in flow style, except a list of mappings: one `- {…}` line per item."""
+    if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+        return [f"{indent}{key}:"] + [f"{indent}- {_flow(v)}" for v in value]
+    return [f"{indent}{key}: {_flow(value)}"]
 
 
 def save_card(directory: Path, card: SkillCard, entry: dict[str, Any] | None = None) -> Path:

@@ -13,8 +13,10 @@ Hard cases: questions whose evidence was written but not recalled within the bud
 their evidence turns the ones no skill wrote a needed memory for; the refinable ones are pairs
 whose memory was needed but whose card's trigger did not fire. Offline the designer proposes, per
 card, a trigger extended by the words that best separate those spans from the spans the card
-rightly skipped; with an LLM it asks the model for the pattern instead. Each proposal is scored on
-the table; the best one that beats the current score is kept.
+rightly skipped (recall), and the trigger without each of its alternatives (precision: an
+alternative that fires only where the memories are never needed costs without recall); with an
+LLM it also asks the model for the pattern. Each proposal is scored on the table; per round the
+best one that beats the current score is kept.
 """
 
 from __future__ import annotations
@@ -150,6 +152,48 @@ def propose_words(hard: Sequence[str], rest: Sequence[str], n: int = 3, min_coun
     return [w for s, w in sorted(scored, reverse=True)[:n] if s > 0]
 
 
+def _split_top(pattern: str) -> list[str]:
+    """The pattern's alternatives at nesting depth 0 (escapes and character classes respected)."""
+    parts, depth, start, i, in_class = [], 0, 0, 0, False
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "|" and depth == 0:
+            parts.append(pattern[start:i])
+            start = i + 1
+        i += 1
+    return [*parts, pattern[start:]]
+
+
+_GROUP = re.compile(r"^(?P<pre>(?:\\b)?)\(\?:(?P<body>.*)\)(?P<post>(?:\\b)?)$", re.S)
+
+
+def narrowed_triggers(trigger: str) -> list[tuple[str, str]]:
+    """(trigger without one alternative, the alternative dropped), at the top level, or inside the
+    single group that a whole trigger often is (`\b(?:a|b|c)\b`)."""
+    top = _split_top(trigger)
+    if len(top) > 1:
+        return [("|".join(top[:i] + top[i + 1:]), alt) for i, alt in enumerate(top)]
+    m = _GROUP.match(trigger)
+    if not m:
+        return []
+    inner = _split_top(m.group("body"))
+    if len(inner) < 2:
+        return []
+    return [(f"{m.group('pre')}(?:{'|'.join(inner[:i] + inner[i + 1:])}){m.group('post')}", alt)
+            for i, alt in enumerate(inner)]
+
+
 def extend_trigger(trigger: str | None, words: Sequence[str]) -> str:
     alternation = "|".join(re.escape(w) for w in words)
     extra = rf"\b(?:{alternation})\b"
@@ -190,10 +234,23 @@ def design(table: DesignTable, cards: list[SkillCard], *, bank_dir: Path | None 
     for _ in range(max_changes):
         hard = hard_cases(table, cards)
         trials: list[tuple[dict[str, float], SkillCard, str, str]] = []
-        for skill, rows in sorted(hard.missed_pairs.items()):
-            card = next((c for c in cards if c.id == skill), None)
-            if card is None or card.selection != "controller":
+        # Precision: a trigger alternative that fires where the skill's memories are never needed
+        # costs without recall; try each card without each alternative.
+        for card in cards:
+            trigger = card.parameters.get("trigger")
+            if card.selection != "controller" or not trigger or card.id not in table.pair_skill:
                 continue
+            for pattern, dropped in narrowed_triggers(str(trigger)):
+                trial = card.model_copy(deep=True)
+                trial.parameters["trigger"] = pattern
+                trial_cards = [trial if c.id == card.id else c for c in cards]
+                trials.append((score(table, trial_cards), trial, f"trigger -= {dropped!r}", "offline"))
+        # Recall: hard cases, pairs whose memory was needed but whose trigger did not fire.
+        for skill, rows in sorted(hard.missed_pairs.items()):
+            found = next((c for c in cards if c.id == skill), None)
+            if found is None or found.selection != "controller":
+                continue
+            card = found
             hard_texts = [table.span_text[r] for r in rows]
             skipped = [table.span_text[r] for s, r, lab in zip(table.pair_skill, table.pair_span, table.pair_label, strict=True)
                        if s == skill and not lab]
@@ -202,10 +259,10 @@ def design(table: DesignTable, cards: list[SkillCard], *, bank_dir: Path | None 
             if words:
                 proposals.append((extend_trigger(card.parameters.get("trigger"), words), f"trigger += {words}"))
             if llm is not None:
-                pattern, tokens = llm_trigger(llm, card, hard_texts)
+                proposed, tokens = llm_trigger(llm, card, hard_texts)
                 report["llm_tokens"] += tokens
-                if pattern:
-                    proposals.append((pattern, "trigger proposed by the LLM"))
+                if proposed:
+                    proposals.append((proposed, "trigger proposed by the LLM"))
             for trigger, change in proposals:
                 trial = card.model_copy(deep=True)
                 trial.parameters["trigger"] = trigger
@@ -215,7 +272,8 @@ def design(table: DesignTable, cards: list[SkillCard], *, bank_dir: Path | None 
             break
         trials.sort(key=lambda t: -t[0]["reward"])
         best, others = trials[0], trials[1:]
-        for s, card, change, by in others:
+        report["trials"] = report.get("trials", 0) + len(trials)
+        for s, card, change, by in others[:5]:  # the runners-up (the report stays short)
             report["rejected"].append({"skill": card.id, "change": change, "score": s, "by": by})
         if best[0]["reward"] < current["reward"] + min_gain:
             report["rejected"].append({"skill": best[1].id, "change": best[2], "score": best[0], "by": best[3]})

@@ -5,7 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from memsvc.skills import SkillCard, load_skill_bank
-from memsvc.skills.designer import DesignTable, budget_recall, design, hard_cases, propose_words, score
+from memsvc.skills.designer import (
+    DesignTable,
+    budget_recall,
+    design,
+    hard_cases,
+    narrowed_triggers,
+    propose_words,
+    score,
+)
 
 CARD = """---
 id: capture-notes
@@ -82,3 +90,12 @@ def test_a_change_that_improves_the_score_is_kept_versioned_and_recorded(tmp_pat
     assert [(h["version"], h["score_before"], h["score_after"]) for h in reloaded.history] == [(2, 0.24286, 0.97143)]
     again = design(t, load_skill_bank(tmp_path), bank_dir=tmp_path)
     assert again["kept"] == [] and load_skill_bank(tmp_path)[0].version == 2  # nothing left to gain: no change
+
+
+def test_narrowed_triggers_drop_one_alternative_at_a_time() -> None:
+    assert narrowed_triggers(r"\b(?:going to|gonna|plan)\b") == [
+        (r"\b(?:gonna|plan)\b", "going to"), (r"\b(?:going to|plan)\b", "gonna"), (r"\b(?:going to|gonna)\b", "plan")]
+    # parentheses inside a character class do not nest: three alternatives
+    assert narrowed_triggers(r"\bmy\b|[(]x|y[)]") == [
+        (r"[(]x|y[)]", r"\bmy\b"), (r"\bmy\b|y[)]", "[(]x"), (r"\bmy\b|[(]x", "y[)]")]
+    assert narrowed_triggers(r"\bonly\b") == []
