@@ -445,3 +445,12 @@ async def test_policies_page_shows_the_loaded_gates_cross_validated_figures(logi
     assert re.findall(r"<td>([^<]*)</td>", row.group(1))[1:3] == [
         f"{m['fused']['WR@500']:.3f}", f"{m['rerank']['WR@500']:.3f}"]
     assert str(manifest["metrics"]["write"]["all"]["auroc"]) in html
+
+
+async def test_skills_page_shows_state_statistics_and_history(login: Login, keys: dict[str, str],
+                                                              seeded: dict[str, str]) -> None:
+    c = await login(keys["a_admin"])
+    html = (await c.get("/admin/skills")).text
+    assert 'data-testid="history-capture-preferences"' in html and "trigger -= &#39;like&#39;" in html
+    assert 'title="no LLM configured (MEMSVC_LLM__KIND)">inactive' in html
+    assert "controller" in html and "heuristic" in html
