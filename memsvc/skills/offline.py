@@ -160,8 +160,9 @@ class TermsExecutor:
         return SkillResult(ops)
 
 
-DigestFn = Callable[[Sequence[Span]], str | None]
-"""The episode digest (owned by the lifecycle work): the spans of one episode -> its summary."""
+DigestFn = Callable[[Sequence[Span]], tuple[str, list[str]]]
+"""The episode digest (owned by the lifecycle work, `memsvc.lifecycle.digest.digest` once merged):
+the spans of one episode -> (content, the message ids it states)."""
 
 
 class DigestExecutor:
@@ -184,12 +185,12 @@ class DigestExecutor:
             if len(group) < int(p.get("min_turns", 4)):
                 ops.append(noop(card.id, ids, f"episode shorter than {p.get('min_turns', 4)} messages"))
                 continue
-            summary = self._digest(group)
+            summary, sources = self._digest(group)
             if not summary:
                 ops.append(noop(card.id, ids, "the digest was empty"))
                 continue
-            ops.append(Operation(OpKind.INSERT, card.id, ids, MemoryType(p.get("type", "semantic")), summary,
-                                 event_time=group[0].timestamp, metadata={EPISODE_KEY: episode}))
+            ops.append(Operation(OpKind.INSERT, card.id, tuple(sources) or ids, MemoryType(p.get("type", "semantic")),
+                                 summary, event_time=group[0].timestamp, metadata={EPISODE_KEY: episode}))
         return SkillResult(ops)
 
 
