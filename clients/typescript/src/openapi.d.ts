@@ -192,7 +192,12 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Skills */
+        /**
+         * Skills
+         * @description The skill bank: each card with its state (inactive and why), version history and statistics
+         *     (spans selected, memories written, recalls of its memories; the development ablation when the
+         *     learned controller is loaded), and the controller in use.
+         */
         get: operations["skills_v1_skills_get"];
         put?: never;
         post?: never;
