@@ -6,7 +6,7 @@ Each controller writes the same conversations into a fresh data directory throug
 (session by session, as `memsvc eval` writes them): `episodic only` (no span reaches the
 controller), `heuristic` (the card triggers), `learned` (the packaged policy) and `all` (every skill
 on every span). Prints a table and writes JSON. Timings on a shared machine drift: the controllers
-run one after the other in one process, twice, and the table keeps each one's faster run.
+run one after the other in one process, `--repeats` times, and the table keeps each one's fastest run.
 """
 
 from __future__ import annotations
@@ -54,11 +54,12 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--conversations", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("eval-out/skills-write.json"))
+    ap.add_argument("--repeats", type=int, default=2, help="runs per controller; the fastest is kept")
     args = ap.parse_args()
     task = build_task("locomo", default_data_root()).select(None, args.conversations)
     docs = [d for ds in task.scenes.values() for d in ds]
     results: dict[str, dict[str, float]] = {}
-    for _ in range(2):
+    for _ in range(args.repeats):
         for name in CONTROLLERS:
             with tempfile.TemporaryDirectory(prefix="memsvc-bench-") as folder:
                 r = run(name, docs, Path(folder))
