@@ -21,6 +21,32 @@ keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 gates_app = typer.Typer(help="The learned gate model.", no_args_is_help=True)
 app.add_typer(gates_app, name="gates")
+skills_app = typer.Typer(help="The skill bank.", no_args_is_help=True)
+app.add_typer(skills_app, name="skills")
+
+
+@skills_app.command("design")
+def skills_design(
+    table: Annotated[Path, typer.Option("--table", help="design table written by `memsvc train skills`")] = Path(
+        "eval-out/skills-cache/design-locomo-realtalk.json.gz"),
+    bank: Annotated[Path | None, typer.Option("--bank", help="skill bank folder (default the repository's skills/)")] = None,
+    max_changes: Annotated[int, typer.Option("--max-changes", min=1)] = 3,
+    use_llm: Annotated[bool, typer.Option("--llm/--no-llm", help="also ask the configured LLM (MEMSVC_LLM__*)")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="score proposals, change no card")] = False,
+) -> None:
+    """Mine hard cases and refine the cards; a change is kept (version + 1, history line) only when
+    the development score improves. The same work runs as the `skills.design` job."""
+    from memsvc.skills import load_skill_bank
+    from memsvc.skills.designer import DesignTable, design
+    from storage.registry import SKILLS_DIR, build_llm
+
+    folder = bank or SKILLS_DIR
+    if not table.is_file():
+        raise typer.BadParameter(f"no design table at {table} (run `memsvc train skills` first)")
+    llm = build_llm(Settings()) if use_llm else None
+    report = design(DesignTable.load(table), load_skill_bank(folder), bank_dir=None if dry_run else folder,
+                    llm=llm, max_changes=max_changes)
+    typer.echo(json.dumps(report, indent=2, default=str))
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="data directory (default ./data or MEMSVC_DATA_DIR)")]
 Tenant = Annotated[str, typer.Option("--tenant", help="tenant the data belongs to")]
@@ -403,6 +429,7 @@ def _mount_eval() -> None:
     except ImportError:  # evals not installed
         return
     app.add_typer(eval_app, name="eval", help="Run the evaluation suite.")
+    import evals.train_skills  # noqa: F401  (registers `train skills` on train_app)
     from evals.train_gates import train_app
 
     app.add_typer(train_app, name="train", help="Train the learned parts on the development data.")

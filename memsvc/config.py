@@ -228,6 +228,21 @@ class ReconcileConfig(_Section):
     interval_s: float = Field(3600.0, gt=0.0, description="how often reconciliation runs (once across all nodes)")
 
 
+class SkillsConfig(_Section):
+    """The skill bank, the controller choosing skills per span, and the LLM executor's limits."""
+
+    dir: Path | None = Field(None, description="the bank's folder of cards; default the repository's skills/")
+    controller: Literal["learned", "heuristic", "all"] = Field(
+        "heuristic", description="learned (the trained policy; the heuristic when no artefact is loaded), heuristic "
+                                 "(each card's trigger) or all (every skill on every gated span)")
+    policy_path: Path | None = Field(None, description="artefact folder of the learned controller; default the packaged one")
+    top_k: int = Field(3, ge=1, description="skills the learned controller may choose per span")
+    gate_threshold: float = Field(0.0, ge=0.0, le=1.0, description="write-gate score a span needs to reach the controller")
+    llm_context: int = Field(5, ge=0, le=50, description="stored memories an LLM executor sees per span")
+    llm_retries: int = Field(1, ge=0, le=5, description="repair attempts after a malformed LLM reply")
+    llm_max_tokens: int = Field(512, ge=16, description="completion tokens per LLM executor call")
+
+
 class SearchConfig(_Section):
     candidates: int = Field(100, description="candidates per retriever before fusion")
     rrf_k: int = 60
@@ -268,6 +283,7 @@ class Settings(BaseSettings):
     write: WriteConfig = WriteConfig()
     outbox: OutboxConfig = OutboxConfig()
     reconcile: ReconcileConfig = ReconcileConfig()
+    skills: SkillsConfig = SkillsConfig()
     search: SearchConfig = SearchConfig()
     admin: AdminConfig = AdminConfig()
     log_level: str = "info"

@@ -42,6 +42,7 @@ from memsvc.models import (
 )
 from memsvc.outbox import OUTBOX_JOB, Outbox
 from memsvc.ports import (
+    LLM,
     Embedder,
     GateModel,
     GraphStore,
@@ -49,6 +50,8 @@ from memsvc.ports import (
     MemoryQuery,
     Page,
     RecordStore,
+    SkillController,
+    SkillExecutor,
     VectorIndex,
 )
 from memsvc.read import EntityResolver, GraphRetriever, ReadPipeline
@@ -64,6 +67,12 @@ from memsvc.schemas import (
     WriteResult,
 )
 from memsvc.skills import SkillCard, load_skill_bank
+from memsvc.skills.controller import TriggerController
+from memsvc.skills.designer import DesignTable, design
+from memsvc.skills.offline import DigestExecutor, DigestFn
+from memsvc.skills.registry import default_executors
+from memsvc.skills.runtime import SkillRuntime
+from memsvc.skills.stats import ablation_of, skill_stats
 from memsvc.write.pipeline import WritePipeline, assign_message_ids
 
 log = logging.getLogger(__name__)
@@ -84,6 +93,9 @@ class MemoryOS:
         entity_resolver: EntityResolver | None = None,
         skills_dir: Path | None = None,
         gate: GateModel | None = None,
+        skill_controller: SkillController | None = None,
+        llm: LLM | None = None,
+        digest: DigestFn | None = None,
         queue: JobQueue | None = None,
     ) -> None:
         self.settings = settings
@@ -93,16 +105,24 @@ class MemoryOS:
         self.graph = graph
         self.gate = gate
         self.indexer = Indexer(records, vectors, embedder, graph, graph_extractor)
+        self.skills_dir = settings.skills.dir or skills_dir
+        self.skill_bank: list[SkillCard] = load_skill_bank(self.skills_dir)
+        if not any(c.selection == "always" for c in self.skill_bank):
+            raise ValueError(f"the skill bank at {self.skills_dir} has no card with `selection: always` "
+                             "(the episodic turn): the write path would keep nothing")
+        executors: list[SkillExecutor] = default_executors(llm, settings.skills)
+        if digest is not None:
+            executors.append(DigestExecutor(digest))
+        self.skill_runtime = SkillRuntime(self.skill_bank, executors, skill_controller or TriggerController())
         self.outbox = Outbox(records, self.indexer, settings.outbox)
-        self.writer = WritePipeline(
-            records, vectors, self.indexer, settings.limits, settings.write, gate=gate, outbox=self.outbox
-        )
+        self.writer = WritePipeline(records, vectors, self.indexer, settings.limits, settings.write,
+                                    skills=self.skill_runtime, skills_config=settings.skills, gate=gate,
+                                    outbox=self.outbox)
         self.recall_log = RecallLog(records)
         self.reader = ReadPipeline(
             records, vectors, embedder, settings.search, settings.limits, graph_retriever, entity_resolver, gate=gate,
             recall_log=self.recall_log,
         )
-        self.skill_bank: list[SkillCard] = load_skill_bank(skills_dir)
         self.jobs = JobRunner(records, queue or InProcessQueue(settings.jobs.lease_s), settings.jobs)
         self.jobs.register("write", self._write_job)
         # One drain per interval across all nodes, started only when an entry is due.
@@ -111,6 +131,8 @@ class MemoryOS:
         self.reconciler = Reconciler(records, vectors, self.indexer, graph)
         self.jobs.register(RECONCILE_JOB, self.reconciler.run, max_attempts=3)
         self.jobs.every(RECONCILE_JOB, settings.reconcile.interval_s, RECONCILE_JOB)
+        self.llm = llm
+        self.jobs.register("skills.design", self._design_job, max_attempts=2)
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> dict[str, int]:
@@ -165,6 +187,23 @@ class MemoryOS:
         first run committed."""
         req = WriteRequest.model_validate(job.request["body"])
         return self.writer.write(job.tenant, req, actor=job.request.get("actor")).model_dump(mode="json")
+
+    def _design_job(self, job: Job, ctx: JobContext) -> dict[str, Any]:
+        """The skill designer (`memsvc skills design` runs the same): refine the bank's cards on a
+        design table, keep a change only when the development score improves, reload the bank.
+        Idempotent: a rerun starts from the cards as they are now and keeps only further gains."""
+        path = Path(str(job.request.get("table", "")))
+        if not path.is_file():
+            raise InvalidInput("no design table at that path (run `memsvc train skills` first)",
+                               details={"table": str(path)})
+        table = DesignTable.load(path)
+        ctx.heartbeat()
+        report = design(table, list(self.skill_runtime.cards), bank_dir=self.skills_dir,
+                        llm=self.llm if job.request.get("llm") else None,
+                        max_changes=int(job.request.get("max_changes", 3)))
+        if report["kept"]:
+            self.reload_skills()
+        return report
 
     def job(self, tenant: str, job_id: str) -> Job:
         job = self.records.get_job(tenant, job_id)
@@ -318,14 +357,39 @@ class MemoryOS:
     def skills(self) -> list[SkillCard]:
         return self.skill_bank
 
+    def skills_report(self, tenant: str) -> dict[str, Any]:
+        """The bank with each card's state, history and statistics (`GET /v1/skills`)."""
+        controller = self.skill_runtime.controller.describe()
+        self.recall_log.flush()  # recalls still batched count too
+        stats = skill_stats(self.records, tenant)
+        ablation = ablation_of(controller.get("metrics"))
+        cards = []
+        for card in self.skill_runtime.cards:
+            cards.append({
+                **card.model_dump(), "active": self.skill_runtime.active(card),
+                "inactive_reason": self.skill_runtime.inactive_reason(card),
+                "stats": {**stats["writes"].get(card.id, {}), "recalled": stats["recalled"].get(card.id, 0)},
+                "development_ablation": ablation.get(card.id),
+            })
+        return {"skills": cards, "controller": {k: v for k, v in controller.items() if k != "metrics"},
+                "window": stats["window"]}
+
+    def reload_skills(self) -> list[SkillCard]:
+        """Read the bank's folder again (after the designer kept a card change)."""
+        self.skill_bank = load_skill_bank(self.skills_dir)
+        self.skill_runtime.load(self.skill_bank)
+        return self.skill_bank
+
     def policies(self, tenant: str) -> dict[str, Any]:
         stats = self.records.scope_stats(tenant)
         gates = self.gate.describe() if self.gate is not None else None
         heuristic_write = {"kind": "heuristic", "signals": ["phatic", "length", "numbers", "first_person", "role"]}
         return {
             "gates": gates,
+            "skill_controller": self.skill_runtime.controller.describe(),
             "write_gate": (
-                {"kind": "learned", "head": "write", "importance": "P(needed later)", "skills": "heuristic choice",
+                {"kind": "learned", "head": "write", "importance": "P(needed later)",
+                 "skills": f"chosen by the {self.skill_runtime.controller.name} skill controller",
                  "metrics": (gates or {}).get("metrics", {}).get("write", {})}
                 if self.writer.gate is not None else heuristic_write
             ),

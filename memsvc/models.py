@@ -81,6 +81,9 @@ SPEAKER_KEY = "_speaker"
 SLOT_KEY = "_slot"
 """Metadata key of a fact: the single-valued slot it sets; a newer value of the slot supersedes the older."""
 
+REASON_KEY = "_reason"
+"""Metadata key of a memory an agent or an LLM executor inserted, updated or deleted: the reason it gave."""
+
 EPISODE_KEY = "_episode"
 """Metadata key of an episodic cube: the episode (segment of the conversation) it belongs to.
 Cubes written before the reserved namespace carry it as `episode`; nothing reads either key yet."""

@@ -32,6 +32,8 @@ from memsvc.models import (
     Relation,
     StoredMessage,
 )
+from memsvc.skills.cards import SkillCard
+from memsvc.skills.types import SkillContext, SkillResult, Span
 
 T = TypeVar("T")
 
@@ -441,3 +443,26 @@ class GateModel(Protocol):
         """The loaded artefact's manifest (name, version, date, data checksums, metrics) and device."""
 
     def close(self) -> None: ...
+
+
+class SkillExecutor(Protocol):
+    """Applies a skill card to spans and returns operations (ARCHITECTURE §2 step 5).
+
+    `key` is what cards name: `offline:<handler>` for a built-in handler, `llm`, `agent`. The
+    card's `parameters` drive the executor, so nothing in an executor names a skill."""
+
+    key: str
+
+    def apply(self, card: SkillCard, spans: Sequence[Span], context: SkillContext) -> SkillResult: ...
+
+
+class SkillController(Protocol):
+    """Chooses the skills each span gets (ARCHITECTURE §2 step 4), from the cards offered."""
+
+    name: str
+
+    def select(self, spans: Sequence[Span], embeddings: np.ndarray, cards: Sequence[SkillCard]) -> list[list[str]]:
+        """Per span (rows of `embeddings` are the spans' episodic embeddings), the ids of the skills to run."""
+
+    def describe(self) -> dict[str, Any]:
+        """What is loaded (kind; for a learned policy its manifest and measured reward)."""

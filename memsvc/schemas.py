@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -96,14 +96,42 @@ class MessageIn(_Body):
     timestamp: Timestamp | None = None
 
 
+class OperationIn(_Body):
+    """An agent's own memory operation (Memory-as-Action): insert a reflection or a procedure,
+    update or delete a memory by id, always with a reason. It goes through the same resolution
+    (an insert repeating a known memory is declined) and history as derived memories."""
+
+    op: Literal["insert", "update", "delete"]
+    reason: str = Field(min_length=1, max_length=2000, description="why; kept in the memory's `_reason` metadata")
+    type: Literal["semantic", "procedural", "refined"] | None = Field(None, description="insert: required")
+    content: str | None = Field(None, min_length=1, description="insert and update: the memory's text")
+    memory_id: str | None = Field(None, min_length=1, max_length=256, description="update and delete: the memory")
+    source_ids: list[Annotated[str, Field(min_length=1, max_length=256)]] = Field(
+        default_factory=list, max_length=100, description="message ids it restates (this request's or stored ones)")
+    importance: float | None = Field(None, ge=0.0, le=1.0)
+    metadata: ClientMetadata | None = None
+
+    @model_validator(mode="after")
+    def _fields_of_op(self) -> OperationIn:
+        if self.op == "insert" and (self.type is None or self.content is None or self.memory_id is not None):
+            raise ValueError("insert needs type and content, and no memory_id")
+        if self.op == "update" and (self.memory_id is None or self.content is None):
+            raise ValueError("update needs memory_id and content")
+        if self.op == "delete" and (self.memory_id is None or self.content is not None or self.type is not None):
+            raise ValueError("delete needs memory_id only")
+        return self
+
+
 class WriteRequest(_Body):
     user_id: str = _id_field("the user whose memory this is")
     agent_id: str | None = Field(None, min_length=1, max_length=256)
     session_id: str | None = Field(None, min_length=1, max_length=256)
-    messages: list[MessageIn] = Field(min_length=1)
+    messages: list[MessageIn] = Field(description="at least one, unless `operations` are given")
     metadata: ClientMetadata = Field(default_factory=dict, description="client keys; `_`-prefixed keys are reserved")
     infer: bool = True
     wait: bool = True
+    operations: list[OperationIn] | None = Field(
+        None, max_length=100, description="optional: the agent's own inserts, updates and deletes (Memory-as-Action)")
 
     @field_validator("messages")
     @classmethod
@@ -112,6 +140,12 @@ class WriteRequest(_Body):
         if len(ids) != len(set(ids)):
             raise ValueError("message ids must be unique within a request")
         return messages
+
+    @model_validator(mode="after")
+    def _something_to_write(self) -> WriteRequest:
+        if not self.messages and not self.operations:
+            raise ValueError("messages needs at least one message (or give operations)")
+        return self
 
 
 class Skipped(BaseModel):
@@ -122,6 +156,8 @@ class Skipped(BaseModel):
 class WriteResult(BaseModel):
     written: list[dict[str, Any]]
     skipped: list[Skipped]
+    changed: list[dict[str, Any]] | None = Field(
+        None, description="present when the request carried operations: the memories they updated or deleted")
 
 
 class TimeRange(_Body):

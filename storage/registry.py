@@ -34,7 +34,16 @@ from memsvc.graph.service import GraphService
 from memsvc.indexer import GraphExtractor
 from memsvc.jobs import InProcessQueue
 from memsvc.memory_os import MemoryOS
-from memsvc.ports import LLM, Embedder, GateModel, GraphStore, JobQueue, RecordStore, VectorIndex
+from memsvc.ports import (
+    LLM,
+    Embedder,
+    GateModel,
+    GraphStore,
+    JobQueue,
+    RecordStore,
+    SkillController,
+    VectorIndex,
+)
 from memsvc.read import EntityResolver, GraphRetriever
 
 if TYPE_CHECKING:
@@ -188,6 +197,44 @@ def build_llm(settings: Settings) -> LLM | None:
     return factory(settings.llm) if factory else None
 
 
+def build_skill_controller(settings: Settings, embedder: Embedder) -> SkillController:
+    """The configured skill controller; `learned` falls back to the card triggers without an artefact."""
+    return CONTROLLERS[settings.skills.controller](settings, embedder)
+
+
+def _trigger_controller(settings: Settings, embedder: Embedder) -> SkillController:
+    from memsvc.skills.controller import TriggerController
+
+    return TriggerController()
+
+
+def _all_controller(settings: Settings, embedder: Embedder) -> SkillController:
+    from memsvc.skills.controller import AllSkillsController
+
+    return AllSkillsController()
+
+
+def _learned_controller(settings: Settings, embedder: Embedder) -> SkillController:
+    from memsvc.learn import skills as policy
+    from memsvc.skills.controller import TriggerController
+    from memsvc.skills.policy import LearnedController
+
+    folder = settings.skills.policy_path or policy.PACKAGED
+    try:
+        manifest, model = policy.load(folder)
+    except (FileNotFoundError, ValueError) as exc:
+        if settings.skills.policy_path is not None:
+            raise
+        log.warning("no usable skill controller artefact (%s): the card triggers choose skills "
+                    "(train one with `memsvc train skills`)", exc)
+        return TriggerController()
+    return LearnedController(model, manifest, embedder.embed, top_k=settings.skills.top_k)
+
+
+CONTROLLERS: dict[str, Callable[[Settings, Embedder], SkillController]] = {
+    "heuristic": _trigger_controller, "all": _all_controller, "learned": _learned_controller,
+}
+
 _EMBEDDER_CACHE: dict[str, Embedder] = {}
 
 
@@ -214,6 +261,7 @@ def build_memory_os(settings: Settings, *, start: bool = True) -> MemoryOS:
     os_ = MemoryOS(
         settings, records, vectors, embedder, graph=graph, graph_extractor=extractor,
         graph_retriever=retriever, entity_resolver=resolver, skills_dir=SKILLS_DIR, gate=build_gates(settings),
+        skill_controller=build_skill_controller(settings, embedder), llm=build_llm(settings),
         queue=QUEUES[settings.jobs.kind](settings.jobs),
     )
     if start:

@@ -18,8 +18,8 @@ router = APIRouter()
 
 @router.get("/skills")
 def skills(request: Request, session: SessionDep, os_: MemoryOSDep) -> Response:
-    """The same cards as `GET /v1/skills`."""
-    return render(request, "skills.html", {"skills": os_.skills()}, session=session, section="skills")
+    """The same cards and statistics as `GET /v1/skills`, for the session's tenant."""
+    return render(request, "skills.html", {"report": os_.skills_report(session.tenant)}, session=session, section="skills")
 
 
 @router.get("/policies")

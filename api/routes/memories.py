@@ -24,13 +24,18 @@ router = APIRouter(prefix="/v1", tags=["memories"], responses=error_responses(*A
 
 
 @router.post("/memories", response_model=WriteResult, responses={
-    202: {"description": "accepted as a job (`wait: false`): `{\"job_id\"}`"}, **error_responses(403, 409, 413)})
+    202: {"description": "accepted as a job (`wait: false`): `{\"job_id\"}`"}, **error_responses(403, 404, 409, 413)})
 def write_memories(body: WriteRequest, os_: MemoryOSDep, who: WriterDep) -> Any:
-    """Write messages; memories are derived from them (episodic always, more with `infer`)."""
+    """Write messages; memories are derived from them (episodic always, more with `infer`). Optional
+    `operations` are the agent's own inserts, updates and deletes (Memory-as-Action); the answer then
+    also lists the memories they `changed`."""
     if not body.wait:
         job = os_.submit(who.tenant, body, actor=who.actor)
         return JSONResponse({"job_id": job.id}, status_code=202)
-    return os_.add(who.tenant, body, actor=who.actor)
+    result = os_.add(who.tenant, body, actor=who.actor)
+    if result.changed is None:  # a write without operations answers exactly as before they existed
+        return JSONResponse(result.model_dump(mode="json", exclude={"changed"}))
+    return result
 
 
 @router.get("/jobs/{job_id}", responses=error_responses(404))

@@ -53,7 +53,10 @@ def metrics(request: Request) -> Response:
 
 @router.get("/v1/skills", tags=["skills"], responses=error_responses(*AUTHED))
 def skills(os_: MemoryOSDep, who: PrincipalDep) -> dict[str, Any]:
-    return {"skills": [c.model_dump() for c in os_.skills()]}
+    """The skill bank: each card with its state (inactive and why), version history and statistics
+    (spans selected, memories written, recalls of its memories; the development ablation when the
+    learned controller is loaded), and the controller in use."""
+    return os_.skills_report(who.tenant)
 
 
 @router.get("/v1/policies", tags=["policies"], responses=error_responses(*AUTHED))

@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 import numpy as np
 
-from memsvc.config import Limits, OutboxConfig, WriteConfig
-from memsvc.errors import PayloadTooLarge, ScopeChanged
+from memsvc.config import Limits, OutboxConfig, SkillsConfig, WriteConfig
+from memsvc.errors import InvalidInput, NotFound, PayloadTooLarge, ScopeChanged
 from memsvc.indexer import Indexer
 from memsvc.learn.features import write_features
 from memsvc.models import (
-    EPISODE_KEY,
+    REASON_KEY,
     SLOT_KEY,
-    SPEAKER_KEY,
     ChangeKind,
     EventLog,
     MemoryCube,
@@ -25,34 +25,27 @@ from memsvc.models import (
     MemoryType,
     OutboxEntry,
     OutboxOp,
-    Role,
     StoredMessage,
     as_utc,
     new_id,
     utcnow,
 )
 from memsvc.outbox import Outbox
-from memsvc.ports import GateModel, RecordStore, VectorIndex
+from memsvc.ports import GateModel, RecordStore, VectorFilter, VectorIndex
 from memsvc.schemas import MessageIn, Skipped, WriteRequest, WriteResult
-from memsvc.write.extract import FactCandidate, extract_facts, extract_procedure
+from memsvc.skills.offline import episodic_content
+from memsvc.skills.runtime import RuntimeRun, SkillRuntime
+from memsvc.skills.types import ExplicitOperation, Operation, OpKind, SkillContext, Span
+from memsvc.write.operations import change_entries, stage_changes
 from memsvc.write.scope import RecentVectors, ScopeView
 from memsvc.write.stages import GateDecision, heuristic_gate, segment
+
+__all__ = ["WritePipeline", "assign_message_ids", "episodic_content"]
 
 # A write plans against the scope version it read and commits only if it is still current; when
 # another writer (thread or process) got in first, it plans again, at most this many times.
 PLAN_ATTEMPTS = 8
 UNGUARDED = -1  # `_Plan.scope_version` of a plan not made by `write` (commits whatever the version)
-
-
-def episodic_content(role: Role, name: str | None, text: str) -> str:
-    """A turn as memory content: the user's own unnamed words verbatim (the memory is theirs, so
-    "I" is the user), anyone named or another role prefixed (`Alice: …`, `assistant: …`).
-
-    Measured on MuSiQue passages, a constant `user: ` prefix cost dense R@5 2.2 points
-    (0.622 -> 0.600, MiniLM)."""
-    if name:
-        return f"{name}: {text}"
-    return text if role is Role.USER else f"{role.value}: {text}"
 
 
 @dataclass
@@ -64,6 +57,9 @@ class _Plan:
     superseded: list[MemoryCube] = field(default_factory=list)
     embeddings: dict[str, np.ndarray] = field(default_factory=dict)
     scope_version: int | None = UNGUARDED  # the scope version the plan was made against
+    changed: list[tuple[MemoryCube, ChangeKind, Operation]] = field(default_factory=list)
+    run: RuntimeRun = field(default_factory=RuntimeRun)
+    declined: list[dict[str, Any]] = field(default_factory=list)
 
 
 def assign_message_ids(req: WriteRequest) -> WriteRequest:
@@ -77,9 +73,12 @@ def assign_message_ids(req: WriteRequest) -> WriteRequest:
 class WritePipeline:
     def __init__(
         self, records: RecordStore, vectors: VectorIndex, indexer: Indexer,
-        limits: Limits, config: WriteConfig, gate: GateModel | None = None, outbox: Outbox | None = None,
+        limits: Limits, config: WriteConfig, *, skills: SkillRuntime, skills_config: SkillsConfig | None = None,
+        gate: GateModel | None = None, outbox: Outbox | None = None,
     ) -> None:
         self.records = records
+        self.skills = skills
+        self.skills_config = skills_config or SkillsConfig()
         self.gate = gate if gate is not None and gate.has("write") else None
         self.vectors = vectors
         self.indexer = indexer
@@ -107,11 +106,15 @@ class WritePipeline:
         with self._locks_guard:
             return self._locks[(tenant, user_id)]
 
-    def write(self, tenant: str, req: WriteRequest, *, actor: str | None = None) -> WriteResult:
+    def write(
+        self, tenant: str, req: WriteRequest, *, actor: str | None = None, only: list[str] | None = None,
+    ) -> WriteResult:
         """Plan against the scope as SQL holds it, commit if nobody changed the scope meanwhile
-        (else plan again), then apply the outbox entries (`memsvc.outbox`)."""
+        (else plan again), then apply the outbox entries (`memsvc.outbox`). `only` restricts the
+        skills the controller may choose (ablations and training runs)."""
         self.check_limits(req)
         req = assign_message_ids(req)
+        explicit = explicit_operations(req)
         for attempt in range(PLAN_ATTEMPTS):
             # The lock spares this process's own writers the re-planning; other processes are kept
             # out by the version the commit checks.
@@ -120,9 +123,9 @@ class WritePipeline:
                 known = self.records.known_message_ids(tenant, req.user_id, [m.id for m in req.messages if m.id])
                 fresh = [m for m in req.messages if m.id not in known]
                 skipped = [Skipped(message_id=m.id, reason="duplicate message id") for m in req.messages if m.id in known and m.id]
-                if not fresh:
+                if not fresh and not explicit:
                     return WriteResult(written=[], skipped=skipped)
-                plan = self._plan(tenant, req, fresh)
+                plan = self._plan(tenant, req, fresh, explicit, only)
                 plan.scope_version = version
                 try:
                     entries = self._commit(tenant, req, plan, actor)
@@ -130,53 +133,117 @@ class WritePipeline:
                     if attempt == PLAN_ATTEMPTS - 1:
                         raise
                     continue
-            self._recent.put({c.id: plan.embeddings[c.id] for c in plan.new if c.id in plan.embeddings})
+            self._recent.put(dict(plan.embeddings))
             self.outbox.deliver(entries, plan.embeddings)
-            return WriteResult(written=[c.public() for c in plan.new], skipped=skipped)
+            changed = [c.public() for c, _, _ in plan.changed]
+            return WriteResult(written=[c.public() for c in plan.new], skipped=skipped,
+                               **({"changed": changed} if explicit else {}))
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _plan(self, tenant: str, req: WriteRequest, fresh: list[MessageIn]) -> _Plan:
+    def _plan(
+        self, tenant: str, req: WriteRequest, fresh: list[MessageIn], explicit: Sequence[ExplicitOperation] = (),
+        only: Sequence[str] | None = None,
+    ) -> _Plan:
+        """segment -> episodic turns -> write gate -> skills chosen per span -> operations -> resolution."""
         plan = _Plan()
         now = utcnow()
         times = [as_utc(m.timestamp) or now for m in fresh]
         episodes = segment(times, [req.session_id] * len(fresh))
-        for m, when, episode in zip(fresh, times, episodes, strict=True):
+        spans: list[Span] = []
+        for i, (m, when, episode) in enumerate(zip(fresh, times, episodes, strict=True)):
             assert m.id is not None
             plan.messages.append(StoredMessage(
                 tenant=tenant, user_id=req.user_id, id=m.id, role=m.role, content=m.content, name=m.name,
                 session_id=req.session_id, agent_id=req.agent_id, timestamp=when,
             ))
-            plan.new.append(MemoryCube(
-                type=MemoryType.EPISODIC, content=episodic_content(m.role, m.name, m.content),
-                metadata={**req.metadata, EPISODE_KEY: episode, SPEAKER_KEY: m.name or m.role.value},
-                written_by="episodic-turn", tenant=tenant, user_id=req.user_id, agent_id=req.agent_id,
-                session_id=req.session_id, source_ids=[m.id], event_time=when, valid_from=when,
-                created_at=now, updated_at=now,
-            ))
-        self._embed(plan, plan.new)
-        gates = self._gates(fresh, [plan.embeddings[c.id] for c in plan.new])
-        facts: list[tuple[MemoryCube, str | None]] = []
-        procedures: list[MemoryCube] = []
-        for m, turn, gate in zip(fresh, list(plan.new), gates, strict=True):
-            turn.importance = gate.importance
-            if not (req.infer and gate.extract):
-                continue
-            base: dict[str, Any] = {
-                "tenant": tenant, "user_id": req.user_id, "agent_id": req.agent_id,
-                "session_id": req.session_id, "source_ids": [m.id], "event_time": turn.event_time,
-                "valid_from": turn.valid_from, "created_at": now, "updated_at": now,
-            }
-            for fact in extract_facts(m.content, m.name or "User"):
-                facts.append((self._fact_cube(fact, req, base, gate.importance), fact.slot))
-            if extract_procedure(m.content):
-                procedures.append(MemoryCube(
-                    type=MemoryType.PROCEDURAL, content=m.content, importance=max(gate.importance, 0.6),
-                    metadata=dict(req.metadata), written_by="capture-procedures", **base,
-                ))
-        plan.new.extend(procedures)
-        self._embed(plan, procedures + [c for c, _ in facts])
-        self._resolve(tenant, req.user_id, facts, plan)
+            spans.append(Span(m.id, m.role, m.content, when, name=m.name, episode=episode, index=i))
+        self._check_explicit(tenant, req, explicit)
+        context = SkillContext(spans=spans, existing=lambda span, k: self._existing(tenant, req.user_id, plan, span, k),
+                               explicit=explicit)
+        run = plan.run
+        self.skills.turns(spans, run, context)
+        turns = [self._cube(op, req, tenant, spans, now) for op in run.operations]
+        run.operations.clear()
+        self._embed(plan, turns)
+        plan.new.extend(turns)
+        turn_of = {c.source_ids[0]: c for c in turns if c.type is MemoryType.EPISODIC and len(c.source_ids) == 1}
+        missing = [episodic_content(s.role, s.name, s.text) for s in spans if s.message_id not in turn_of]
+        extra = iter(self.indexer.embedder.embed(missing)) if missing else iter(())
+        span_vecs = [plan.embeddings[turn_of[s.message_id].id] if s.message_id in turn_of else next(extra) for s in spans]
+        gates = self._gates(fresh, span_vecs)
+        threshold = self.skills_config.gate_threshold
+        for i, gate in enumerate(gates):
+            spans[i] = replace(spans[i], importance=gate.importance)
+            if spans[i].message_id in turn_of:
+                turn_of[spans[i].message_id].importance = gate.importance
+        eligible = [req.infer and g.extract and g.importance >= threshold for g in gates]
+        matrix = np.stack(span_vecs) if span_vecs else np.zeros((0, self.indexer.embedder.dim), dtype=np.float32)
+        self.skills.derive(spans, matrix, eligible, run, context, only=only)
+        inserts = [op for op in run.operations if op.op is OpKind.INSERT]
+        changes = [op for op in run.operations if op.op in (OpKind.UPDATE, OpKind.DELETE)]
+        # A slotted fact goes first, so a sentence two skills restate keeps the fact that can supersede.
+        inserts.sort(key=lambda op: op.slot is None)
+        derived = [self._cube(op, req, tenant, spans, now) for op in inserts]
+        self._embed(plan, derived)
+        before = len(plan.new)
+        self._resolve(tenant, req.user_id, [(c, c.metadata.get(SLOT_KEY)) for c in derived], plan)
+        kept = {c.id for c in plan.new[before:]}
+        plan.declined += [{"skill": c.written_by, "source_ids": c.source_ids, "reason": "repeats a known memory"}
+                          for c in derived if c.id not in kept]
+        if changes:
+            staged = stage_changes(changes, self.records, tenant, req.user_id, now)
+            plan.changed = staged.changed
+            plan.declined += [{"skill": op.skill, "source_ids": list(op.source_ids), "target_id": op.target_id,
+                               "reason": reason} for op, reason in staged.declined]
+            self._embed(plan, [c for c, change, _ in staged.changed if change is ChangeKind.UPDATE])
         return plan
+
+    def _cube(self, op: Operation, req: WriteRequest, tenant: str, spans: list[Span], now: datetime) -> MemoryCube:
+        """An INSERT operation as a cube: times from the first message it restates, importance from
+        the gate's score of that message (the operation may raise it or set its own)."""
+        by_id = {s.message_id: s for s in spans}
+        first = next((by_id[s] for s in op.source_ids if s in by_id), None)
+        when = first.timestamp if first is not None else now
+        importance = op.importance
+        if importance is None:
+            base = first.importance if first is not None else 0.5
+            importance = min(1.0, max(base + op.importance_boost, op.importance_floor))
+        metadata = {**req.metadata, **op.metadata}
+        if op.slot:
+            metadata[SLOT_KEY] = op.slot
+        if op.reason:
+            metadata[REASON_KEY] = op.reason
+        assert op.type is not None
+        return MemoryCube(
+            type=op.type, content=op.content, importance=round(importance, 4), metadata=metadata, written_by=op.skill,
+            tenant=tenant, user_id=req.user_id, agent_id=req.agent_id, session_id=req.session_id,
+            source_ids=list(op.source_ids), event_time=op.event_time or when, valid_from=when, created_at=now, updated_at=now,
+        )
+
+    def _existing(self, tenant: str, user_id: str, plan: _Plan, span: Span, k: int) -> list[MemoryCube]:
+        """The stored derived memories nearest a span (what an LLM executor may update or delete)."""
+        vec = next((plan.embeddings[c.id] for c in plan.new if c.source_ids == [span.message_id]
+                    and c.type is MemoryType.EPISODIC), None)
+        if vec is None:
+            vec = self.indexer.embedder.embed([span.text])[0]
+        flt = VectorFilter(tenant=tenant, user_id=user_id, statuses=[MemoryStatus.ACTIVE],
+                           types=[MemoryType.SEMANTIC, MemoryType.REFINED, MemoryType.PROCEDURAL])
+        return self.records.get_memories(tenant, [i for i, _ in self.vectors.search(vec.tolist(), flt, k)])
+
+    def _check_explicit(self, tenant: str, req: WriteRequest, explicit: Sequence[ExplicitOperation]) -> None:
+        """An agent's operation naming a memory outside its user scope, or citing a message that is
+        neither in the request nor stored for the user, is bad input: nothing commits."""
+        ids = [e.memory_id for e in explicit if e.memory_id]
+        if ids:
+            found = {c.id for c in self.records.get_memories(tenant, ids) if c.user_id == req.user_id}
+            unknown = [i for i in ids if i not in found]
+            if unknown:
+                raise NotFound("unknown memory ids for this user", details={"ids": unknown})
+        cited = {s for e in explicit for s in e.source_ids} - {m.id for m in req.messages}
+        if cited:
+            missing = sorted(cited - self.records.known_message_ids(tenant, req.user_id, sorted(cited)))
+            if missing:
+                raise InvalidInput("operations cite unknown message ids", details={"source_ids": missing})
 
     def _embed(self, plan: _Plan, cubes: list[MemoryCube]) -> None:
         if not cubes:
@@ -194,16 +261,6 @@ class WritePipeline:
         side = np.stack([write_features(m.role.value, m.content) for m in messages])
         p = self.gate.memorability(np.stack(embeddings), side)
         return [GateDecision(round(float(x), 4), h.extract) for x, h in zip(p, heuristic, strict=True)]
-
-    @staticmethod
-    def _fact_cube(fact: FactCandidate, req: WriteRequest, base: dict[str, Any], importance: float) -> MemoryCube:
-        metadata = dict(req.metadata)
-        if fact.slot:
-            metadata[SLOT_KEY] = fact.slot
-        return MemoryCube(
-            type=fact.type, content=fact.content, importance=min(1.0, importance + 0.1),
-            metadata=metadata, written_by=fact.skill, **base,
-        )
 
     def _resolve(self, tenant: str, user_id: str, facts: list[tuple[MemoryCube, str | None]], plan: _Plan) -> None:
         """Drop repeats of known facts; let a newer value of a single-valued slot supersede the older.
@@ -248,6 +305,7 @@ class WritePipeline:
             ))
         if self.config.extract_entities:
             entries.append(OutboxEntry(tenant=tenant, op=OutboxOp.INDEX_GRAPH, payload={"user_id": req.user_id, "ids": new_ids}))
+        entries += change_entries(tenant, req.user_id, plan.changed)
         with self.records.unit_of_work() as uow:
             if plan.scope_version == UNGUARDED:
                 uow.touch_scope(tenant, req.user_id)
@@ -257,6 +315,8 @@ class WritePipeline:
             uow.insert_memories(plan.new, actor=actor)
             for old in plan.superseded:
                 uow.save_memory(old, ChangeKind.SUPERSEDE, actor=actor)
+            for cube, change, _ in plan.changed:
+                uow.save_memory(cube, change, actor=actor)
             uow.enqueue(entries)
             uow.log([EventLog(
                 tenant=tenant, user_id=req.user_id, kind="write", actor=actor,
@@ -264,9 +324,42 @@ class WritePipeline:
                     "message_ids": [m.id for m in plan.messages],
                     "written": [{"id": c.id, "type": c.type.value, "skill": c.written_by} for c in plan.new],
                     "superseded": [c.id for c in plan.superseded],
+                    **skills_log(plan),
                 },
             )])
         return entries
+
+
+_EXPLICIT = {"insert": OpKind.INSERT, "update": OpKind.UPDATE, "delete": OpKind.DELETE}
+
+
+def explicit_operations(req: WriteRequest) -> list[ExplicitOperation]:
+    """The request's agent operations (Memory-as-Action) as the runtime reads them."""
+    return [
+        ExplicitOperation(_EXPLICIT[o.op], o.reason, type=MemoryType(o.type) if o.type else None, content=o.content, memory_id=o.memory_id,
+                          source_ids=tuple(o.source_ids), importance=o.importance, metadata=dict(o.metadata or {}))
+        for o in req.operations or []
+    ]
+
+
+def skills_log(plan: _Plan) -> dict[str, Any]:
+    """The write log's record of the skill runtime: which skills each span got, what each skill
+    wrote, declined and cost, the changes it made, and the LLM tokens spent."""
+    written: dict[str, list[str]] = {}
+    for c in plan.new:
+        written.setdefault(c.written_by or "", []).append(c.id)
+    out: dict[str, Any] = {
+        "selected": plan.run.selected,
+        "skills": {k: {**v.as_log(), "written": written.get(k, [])} for k, v in plan.run.skills.items()},
+    }
+    if plan.changed:
+        out["changed"] = [{"id": c.id, "change": ch.value, "skill": op.skill, "reason": op.reason} for c, ch, op in plan.changed]
+    if plan.declined:
+        out["declined"] = plan.declined
+    tokens = plan.run.tokens
+    if tokens["prompt"] or tokens["completion"]:
+        out["tokens"] = tokens
+    return out
 
 
 def _start(cube: MemoryCube) -> datetime:

@@ -18,7 +18,7 @@ _FIRST_PERSON = re.compile(r"\b(I|my|me|I'm|I've)\b")
 @dataclass(frozen=True)
 class GateDecision:
     importance: float
-    extract: bool  # run fact-extraction skills on this message
+    extract: bool  # the message reaches the skill controller
 
 
 def heuristic_gate(role: Role, text: str) -> GateDecision:
@@ -31,7 +31,8 @@ def heuristic_gate(role: Role, text: str) -> GateDecision:
     score += 0.1 if _HAS_NUMBER.search(text) else 0.0
     score += 0.2 if role is Role.USER and _FIRST_PERSON.search(text) else 0.0
     score -= 0.1 if role in (Role.SYSTEM, Role.TOOL) else 0.0
-    return GateDecision(round(min(1.0, max(0.0, score)), 2), role is Role.USER)
+    # Any role but the system prompt reaches the controller; each card says which roles it reads.
+    return GateDecision(round(min(1.0, max(0.0, score)), 2), role is not Role.SYSTEM)
 
 
 def segment(

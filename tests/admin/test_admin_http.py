@@ -230,7 +230,7 @@ async def test_edit_records_a_version_with_a_diff_and_an_audit_entry(
     assert r.status_code == 303 and r.headers["location"] == f"/admin/memories/{mid}?done=updated"
     cube = memory_os.get("tenant-a", mid)
     assert (cube.content, cube.importance, cube.metadata, cube.version) == (
-        "Alice moved to Hamburg in May 2023.", 0.9, {"checked": True, SLOT_KEY: "residence"}, 2)
+        "Alice moved to Hamburg in May 2023.", 0.9, {"checked": True, SLOT_KEY: "alice/residence"}, 2)
     html = (await c.get(r.headers["location"])).text
     assert "<del>Berlin</del><ins>Hamburg</ins>" in html
     assert re.search(r"<th>importance</th><td><del>[01]\.\d+</del></td><td>→</td><td><ins>0\.9</ins>", html)
@@ -445,3 +445,12 @@ async def test_policies_page_shows_the_loaded_gates_cross_validated_figures(logi
     assert re.findall(r"<td>([^<]*)</td>", row.group(1))[1:3] == [
         f"{m['fused']['WR@500']:.3f}", f"{m['rerank']['WR@500']:.3f}"]
     assert str(manifest["metrics"]["write"]["all"]["auroc"]) in html
+
+
+async def test_skills_page_shows_state_statistics_and_history(login: Login, keys: dict[str, str],
+                                                              seeded: dict[str, str]) -> None:
+    c = await login(keys["a_admin"])
+    html = (await c.get("/admin/skills")).text
+    assert 'data-testid="history-capture-preferences"' in html and "trigger -= &#39;like&#39;" in html
+    assert 'title="no LLM configured (MEMSVC_LLM__KIND)">inactive' in html
+    assert "controller" in html and "heuristic" in html

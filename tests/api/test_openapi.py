@@ -15,7 +15,7 @@ pytestmark = pytest.mark.anyio
 
 AUTHED = {"401", "422", "429", "503"}
 EXPECTED: dict[tuple[str, str], set[str]] = {
-    ("post", "/v1/memories"): {"200", "202", "403", "409", "413"} | AUTHED,
+    ("post", "/v1/memories"): {"200", "202", "403", "404", "409", "413"} | AUTHED,
     ("get", "/v1/memories"): {"200"} | AUTHED,
     ("post", "/v1/memories/search"): {"200", "413"} | AUTHED,
     ("get", "/v1/memories/{memory_id}"): {"200", "404"} | AUTHED,
@@ -64,6 +64,8 @@ PROBES: list[tuple[str, str, str, Any, str | None]] = [
     ("post", "/v1/memories", "/v1/memories", {"user_id": "alice", "messages": ALICE[:1]}, "a_ro"),
     ("post", "/v1/memories", "/v1/memories", {"user_id": "alice", "messages": [{"role": "user", "content": "x" * 40_000}]}, "a"),
     ("post", "/v1/memories", "/v1/memories", {"user_id": "alice"}, "a"),
+    ("post", "/v1/memories", "/v1/memories", {"user_id": "alice", "messages": [], "operations": [
+        {"op": "delete", "memory_id": "unknown", "reason": "gone"}]}, "a"),
     ("post", "/v1/memories", "/v1/memories", {"user_id": "alice", "messages": ALICE[:1]}, None),
     ("get", "/v1/memories", "/v1/memories?limit=0", None, "a"),
     ("post", "/v1/memories/search", "/v1/memories/search", {"user_id": "alice", "query": "x", "preset": "magic"}, "a"),
@@ -96,7 +98,7 @@ async def test_real_statuses_are_documented(client: ClientFactory, keys: dict[st
         seen.setdefault((method, template), set()).add(str(r.status_code))
         assert str(r.status_code) in docs[(method, template)], (method, path, r.status_code, r.text)
     # the probes reach every documented error status but the few that need a broken backend
-    assert seen[("post", "/v1/memories")] == {"202", "401", "403", "413", "422"}
+    assert seen[("post", "/v1/memories")] == {"202", "401", "403", "404", "413", "422"}
     assert seen[("patch", "/v1/memories/{memory_id}")] == {"403", "404", "413", "422"}
     assert r.headers["content-type"].startswith("application/json")
     metrics = await client(None).get("/metrics")

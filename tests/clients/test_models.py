@@ -18,6 +18,7 @@ from memsvc_client import models as cm
 PAIRS: dict[type[BaseModel], str] = {
     cm.Message: "MessageIn",
     cm.WriteRequest: "WriteRequest",
+    cm.Operation: "OperationIn",
     cm.TimeRange: "TimeRange",
     cm.SearchFilters: "SearchFilters",
     cm.SearchRequest: "SearchRequest",

@@ -1,50 +1,20 @@
-"""The offline extractor, gate and segmenter on sentences with known output."""
+"""The shared text helpers, the heuristic gate and the segmenter on sentences with known output
+(the skills themselves: tests/skills)."""
 
 from datetime import UTC, datetime, timedelta
 
 from memsvc.graph.service import speaker_of
 from memsvc.models import SPEAKER_KEY, MemoryCube, MemoryType, Role
-from memsvc.write.extract import extract_facts, extract_procedure, slot_of, to_third_person
+from memsvc.write.extract import to_third_person
 from memsvc.write.pipeline import episodic_content
 from memsvc.write.stages import heuristic_gate, segment
-
-
-def test_first_person_fact_becomes_a_third_person_semantic_memory() -> None:
-    facts = extract_facts("I moved to Berlin in May 2023.", "Alice")
-    assert [(f.type, f.content, f.slot) for f in facts] == [
-        (MemoryType.SEMANTIC, "Alice moved to Berlin in May 2023.", "residence")
-    ]
-
-
-def test_preferences_become_refined_memories_with_slots() -> None:
-    facts = extract_facts("My favorite color is blue. I love hiking!", "Bob")
-    assert [(f.type, f.content, f.slot) for f in facts] == [
-        (MemoryType.REFINED, "Bob's favorite color is blue.", "favorite color"),
-        (MemoryType.REFINED, "Bob loves hiking!", None),
-    ]
-
-
-def test_questions_greetings_and_third_person_sentences_yield_nothing() -> None:
-    assert extract_facts("Do you live in Berlin?", "Alice") == []
-    assert extract_facts("Hey Mel! Good to see you!", "Alice") == []
-    assert extract_facts("Melanie moved to Paris.", "Alice") == []
-
-
-def test_named_pet_fact_sets_a_name_slot() -> None:
-    assert slot_of("My cat is called Miso") == "name:cat"
-    assert extract_facts("My cat is called Miso", "Alice")[0].content == "Alice's cat is called Miso."
 
 
 def test_verb_inflection_after_i() -> None:
     assert to_third_person("I go to the gym and I study law", "Ann") == "Ann goes to the gym and Ann studies law"
     assert to_third_person("I'm tired and I've eaten", "Ann") == "Ann is tired and Ann has eaten"
     assert to_third_person("I can swim", "Ann") == "Ann can swim"
-
-
-def test_procedures_are_detected_by_ordered_steps() -> None:
-    assert extract_procedure("1. unplug the router\n2. wait ten seconds\n3. plug it in")
-    assert extract_procedure("First preheat the oven, then add the dough.")
-    assert not extract_procedure("I baked bread yesterday.")
+    assert to_third_person("I went home and I got a dog", "Ann") == "Ann went home and Ann got a dog"
 
 
 def test_gate_scores() -> None:
@@ -52,7 +22,10 @@ def test_gate_scores() -> None:
     assert not heuristic_gate(Role.USER, "thanks!").extract
     decision = heuristic_gate(Role.USER, "I moved to Berlin in May 2023")
     assert (decision.importance, decision.extract) == (0.6, True)
-    assert not heuristic_gate(Role.ASSISTANT, "I moved to Berlin").extract
+    # every role but the system prompt reaches the controller; the cards say which roles they read
+    assert heuristic_gate(Role.ASSISTANT, "1. open the app\n2. tap Settings").extract
+    assert heuristic_gate(Role.TOOL, '{"status": "ok", "rows": 3}').extract
+    assert not heuristic_gate(Role.SYSTEM, "You are a helpful assistant.").extract
 
 
 def test_segment_splits_on_session_change_and_time_gap() -> None:

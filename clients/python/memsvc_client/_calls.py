@@ -123,7 +123,7 @@ def add(req: m.WriteRequest) -> Call[m.WriteResult | str]:
         return m.WriteResult.model_validate(body)
 
     # The server deduplicates by message id, so a write whose messages all carry ids may be resent.
-    idempotent = all(msg.id is not None for msg in req.messages)
+    idempotent = all(msg.id is not None for msg in req.messages) and not req.operations
     return Call("POST", "/v1/memories", parse, json=_body(req), idempotent=idempotent)
 
 
@@ -200,13 +200,16 @@ def readyz() -> Call[dict[str, Any]]:
 # -- request models from keyword arguments (shared by both clients) -----------------------
 def write_request(user_id: str, messages: Sequence[m.Message | Mapping[str, Any] | str], *,
                   agent_id: str | None, session_id: str | None, metadata: Mapping[str, Any] | None,
-                  infer: bool, wait: bool) -> m.WriteRequest:
+                  infer: bool, wait: bool,
+                  operations: Sequence[m.Operation | Mapping[str, Any]] | None = None) -> m.WriteRequest:
     """Plain strings become user messages."""
     msgs = [msg if isinstance(msg, m.Message)
             else m.Message(role="user", content=msg) if isinstance(msg, str)
             else m.Message.model_validate(msg) for msg in messages]
+    ops = None if operations is None else [
+        o if isinstance(o, m.Operation) else m.Operation.model_validate(o) for o in operations]
     return m.WriteRequest(user_id=user_id, agent_id=agent_id, session_id=session_id, messages=msgs,
-                          metadata=dict(metadata or {}), infer=infer, wait=wait)
+                          metadata=dict(metadata or {}), infer=infer, wait=wait, operations=ops)
 
 
 def search_request(user_id: str, query: str, *, top_k: int, token_budget: int | None,

@@ -23,6 +23,7 @@ from memsvc_client.errors import JobTimeout, TransportError
 
 T = TypeVar("T")
 MessageLike = m.Message | Mapping[str, Any] | str
+OperationLike = m.Operation | Mapping[str, Any]
 
 
 class Job:
@@ -101,19 +102,20 @@ class MemsvcClient:
     @overload
     def add(self, user_id: str, messages: Sequence[MessageLike], *, agent_id: str | None = ...,
             session_id: str | None = ..., metadata: Mapping[str, Any] | None = ..., infer: bool = ...,
-            wait: Literal[True] = ...) -> m.WriteResult: ...
+            wait: Literal[True] = ..., operations: Sequence[OperationLike] | None = ...) -> m.WriteResult: ...
 
     @overload
     def add(self, user_id: str, messages: Sequence[MessageLike], *, agent_id: str | None = ...,
             session_id: str | None = ..., metadata: Mapping[str, Any] | None = ..., infer: bool = ...,
-            wait: Literal[False]) -> Job: ...
+            wait: Literal[False], operations: Sequence[OperationLike] | None = ...) -> Job: ...
 
     def add(self, user_id: str, messages: Sequence[MessageLike], *, agent_id: str | None = None,
             session_id: str | None = None, metadata: Mapping[str, Any] | None = None, infer: bool = True,
-            wait: bool = True) -> m.WriteResult | Job:
-        """Write messages (`POST /v1/memories`); `wait=False` returns a `Job` at once."""
+            wait: bool = True, operations: Sequence[OperationLike] | None = None) -> m.WriteResult | Job:
+        """Write messages (`POST /v1/memories`); `wait=False` returns a `Job` at once. `operations`
+        are the agent's own inserts, updates and deletes (Memory-as-Action)."""
         req = calls.write_request(user_id, messages, agent_id=agent_id, session_id=session_id,
-                                  metadata=metadata, infer=infer, wait=wait)
+                                  metadata=metadata, infer=infer, wait=wait, operations=operations)
         out = self._run(calls.add(req))
         return Job(self, out) if isinstance(out, str) else out
 
@@ -228,18 +230,18 @@ class AsyncMemsvcClient:
     @overload
     async def add(self, user_id: str, messages: Sequence[MessageLike], *, agent_id: str | None = ...,
                   session_id: str | None = ..., metadata: Mapping[str, Any] | None = ..., infer: bool = ...,
-                  wait: Literal[True] = ...) -> m.WriteResult: ...
+                  wait: Literal[True] = ..., operations: Sequence[OperationLike] | None = ...) -> m.WriteResult: ...
 
     @overload
     async def add(self, user_id: str, messages: Sequence[MessageLike], *, agent_id: str | None = ...,
                   session_id: str | None = ..., metadata: Mapping[str, Any] | None = ..., infer: bool = ...,
-                  wait: Literal[False]) -> AsyncJob: ...
+                  wait: Literal[False], operations: Sequence[OperationLike] | None = ...) -> AsyncJob: ...
 
     async def add(self, user_id: str, messages: Sequence[MessageLike], *, agent_id: str | None = None,
                   session_id: str | None = None, metadata: Mapping[str, Any] | None = None, infer: bool = True,
-                  wait: bool = True) -> m.WriteResult | AsyncJob:
+                  wait: bool = True, operations: Sequence[OperationLike] | None = None) -> m.WriteResult | AsyncJob:
         req = calls.write_request(user_id, messages, agent_id=agent_id, session_id=session_id,
-                                  metadata=metadata, infer=infer, wait=wait)
+                                  metadata=metadata, infer=infer, wait=wait, operations=operations)
         out = await self._run(calls.add(req))
         return AsyncJob(self, out) if isinstance(out, str) else out
 

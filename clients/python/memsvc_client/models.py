@@ -38,14 +38,29 @@ class Message(_Request):
     timestamp: datetime | None = None
 
 
+class Operation(_Request):
+    """An agent's own memory operation (Memory-as-Action): insert a reflection or a procedure,
+    update or delete a memory by id, always with a reason."""
+
+    op: Literal["insert", "update", "delete"]
+    reason: str
+    type: Literal["semantic", "procedural", "refined"] | None = None
+    content: str | None = None
+    memory_id: str | None = None
+    source_ids: list[str] = Field(default_factory=list)
+    importance: float | None = None
+    metadata: dict[str, Any] | None = None
+
+
 class WriteRequest(_Request):
     user_id: str
     agent_id: str | None = None
     session_id: str | None = None
-    messages: list[Message] = Field(min_length=1)
+    messages: list[Message]  # at least one, unless `operations` are given
     metadata: dict[str, Any] = Field(default_factory=dict)
     infer: bool = True
     wait: bool = True
+    operations: list[Operation] | None = None
 
 
 class TimeRange(_Request):
@@ -128,6 +143,7 @@ class Skipped(_Response):
 class WriteResult(_Response):
     written: list[Memory]
     skipped: list[Skipped]
+    changed: list[Memory] | None = None  # present when the request carried operations
 
 
 class SearchResult(_Response):

@@ -101,7 +101,9 @@ export interface paths {
         put?: never;
         /**
          * Write Memories
-         * @description Write messages; memories are derived from them (episodic always, more with `infer`).
+         * @description Write messages; memories are derived from them (episodic always, more with `infer`). Optional
+         *     `operations` are the agent's own inserts, updates and deletes (Memory-as-Action); the answer then
+         *     also lists the memories they `changed`.
          */
         post: operations["write_memories_v1_memories_post"];
         delete?: never;
@@ -190,7 +192,12 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Skills */
+        /**
+         * Skills
+         * @description The skill bank: each card with its state (inactive and why), version history and statistics
+         *     (spans selected, memories written, recalls of its memories; the development ablation when the
+         *     learned controller is loaded), and the controller in use.
+         */
         get: operations["skills_v1_skills_get"];
         put?: never;
         post?: never;
@@ -323,6 +330,50 @@ export interface components {
             timestamp?: string | null;
         };
         /**
+         * OperationIn
+         * @description An agent's own memory operation (Memory-as-Action): insert a reflection or a procedure,
+         *     update or delete a memory by id, always with a reason. It goes through the same resolution
+         *     (an insert repeating a known memory is declined) and history as derived memories.
+         */
+        OperationIn: {
+            /**
+             * Content
+             * @description insert and update: the memory's text
+             */
+            content?: string | null;
+            /** Importance */
+            importance?: number | null;
+            /**
+             * Memory Id
+             * @description update and delete: the memory
+             */
+            memory_id?: string | null;
+            /** Metadata */
+            metadata?: {
+                [key: string]: unknown;
+            } | null;
+            /**
+             * Op
+             * @enum {string}
+             */
+            op: "insert" | "update" | "delete";
+            /**
+             * Reason
+             * @description why; kept in the memory's `_reason` metadata
+             */
+            reason: string;
+            /**
+             * Source Ids
+             * @description message ids it restates (this request's or stored ones)
+             */
+            source_ids?: string[];
+            /**
+             * Type
+             * @description insert: required
+             */
+            type?: ("semantic" | "procedural" | "refined") | null;
+        };
+        /**
          * Role
          * @enum {string}
          */
@@ -409,7 +460,10 @@ export interface components {
              * @default true
              */
             infer?: boolean;
-            /** Messages */
+            /**
+             * Messages
+             * @description at least one, unless `operations` are given
+             */
             messages: components["schemas"]["MessageIn"][];
             /**
              * Metadata
@@ -418,6 +472,11 @@ export interface components {
             metadata?: {
                 [key: string]: unknown;
             };
+            /**
+             * Operations
+             * @description optional: the agent's own inserts, updates and deletes (Memory-as-Action)
+             */
+            operations?: components["schemas"]["OperationIn"][] | null;
             /** Session Id */
             session_id?: string | null;
             /**
@@ -433,6 +492,13 @@ export interface components {
         };
         /** WriteResult */
         WriteResult: {
+            /**
+             * Changed
+             * @description present when the request carried operations: the memories they updated or deleted
+             */
+            changed?: {
+                [key: string]: unknown;
+            }[] | null;
             /** Skipped */
             skipped: components["schemas"]["Skipped"][];
             /** Written */
@@ -782,6 +848,15 @@ export interface operations {
             };
             /** @description the key may not do this */
             403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description not found */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

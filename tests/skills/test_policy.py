@@ -1,0 +1,57 @@
+"""The learned skill controller as shipped: the packaged artefact loads with its manifest, scores
+(span, skill) pairs and keeps at most top_k skills above its threshold per span."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from memsvc.config import Settings, SkillsConfig
+from memsvc.learn import skills as P
+from memsvc.models import Role
+from memsvc.skills import load_skill_bank
+from memsvc.skills.controller import TriggerController
+from memsvc.skills.policy import LearnedController
+from memsvc.skills.types import Span
+from storage.registry import SKILLS_DIR, build_embedder, build_skill_controller
+
+MONDAY = datetime(2023, 5, 8, tzinfo=UTC)
+
+
+def test_the_packaged_policy_chooses_per_span_within_its_cards() -> None:
+    settings = Settings(skills=SkillsConfig(controller="learned", top_k=2))
+    embedder = build_embedder(settings)
+    controller = build_skill_controller(settings, embedder)
+    assert isinstance(controller, LearnedController)
+    manifest = json.loads((P.PACKAGED / "manifest.json").read_text())
+    assert controller.threshold == manifest["config"]["threshold"]
+    assert controller.describe()["metrics"]["reward"] == manifest["metrics"]["reward"]
+    cards = [c for c in load_skill_bank(SKILLS_DIR) if c.selection == "controller" and c.executor == "offline"]
+    turns = [("Caroline", "I went to a support group yesterday and it was so powerful.", Role.USER),
+             ("Melanie", "Haha, that's so funny!", Role.USER),
+             (None, "1. Open Settings\n2. Tap Wi-Fi", Role.ASSISTANT)]
+    spans = [Span(f"m{i}", role, text, MONDAY, name=name) for i, (name, text, role) in enumerate(turns)]
+    vecs = embedder.embed([f"{n or 'assistant'}: {t}" for n, t, _ in turns])
+    picks = controller.select(spans, vecs, cards)
+    assert "capture-events" in picks[0] and picks[1] == []
+    assert all(len(p) <= 2 for p in picks)
+    allowed = {c.id for c in cards if "assistant" in c.roles}
+    assert set(picks[2]) <= allowed
+    scores = controller.scores(spans, vecs, cards)
+    assert [len(s) for s in scores] == [len([c for c in cards if s.role.value in c.roles]) for s in spans]
+
+
+def test_an_artefact_for_other_features_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "policy"
+    shutil.copytree(P.PACKAGED, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["heads"]["policy"]["features"] = ["words"]
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    settings = Settings(skills=SkillsConfig(controller="learned", policy_path=folder))
+    with pytest.raises(ValueError, match="other features"):
+        build_skill_controller(settings, build_embedder(settings))
+    assert isinstance(build_skill_controller(Settings(), build_embedder(settings)), TriggerController)  # the default
