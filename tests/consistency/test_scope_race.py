@@ -116,7 +116,7 @@ def test_two_processes_writing_one_user_leave_one_active_value(
     try:
         active = check.records.list_memories("t", MemoryQuery(user_id="alice", statuses=[MemoryStatus.ACTIVE], limit=500))
         slots = [c.metadata.get(SLOT_KEY) for c in active.items if c.type is MemoryType.SEMANTIC]
-        assert slots == ["employer"], [c.content for c in active.items]
+        assert slots == ["alice/employer"], [c.content for c in active.items]  # slots are keyed by subject
         assert facts(check) == [f"Alice works at Bcorp{rounds - 1}."]  # the latest, by event time
         assert len(facts(check, status=MemoryStatus.SUPERSEDED)) == 2 * rounds - 1
         episodic = check.records.list_memories("t", MemoryQuery(user_id="alice", types=[MemoryType.EPISODIC], limit=500))
