@@ -100,8 +100,17 @@ class Tab:
 
     def go(self, path: str) -> Any:
         response = self.page.goto(self.base + path)
-        self.page.wait_for_function("window.htmx !== undefined")  # deferred script ran: hx-* attributes live
+        self.until("window.htmx !== undefined")  # deferred script ran: hx-* attributes live
         return response
+
+    def until(self, expression: str, timeout_s: float = 30.0) -> None:
+        """Wait for a page expression to hold. Not `wait_for_function`: when it has to poll, it
+        evaluates a string in the page, which the admin's CSP (no 'unsafe-eval') refuses."""
+        deadline = time.monotonic() + timeout_s
+        while not self.page.evaluate(expression):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"still false after {timeout_s} s: {expression}")
+            time.sleep(0.05)
 
     def login(self, key: str) -> None:
         self.go("/admin/login")
@@ -201,7 +210,7 @@ def test_load_more_appends_the_next_page(tab: Tab, server: Server) -> None:
     assert rows.count() == 10
     with tab.page.expect_response(lambda r: "cursor=" in r.url):
         tab.page.click("#more-row a")
-    tab.page.wait_for_function("document.querySelectorAll('tr[data-memory-id]').length === 15")
+    tab.until("document.querySelectorAll('tr[data-memory-id]').length === 15")
     assert tab.page.url == tab.base + "/admin/memories?user=carol&limit=10"  # appended in place, no navigation
     notes = sorted(re.search(r"Carol note (\d+)", t).group(1) for t in rows.all_inner_texts())  # type: ignore[union-attr]
     assert notes == [f"{i:02d}" for i in range(1, 16)]  # every memory once, none twice
@@ -314,7 +323,7 @@ def test_skills_policies_and_reports(tab: Tab, server: Server) -> None:
     tab.page.wait_for_url("**/admin/reports/locomo/")
     img = tab.page.locator(".markdown img")
     img.wait_for()
-    tab.page.wait_for_function("document.querySelector('.markdown img').complete")
+    tab.until("document.querySelector('.markdown img').complete")
     assert img.evaluate("i => i.naturalWidth") > 100
     assert "61.2" in tab.page.locator(".markdown table").inner_text()
     tab.shot("15-reports")

@@ -566,7 +566,7 @@ export interface operations {
         };
         requestBody?: never;
         responses: {
-            /** @description Successful Response */
+            /** @description `ready`, or `degraded` when outbox entries are dead letters (served, but some changes never reached the vector index or the graph; `outbox` has the counts) */
             200: {
                 headers: {
                     [name: string]: unknown;
