@@ -418,6 +418,7 @@ def purge(
     os_ = _memory_os(data_dir)
     try:
         counts = os_.purge_user(tenant, user, actor="cli")
+        os_.jobs.wait_idle(600, kind="vectors.compact")  # the purged points leave the vector files too
     finally:
         os_.close()
     typer.echo(json.dumps({"user_id": user, "deleted": counts}))

@@ -25,6 +25,7 @@ from memsvc.indexer import GraphExtractor, Indexer
 from memsvc.jobs import InProcessQueue, JobContext, JobRunner
 from memsvc.models import (
     RESERVED_PREFIX,
+    SYSTEM_TENANT,
     ChangeKind,
     Entity,
     EventLog,
@@ -77,6 +78,8 @@ from memsvc.write.pipeline import WritePipeline, assign_message_ids
 
 log = logging.getLogger(__name__)
 
+COMPACT_JOB = "vectors.compact"
+
 
 class MemoryOS:
     """Memory operations scoped by tenant; owns the pipelines and the background job worker."""
@@ -128,6 +131,7 @@ class MemoryOS:
         # One drain per interval across all nodes, started only when an entry is due.
         self.jobs.register(OUTBOX_JOB, self.outbox.run, max_attempts=1)
         self.jobs.every("outbox", settings.outbox.interval_s, OUTBOX_JOB, due=self.outbox.due)
+        self.jobs.register(COMPACT_JOB, lambda job, ctx: self.vectors.compact(), max_attempts=3)
         self.reconciler = Reconciler(records, vectors, self.indexer, graph)
         self.jobs.register(RECONCILE_JOB, self.reconciler.run, max_attempts=3)
         self.jobs.every(RECONCILE_JOB, settings.reconcile.interval_s, RECONCILE_JOB)
@@ -320,6 +324,8 @@ class MemoryOS:
                               payload={"user": pseudonym(tenant, user_id), "counts": counts})])
         delivered = self.outbox.deliver([entry])  # a done purge entry is deleted: it named the user
         self.records.scrub()
+        # The vector engine keeps deleted points on disk until a compaction: one runs in the background.
+        self.jobs.submit(SYSTEM_TENANT, COMPACT_JOB, {})
         if delivered != 1:
             raise PurgeIncomplete(
                 "the user's records are deleted, but the vector index or the graph could not be purged yet; "

@@ -302,6 +302,10 @@ class VectorIndex(Protocol):
 
     def flush(self) -> None: ...
 
+    def compact(self) -> None:
+        """Drop what deleted points leave on disk (after a purge); a backend whose engine vacuums
+        on its own does nothing."""
+
     def close(self) -> None: ...
 
 

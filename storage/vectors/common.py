@@ -289,6 +289,7 @@ class Gate:
         self._cond = threading.Condition()
         self._active = 0
         self._closed = False
+        self._exclusive = False
 
     @property
     def closed(self) -> bool:
@@ -297,6 +298,8 @@ class Gate:
     @contextmanager
     def enter(self) -> Iterator[None]:
         with self._cond:
+            while self._exclusive and not self._closed:
+                self._cond.wait()
             if self._closed:
                 raise BackendUnavailable(f"{self._name} is closed")
             self._active += 1
@@ -307,6 +310,22 @@ class Gate:
                 self._active -= 1
                 if self._active == 0:
                     self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Wait for running calls, hold new ones back (they wait, they do not fail) and run alone."""
+        with self._cond:
+            while self._exclusive:
+                self._cond.wait()
+            self._exclusive = True
+            while self._active:
+                self._cond.wait()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
 
     def close(self) -> bool:
         """Bar new calls and wait for running ones; False when it was already closed."""

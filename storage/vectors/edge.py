@@ -22,8 +22,10 @@ included, and later calls raise `BackendUnavailable`.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import qdrant_edge as qe
@@ -68,6 +70,8 @@ class EdgeVectorIndex:
             ),
             wal_enabled=True,
         )
+        self._config = config
+        self._recover_compaction()
         if (self.path / CONFIG_FILE).exists():
             self._shard = qe.EdgeShard.load(str(self.path), config)
         else:
@@ -88,13 +92,13 @@ class EdgeVectorIndex:
     def upsert(self, points: Sequence[VectorPoint]) -> None:
         if not points:
             return
-        with self._gate.enter():
+        with self._writing():
             for start in range(0, len(points), UPSERT_BATCH):
                 batch = [self._point(p) for p in points[start:start + UPSERT_BATCH]]
                 self._update(qe.UpdateOperation.upsert_points(batch), len(batch))
 
     def set_payload(self, items: Sequence[tuple[str, VectorPayload]]) -> None:
-        with self._gate.enter():
+        with self._writing():
             for point_id, payload in items:
                 # By filter: overwrite by id fails on a missing id after changing the others.
                 only = qe.Filter(must=[qe.HasIdCondition({point_id})])
@@ -103,11 +107,11 @@ class EdgeVectorIndex:
     def delete(self, ids: Sequence[str]) -> None:
         if not ids:
             return
-        with self._gate.enter():
+        with self._writing():
             self._update(qe.UpdateOperation.delete_points(list(ids)), len(ids))
 
     def delete_scope(self, tenant: str, user_id: str) -> None:
-        with self._gate.enter():
+        with self._writing():
             flt = _filter(c.scope_condition(tenant, user_id))
             removed = self._shard.count(qe.CountRequest(exact=True, filter=flt))
             self._update(qe.UpdateOperation.delete_points_by_filter(flt), removed)
@@ -175,7 +179,7 @@ class EdgeVectorIndex:
             return self._run_optimize()
 
     def flush(self) -> None:
-        with self._gate.enter(), self._write_lock:
+        with self._writing():
             self._shard.flush()
 
     def close(self) -> None:
@@ -185,6 +189,48 @@ class EdgeVectorIndex:
         with self._write_lock:
             self._shard.flush()
             self._shard.close()
+
+    def compact(self) -> None:
+        """Rewrite the shard with only its live points, so deleted ones (a purge) leave nothing on
+        disk: the engine keeps a deleted point's payload and vectors in its segments, payload
+        indexes and WAL until a compaction it does not run at small sizes. Writes wait for the copy
+        (the write lock), reads go on until the swap, which holds them for well under a second."""
+        fresh = self.path.with_name(self.path.name + ".compact")
+        old = self.path.with_name(self.path.name + ".old")
+        for leftover in (fresh, old):
+            shutil.rmtree(leftover, ignore_errors=True)
+        with self._write_lock:
+            with self._gate.enter():
+                shard = qe.EdgeShard.create(str(fresh), self._config)
+                offset = None
+                while True:
+                    page, offset = self._shard.scroll(qe.ScrollRequest(
+                        offset=offset, limit=1000, with_payload=True, with_vector=True))
+                    if page:
+                        shard.update(qe.UpdateOperation.upsert_points(
+                            [qe.Point(r.id, r.vector, r.payload) for r in page]))
+                    if offset is None:
+                        break
+                for name, schema in _payload_indexes().items():
+                    shard.update(qe.UpdateOperation.create_field_index(name, schema))
+                shard.optimize()
+                shard.flush()
+                shard.close()
+            with self._gate.exclusive(), self._optimize_lock:
+                self._shard.close()
+                self.path.rename(old)
+                fresh.rename(self.path)
+                self._shard = qe.EdgeShard.load(str(self.path), self._config)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _recover_compaction(self) -> None:
+        """A compaction that crashed before its swap leaves the old shard whole (the copy is dropped);
+        one that crashed inside the swap left the old shard at `.old`: it comes back."""
+        old = self.path.with_name(self.path.name + ".old")
+        if not (self.path / CONFIG_FILE).exists() and (old / CONFIG_FILE).exists():
+            shutil.rmtree(self.path, ignore_errors=True)
+            old.rename(self.path)
+        shutil.rmtree(self.path.with_name(self.path.name + ".compact"), ignore_errors=True)
 
     def info(self) -> qe.ShardInfo:
         with self._gate.enter():
@@ -199,9 +245,15 @@ class EdgeVectorIndex:
             vectors[c.SPARSE] = qe.SparseVector(indices, values)
         return qe.Point(p.id, vectors, c.encode_payload(p.payload))
 
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Writers take the write lock before the gate: a writer waiting for the lock then holds no
+        gate slot, so a compaction holding the lock can still get the gate to itself for its swap."""
+        with self._write_lock, self._gate.enter():
+            yield
+
     def _update(self, operation: qe.UpdateOperation, changed: int = 0) -> None:
-        with self._write_lock:
-            self._shard.update(operation)
+        self._shard.update(operation)  # under `_writing`
         self.optimizer.note_writes(changed)
 
     def _run_optimize(self) -> bool:

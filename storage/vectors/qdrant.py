@@ -150,6 +150,10 @@ class QdrantVectorIndex:
 
     # ------------------------------------------------------------------ lifecycle
 
+    def compact(self) -> None:
+        """Nothing to do: a Qdrant server's vacuum optimiser rewrites segments with deleted points
+        itself, and the local mode keeps no deleted rows."""
+
     def flush(self) -> None:
         """Nothing to do: writes are acknowledged once applied (`wait=True`)."""
 

@@ -258,6 +258,55 @@ def test_delete_and_delete_scope(vector_index: VectorIndex) -> None:
     assert vector_index.count(flt()) == 1
 
 
+def test_compact_keeps_every_live_point_and_its_searches(make_index: Factory) -> None:
+    index = make_index()
+    rng = np.random.default_rng(3)
+    vecs = rng.normal(size=(40, DIM))
+    index.upsert([point(i, list(vecs[i]), text=f"note {i} about zebras" if i % 2 else f"note {i}",
+                        user_id="u1" if i < 25 else "u2", metadata={"k": i % 3}) for i in range(40)])
+    index.delete_scope("acme", "u1")
+    before = [index.search(list(vecs[i]), flt(user_id="u2"), 5) for i in range(25, 40)]
+    text_before = index.search_text("zebras", flt(user_id="u2"), 10)
+    index.compact()
+    assert index.count(flt()) == 15 and index.count(flt(user_id="u1")) == 0
+    assert [index.search(list(vecs[i]), flt(user_id="u2"), 5) for i in range(25, 40)] == before
+    assert index.search_text("zebras", flt(user_id="u2"), 10) == text_before
+    assert index.count(flt(metadata={"k": 1})) == 5
+    index.upsert([point(100, text="after compaction")])  # still writable
+    assert index.count(flt()) == 16
+
+
+def test_edge_compaction_removes_deleted_payloads_from_disk_and_survives_reopen(tmp_path: Path) -> None:
+    index = EdgeVectorIndex(tmp_path / "shard", DIM)
+    index.upsert([point(1, user_id="secretuser77", session_id="secretsession77"), point(2, user_id="u2")])
+    index.delete_scope("acme", "secretuser77")
+    index.flush()
+    holding = lambda: [p for p in (tmp_path / "shard").rglob("*") if p.is_file() and b"secret" in p.read_bytes()]  # noqa: E731
+    assert holding() != []
+    index.compact()
+    index.close()
+    assert holding() == [] and not (tmp_path / "shard.old").exists() and not (tmp_path / "shard.compact").exists()
+    reopened = EdgeVectorIndex(tmp_path / "shard", DIM)
+    try:
+        assert ids(reopened, flt()) == {mid(2)}
+    finally:
+        reopened.close()
+
+
+def test_edge_recovers_from_a_compaction_that_crashed_in_its_swap(tmp_path: Path) -> None:
+    index = EdgeVectorIndex(tmp_path / "shard", DIM)
+    index.upsert([point(1), point(2)])
+    index.close()
+    (tmp_path / "shard").rename(tmp_path / "shard.old")  # the old shard moved away, the copy not yet in place
+    (tmp_path / "shard.compact").mkdir()
+    reopened = EdgeVectorIndex(tmp_path / "shard", DIM)
+    try:
+        assert ids(reopened, flt()) == {mid(1), mid(2)}
+        assert not (tmp_path / "shard.compact").exists()
+    finally:
+        reopened.close()
+
+
 def test_count_is_exact(vector_index: VectorIndex) -> None:
     rng = np.random.default_rng(7)
     statuses = [ACTIVE, SUPERSEDED, ARCHIVED]
@@ -469,3 +518,35 @@ def test_concurrent_reads_and_writes(vector_index: VectorIndex) -> None:
     assert errors == []
     assert vector_index.count(flt()) == 400
     assert vector_index.count(flt(statuses=[ARCHIVED])) == 20
+
+
+def test_edge_searches_and_writes_during_a_compaction_neither_fail_nor_get_lost(tmp_path: Path) -> None:
+    index = EdgeVectorIndex(tmp_path / "shard", DIM)
+    index.upsert([point(i, text=f"note {i}") for i in range(1, 2001)])
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                assert len(index.search([1.0, 0.0, 0.0, 0.0], flt(), 5)) == 5
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    for th in readers:
+        th.start()
+    writer = threading.Thread(target=lambda: index.upsert([point(5000, text="written meanwhile")]))
+    compaction = threading.Thread(target=index.compact)
+    compaction.start()
+    writer.start()
+    compaction.join()
+    writer.join()
+    stop.set()
+    for th in readers:
+        th.join()
+    try:
+        assert errors == []
+        assert index.count(flt()) == 2001
+    finally:
+        index.close()
