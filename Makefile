@@ -54,7 +54,7 @@ fuzz: install
 	MEMSVC_SUITE_EXAMPLES=200 MEMSVC_SUITE_OUT=$(SUITE_OUT) nice -n 10 $(BIN)/python -m pytest -q -s tests/suites/test_schemathesis.py
 
 isolation: install
-	nice -n 10 $(BIN)/python -m pytest -q tests/api/test_contract.py -k other_tenant tests/admin/test_admin_http.py::test_tenant_boundaries_hold tests/clients/test_mcp.py tests/consistency/test_scope_race.py
+	nice -n 10 $(BIN)/python -m pytest -q tests/api/test_isolation.py tests/api/test_contract.py::test_other_tenant_sees_nothing_on_every_route tests/admin/test_admin_http.py::test_tenant_boundaries_hold tests/clients/test_mcp.py tests/consistency/test_scope_race.py
 
 purge-traces: install
 	nice -n 10 $(BIN)/python -m pytest -q -rxX tests/api/test_purge_traces.py

@@ -103,6 +103,10 @@ async def test_http_tools_curate_memory_with_provenance(live: Live) -> None:
     async with http_client(live, live.key_b) as b:  # another tenant: nothing of A's is reachable
         assert (await error_of(b, "get", memory_id=keep)).startswith("not_found")
         assert (await error_of(b, "forget", memory_id=keep)).startswith("not_found")
+        assert (await error_of(b, "update", memory_id=keep, content="hacked")).startswith("not_found")
+        assert (await error_of(b, "history", memory_id=keep)).startswith("not_found")
+        assert (await error_of(b, "feedback", user_id="mcp-alice", query="q", used_memory_ids=[keep])).startswith(
+            "not_found")
         assert (await call(b, "recall", user_id="mcp-alice", query="cat Miso"))["memories"] == []
         text = (await b.read_resource("memsvc://users/mcp-alice/profile")).contents[0].text  # type: ignore[union-attr]
         assert "(nothing known yet)" in text
