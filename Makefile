@@ -45,13 +45,13 @@ test: install lint typecheck ts-deps
 # and written as JSON under eval-out/suites. PostgreSQL cases need 127.0.0.1:5432 (db `test`).
 SUITE_OUT ?= eval-out/suites
 crash: install
-	MEMSVC_SUITE_CYCLES=50 MEMSVC_SUITE_OUT=$(SUITE_OUT) nice -n 10 $(BIN)/python -m pytest -q -s tests/suites/test_crash.py
+	MEMSVC_SUITE_CYCLES=50 MEMSVC_SUITE_OUT=$(SUITE_OUT) nice -n 10 $(BIN)/python -m pytest -q -s --timeout=0 tests/suites/test_crash.py
 
 concurrency: install
-	MEMSVC_SUITE_SECONDS=180 MEMSVC_SUITE_OUT=$(SUITE_OUT) nice -n 10 $(BIN)/python -m pytest -q -s tests/suites/test_concurrency.py
+	MEMSVC_SUITE_SECONDS=180 MEMSVC_SUITE_OUT=$(SUITE_OUT) nice -n 10 $(BIN)/python -m pytest -q -s --timeout=0 tests/suites/test_concurrency.py
 
 fuzz: install
-	MEMSVC_SUITE_EXAMPLES=200 MEMSVC_SUITE_OUT=$(SUITE_OUT) nice -n 10 $(BIN)/python -m pytest -q -s tests/suites/test_schemathesis.py
+	MEMSVC_SUITE_EXAMPLES=200 MEMSVC_SUITE_OUT=$(SUITE_OUT) nice -n 10 $(BIN)/python -m pytest -q -s --timeout=0 tests/suites/test_schemathesis.py
 
 isolation: install
 	nice -n 10 $(BIN)/python -m pytest -q tests/api/test_isolation.py tests/api/test_contract.py::test_other_tenant_sees_nothing_on_every_route tests/admin/test_admin_http.py::test_tenant_boundaries_hold tests/clients/test_mcp.py tests/consistency/test_scope_race.py
