@@ -29,7 +29,7 @@ from memsvc.retrieval.filters import matches
 from memsvc.retrieval.fusion import Fused, rrf
 from memsvc.retrieval.packing import count_tokens, edge_order, pack
 from memsvc.retrieval.presets import PRESETS, RetrievalPreset
-from memsvc.retrieval.query import QueryKind, classify
+from memsvc.retrieval.query import classify
 from memsvc.retrieval.structure import episode_of, episode_ranking, neighbour_ranking, time_window, turn_of
 from memsvc.schemas import SearchRequest, SearchResult
 
@@ -235,9 +235,8 @@ class ReadPipeline:
         return neighbour_ranking(seeds, turns, k)
 
     def _window(self, tenant: str, req: SearchRequest) -> tuple[datetime, datetime] | None:
-        """The period a temporal query names, read against the scope's latest message date."""
-        if classify(req.query) is not QueryKind.TEMPORAL:
-            return None
+        """The period a query names ("last June", "in May 2023"), read against the scope's latest
+        message date; None when it names none."""
         state = self.records.episode_state(tenant, req.user_id)
         anchor = as_utc(state.last_time) if state is not None and state.last_time is not None else utcnow()
         assert anchor is not None
