@@ -193,6 +193,21 @@ class MemoryOS:
             raise RateLimited(f"{cap} write jobs are waiting; retry later", retry_after=1)
         return self.jobs.submit(tenant, "write", {"body": body, "actor": actor})
 
+    def lifecycle_stats(self, tenant: str | None = None) -> dict[str, Any]:
+        """What `/metrics` (all tenants) and the admin Lifecycle page (one tenant) show: memories per
+        lifecycle status, stored jobs per kind and state (across nodes), this node's finished runs and
+        run time per kind, and for a tenant its latest jobs and episodes waiting for a digest."""
+        jobs: dict[str, dict[str, int]] = {}
+        for kind, state, n in self.records.job_counts(tenant):
+            jobs.setdefault(kind, {s.value: 0 for s in JobState})[state] = n
+        runner = self.jobs.stats()
+        out: dict[str, Any] = {"memories": self.records.status_counts(tenant), "jobs": jobs, "runs": runner["kinds"],
+                               "queue_depth": runner["queue_depth"]}
+        if tenant is not None:
+            out["recent"] = self.records.recent_jobs(tenant, limit=50)
+            out["waiting"] = sum(len(eps) for (t, _), eps in self.lifecycle.due().items() if t == tenant)
+        return out
+
     def _vectors_of(self, cubes: Sequence[MemoryCube]) -> np.ndarray:
         """The cubes' vectors: those this process wrote lately from its cache, the rest embedded."""
         known = {c.id: v for c in cubes if c.version == 1 and (v := self.writer._recent.get(c.id)) is not None}

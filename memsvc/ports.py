@@ -247,11 +247,11 @@ class RecordStore(Protocol):
     def status_counts(self, tenant: str | None = None) -> dict[str, int]:
         """Memories per lifecycle status (of a tenant, else all)."""
 
-    def job_counts(self) -> list[tuple[str, str, int]]:
-        """(kind, state, count) of every stored job, across tenants."""
+    def job_counts(self, tenant: str | None = None) -> list[tuple[str, str, int]]:
+        """(kind, state, count) of the stored jobs of a tenant, else of all."""
 
-    def recent_jobs(self, *, kinds: Sequence[str] | None = None, limit: int = 50) -> list[Job]:
-        """The most recently updated jobs (of `kinds`), across tenants."""
+    def recent_jobs(self, tenant: str | None = None, *, kinds: Sequence[str] | None = None, limit: int = 50) -> list[Job]:
+        """The most recently updated jobs (of a tenant, of `kinds`), newest first."""
 
     def close(self) -> None: ...
 

@@ -86,15 +86,19 @@ class EpisodeRows:
             found = {str(status): int(n) for status, n in conn.execute(stmt)}
         return {s.value: found.get(s.value, 0) for s in MemoryStatus}
 
-    def job_counts(self) -> list[tuple[str, str, int]]:
+    def job_counts(self, tenant: str | None = None) -> list[tuple[str, str, int]]:
         j = t.jobs
         stmt = select(j.c.kind, j.c.state, func.count()).group_by(j.c.kind, j.c.state).order_by(j.c.kind, j.c.state)
+        if tenant is not None:
+            stmt = stmt.where(j.c.tenant == tenant)
         with self._read() as conn:
             return [(str(k), str(s), int(n)) for k, s, n in conn.execute(stmt)]
 
-    def recent_jobs(self, *, kinds: Sequence[str] | None = None, limit: int = 50) -> list[Job]:
+    def recent_jobs(self, tenant: str | None = None, *, kinds: Sequence[str] | None = None, limit: int = 50) -> list[Job]:
         j = t.jobs
         stmt = select(j).order_by(j.c.updated_at.desc(), j.c.id).limit(limit)
+        if tenant is not None:
+            stmt = stmt.where(j.c.tenant == tenant)
         if kinds is not None:
             stmt = stmt.where(j.c.kind.in_(list(kinds)))
         with self._read() as conn:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from memsvc.lifecycle.consolidate import DIGEST_JOB, MERGE_JOB, PROFILE_JOB
 from memsvc.memory_os import MemoryOS
 from memsvc.models import (
@@ -135,3 +137,24 @@ def test_jobs_run_on_the_runner_and_the_structured_presets_recall_through_episod
     temporal = memory_os.search("t", SearchRequest(user_id="ann", query="What did Ann do in May 2023?",
                                                    preset="hybrid_temporal", explain=True))
     assert any("temporal" in r["why"]["retrievers"] for r in temporal.results)
+
+
+@pytest.mark.anyio
+async def test_metrics_export_statuses_jobs_per_kind_and_run_times(memory_os: MemoryOS) -> None:
+    import httpx
+
+    from api.app import create_app
+
+    write(memory_os, HIKE, 0, T0, "s1")
+    memory_os.lifecycle.settle("t")
+    memory_os.delete("t", memories(memory_os)[0].id)
+    app = create_app(memory_os.settings, memory_os=memory_os)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        text = (await c.get("/metrics")).text
+    counts = memory_os.records.status_counts()
+    for status, n in counts.items():
+        assert f'memsvc_memories{{status="{status}"}} {float(n)}' in text
+    assert counts["deleted"] == 1
+    assert f'memsvc_jobs{{kind="{DIGEST_JOB}",state="done"}}' in text
+    assert f'memsvc_job_runs{{kind="{DIGEST_JOB}",outcome="done"}}' in text
+    assert f'memsvc_job_run_seconds{{kind="{DIGEST_JOB}"}}' in text

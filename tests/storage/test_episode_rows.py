@@ -74,3 +74,6 @@ def test_job_counts_and_recent_jobs(record_store: SqlRecordStore) -> None:
                                          ("write", "pending", 1)]
     assert [j.id for j in record_store.recent_jobs(limit=2)] == ["j3", "j2"]
     assert [j.id for j in record_store.recent_jobs(kinds=["lifecycle.digest"])] == ["j1", "j0"]
+    record_store.save_job(Job(id="x", tenant="other", kind="write", updated_at=T0 + timedelta(hours=1)))
+    assert record_store.job_counts("other") == [("write", "pending", 1)]
+    assert [j.id for j in record_store.recent_jobs("acme", limit=1)] == ["j3"]
