@@ -15,8 +15,11 @@ Each job works on one user scope and is idempotent and resumable:
   relationships (`PROFILE_SKILLS`); a fact superseded by a newer value of its slot is no longer
   active, so contradictions resolve by supersession; a changed profile supersedes the previous one.
 
-Every commit guards the scope version it read (as the write path does), so a concurrent write and a
-job never both change what the other planned against; the job plans again instead.
+Merging and the profile change memories a write resolves against: their commits guard the scope
+version they read (as the write path does), so a concurrent write and a job never both change what
+the other planned against; the job plans again instead. A digest only adds a memory (and supersedes
+its episode's older digest): it commits unguarded, so digests of a long write stream (one per closed
+episode) never make its writes plan again.
 """
 
 from __future__ import annotations
@@ -194,26 +197,20 @@ class Consolidator:
         return {"digests": written, "noops": noops}
 
     def _digest_episode(self, tenant: str, user_id: str, ep: Episode) -> bool:
-        for _ in range(ATTEMPTS):
-            version = self.records.scope_version(tenant, user_id)
-            turns = self.records.episode_turns(tenant, user_id, [ep.episode])
-            ids = [c.source_ids[0] for c in turns if c.source_ids]
-            messages = {m.id: m for m in self.records.get_messages(tenant, user_id, ids)}
-            importance = {c.source_ids[0]: c.importance for c in turns if c.source_ids}
-            spans = [Span(m.id, m.role, m.content, m.timestamp or m.created_at, name=m.name, episode=ep.episode,
-                          index=i, importance=importance.get(m.id, 0.5))
-                     for i, m in enumerate(messages[i] for i in ids if i in messages)]
-            run = RuntimeRun()
-            self.runtime.episode(spans, run, SkillContext(spans=spans))
-            new = [self._digest_cube(op.content, list(op.source_ids), op.skill, tenant, user_id, ep, spans)
-                   for op in run.operations if op.op is OpKind.INSERT]
-            old = self.records.get_memory(tenant, ep.digest_id) if ep.digest_id else None
-            try:
-                self._commit_digest(tenant, user_id, ep, version, new, old, run)
-            except ScopeChanged:
-                continue
-            return bool(new)
-        raise ScopeChanged(f"user {user_id} kept changing while episode {ep.episode} was digested")
+        turns = self.records.episode_turns(tenant, user_id, [ep.episode])
+        ids = [c.source_ids[0] for c in turns if c.source_ids]
+        messages = {m.id: m for m in self.records.get_messages(tenant, user_id, ids)}
+        importance = {c.source_ids[0]: c.importance for c in turns if c.source_ids}
+        spans = [Span(m.id, m.role, m.content, m.timestamp or m.created_at, name=m.name, episode=ep.episode,
+                      index=i, importance=importance.get(m.id, 0.5))
+                 for i, m in enumerate(messages[i] for i in ids if i in messages)]
+        run = RuntimeRun()
+        self.runtime.episode(spans, run, SkillContext(spans=spans))
+        new = [self._digest_cube(op.content, list(op.source_ids), op.skill, tenant, user_id, ep, spans)
+               for op in run.operations if op.op is OpKind.INSERT]
+        old = self.records.get_memory(tenant, ep.digest_id) if ep.digest_id else None
+        self._commit_digest(tenant, user_id, ep, new, old, run)
+        return bool(new)
 
     @staticmethod
     def _digest_cube(content: str, sources: list[str], skill: str, tenant: str, user_id: str, ep: Episode,
@@ -227,8 +224,12 @@ class Consolidator:
             metadata={EPISODE_KEY: ep.episode, DIGEST_KEY: True},
         )
 
-    def _commit_digest(self, tenant: str, user_id: str, ep: Episode, version: int | None, new: list[MemoryCube],
-                       old: MemoryCube | None, run: RuntimeRun) -> None:
+    def _commit_digest(self, tenant: str, user_id: str, ep: Episode, new: list[MemoryCube], old: MemoryCube | None,
+                       run: RuntimeRun) -> None:
+        """Unguarded: a digest changes nothing a write resolves against (it only adds a memory, and
+        supersedes the episode's own older digest), so it leaves the scope version alone and never
+        makes a concurrent write plan again. Turns that arrive meanwhile leave `digest_turns` behind
+        `turns`, so the episode is digested again."""
         embeddings: dict[str, np.ndarray] = {}
         if new:
             for cube, vec in zip(new, self.indexer.embed(new), strict=True):
@@ -245,7 +246,6 @@ class Consolidator:
                 MemoryStatus.SUPERSEDED, new[0].id, old.version + 1, utcnow())
             entries.append(OutboxEntry(tenant=tenant, op=OutboxOp.SET_STATUS, payload={"user_id": user_id, "ids": [old.id]}))
         with self.records.unit_of_work() as uow:
-            uow.guard_scope(tenant, user_id, version)
             uow.insert_memories(new, actor=ACTOR)
             if superseded:
                 assert old is not None

@@ -69,6 +69,9 @@ def test_a_grown_episode_gets_a_new_digest_that_supersedes_the_old(memory_os: Me
     (first,) = [c for c in memories(memory_os) if c.metadata.get(DIGEST_KEY)]
     write(memory_os, ["The Alps hike needs a good map of Chamonix.", "We will hike the Alps from hut to hut."],
           6, T0 + timedelta(minutes=6), "s1")
+    version = memory_os.records.scope_version("t", "ann")
+    assert memory_os.lifecycle.digest_scope("t", "ann", idle=True)["digests"] >= 1
+    assert memory_os.records.scope_version("t", "ann") == version  # a digest never makes a write plan again
     memory_os.lifecycle.settle("t")
     (second,) = [c for c in memories(memory_os) if c.metadata.get(DIGEST_KEY) and c.metadata[EPISODE_KEY] == 0]
     assert second.id != first.id
