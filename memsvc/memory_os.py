@@ -334,6 +334,16 @@ class MemoryOS:
             )
         return counts
 
+    def retry_dead_letters(self, tenant: str, ids: list[int] | None = None, *, actor: str | None = None) -> int:
+        """Give the tenant's dead outbox entries (these, or all) a fresh set of attempts; the next drain
+        applies them. Logged (`outbox.retry`) as the audit trail; how many were revived."""
+        n = self.outbox.revive(ids, tenant=tenant)
+        if n:
+            with self.records.unit_of_work() as uow:
+                uow.log([EventLog(tenant=tenant, user_id=None, kind="outbox.retry", actor=actor,
+                                  payload={"ids": ids, "revived": n})])
+        return n
+
     # -- graph, feedback, skills, policies -----------------------------------------------
     def graph_view(self, tenant: str, user_id: str, *, limit: int = 100, cursor: str | None = None) -> dict[str, Any]:
         """Entities and relations, each paged on its own; `next_cursor` (opaque) carries both positions

@@ -148,10 +148,11 @@ class RecordStore(Protocol):
     def fail_outbox(self, entry_id: int, error: str, *, retry_at: datetime | None = None) -> None:
         """Count a failed attempt: retried from `retry_at`, or a dead letter when it is None."""
 
-    def dead_outbox(self, limit: int = 100) -> list[OutboxEntry]: ...
+    def dead_outbox(self, limit: int = 100, *, tenant: str | None = None) -> list[OutboxEntry]:
+        """Dead letters, newest first: all of them, or one tenant's."""
 
-    def revive_outbox(self, ids: Sequence[int] | None = None) -> int:
-        """Dead entries (these, or all) get fresh attempts, due now; how many."""
+    def revive_outbox(self, ids: Sequence[int] | None = None, *, tenant: str | None = None) -> int:
+        """Dead entries (these, or all; of one tenant, or any) get fresh attempts, due now; how many."""
 
     def outbox_stats(self, now: datetime) -> dict[str, Any]:
         """`pending`, `retrying`, `dead` counts and `oldest_age_s` of the oldest live entry."""

@@ -358,19 +358,24 @@ class SqlRecordStore(JobRows):
         with self._write() as conn:
             conn.execute(update(o).where(o.c.id == entry_id, o.c.done_at.is_(None)).values(**values))
 
-    def dead_outbox(self, limit: int = 100) -> list[OutboxEntry]:
-        """Dead letters, newest first."""
+    def dead_outbox(self, limit: int = 100, *, tenant: str | None = None) -> list[OutboxEntry]:
+        """Dead letters, newest first: all of them, or one tenant's."""
         o = t.outbox
         stmt = select(o).where(o.c.done_at.is_(None), o.c.dead_at.is_not(None)).order_by(o.c.id.desc()).limit(limit)
+        if tenant is not None:
+            stmt = stmt.where(o.c.tenant == tenant)
         with self._read() as conn:
             return [_entry(r) for r in conn.execute(stmt)]
 
-    def revive_outbox(self, ids: Sequence[int] | None = None) -> int:
-        """Give dead entries (these, or all) a fresh set of attempts, due now; how many."""
+    def revive_outbox(self, ids: Sequence[int] | None = None, *, tenant: str | None = None) -> int:
+        """Give dead entries (these, or all; of one tenant, or any) a fresh set of attempts, due now;
+        how many."""
         o = t.outbox
         stmt = update(o).where(o.c.done_at.is_(None), o.c.dead_at.is_not(None))
         if ids is not None:
             stmt = stmt.where(o.c.id.in_(list(ids)))
+        if tenant is not None:
+            stmt = stmt.where(o.c.tenant == tenant)
         with self._write() as conn:
             return int(conn.execute(stmt.values(dead_at=None, attempts=0, next_at=utcnow())).rowcount)
 
