@@ -90,7 +90,10 @@ class LocalEmbedder(_Section):
     kind: Literal["sentence-transformers"] = "sentence-transformers"
     model_path: str | None = Field(None, description="model directory; default the packaged MiniLM")
     device: str | None = Field(None, description="cpu, cuda, …; default cuda when available")
-    batch_size: int = 64
+    batch_size: int = Field(
+        16, ge=1, description="texts per forward pass; a call's texts are sorted by length first, so small "
+        "batches pad less (LoCoMo turns in calls of 20-50: 16 embeds ~25 % more per second than 64)"
+    )
     torch_threads: int | None = Field(
         None, ge=1, description="CPU threads for torch; default half the cores (request threads run in parallel)"
     )

@@ -52,7 +52,7 @@ from memsvc.models import (
 )
 from memsvc.ports import MemoryQuery, Page, ScopeStats
 from storage.sql import schema as t
-from storage.sql.engine import SQLITE_LOWER, WRITE, dialect_insert, make_engine, translate_errors
+from storage.sql.engine import SQLITE_LOWER, WRITE, dialect_insert, make_engine, not_indexed, translate_errors
 from storage.sql.jobs import JobRows
 from storage.sql.migrations import alembic_config
 from storage.sql.unit_of_work import SqlUnitOfWork
@@ -144,7 +144,7 @@ class SqlRecordStore(JobRows):
         by_id: dict[str, MemoryCube] = {}
         with self._read() as conn:
             for chunk in _chunks(ids):
-                stmt = select(m).where(m.c.tenant == tenant, m.c.id.in_(chunk))
+                stmt = select(m).where(not_indexed(m.c.tenant) == tenant, m.c.id.in_(chunk))
                 by_id.update((r.id, _cube(r)) for r in conn.execute(stmt))
         return [by_id[i] for i in dict.fromkeys(ids) if i in by_id]
 
@@ -219,7 +219,7 @@ class SqlRecordStore(JobRows):
             for chunk in _chunks(ids):
                 conn.execute(
                     update(m)
-                    .where(m.c.tenant == tenant, m.c.id.in_(chunk))
+                    .where(not_indexed(m.c.tenant) == tenant, m.c.id.in_(chunk))
                     .values(access_count=m.c.access_count + times, last_accessed_at=newest)
                 )
 
@@ -241,7 +241,7 @@ class SqlRecordStore(JobRows):
             conn.execute(delete(s).where(s.c.tenant == tenant, s.c.user_id == user_id))
             own_ids = select(m.c.id).where(m.c.tenant == tenant, m.c.user_id == user_id)
             counts["memory_versions"] = conn.execute(
-                delete(v).where(v.c.tenant == tenant, v.c.memory_id.in_(own_ids))
+                delete(v).where(not_indexed(v.c.tenant) == tenant, v.c.memory_id.in_(own_ids))
             ).rowcount
             counts["memories"] = conn.execute(
                 delete(m).where(m.c.tenant == tenant, m.c.user_id == user_id)
