@@ -100,6 +100,10 @@ class LocalEmbedder(_Section):
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="weights and activations; auto = bf16 where the CPU computes it natively, else fp32"
     )
+    query_precision: Literal["auto", "same", "int8"] = Field(
+        "auto", description="the query model's: int8 (dynamically quantised linear layers) or the same as "
+        "`precision`; auto = int8 on CPU (LoCoMo dense R@10 31.0 vs 30.8 in bf16, 7.5 vs 11.1 ms a query)"
+    )
 
 
 class OpenAIEmbedder(_Section):
