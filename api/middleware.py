@@ -103,6 +103,41 @@ class OutboxCollector(Collector):
                                 value=stats["oldest_age_s"])
 
 
+class LifecycleCollector(Collector):
+    """Memories per lifecycle status, jobs per kind and state (the queue depth by kind is `pending`),
+    and this node's job runs and run time per kind; read at scrape time (`MemoryOS.lifecycle_stats`)."""
+
+    def __init__(self, stats: Callable[[], dict[str, Any]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            stats = self._stats()
+        except Exception:  # no memory OS yet, or the record store is down: /readyz says which
+            return
+        memories = GaugeMetricFamily("memsvc_memories", "memories per lifecycle status", labels=["status"])
+        for status, n in stats["memories"].items():
+            memories.add_metric([status], n)
+        yield memories
+        jobs = GaugeMetricFamily("memsvc_jobs", "stored jobs per kind and state (pending: the queue depth)",
+                                 labels=["kind", "state"])
+        for kind, states in sorted(stats["jobs"].items()):
+            for state, n in states.items():
+                jobs.add_metric([kind, state], n)
+        yield jobs
+        yield GaugeMetricFamily("memsvc_job_queue_depth", "job ids waiting in this node's queue", value=stats["queue_depth"])
+        runs = GaugeMetricFamily("memsvc_job_runs", "job runs this node finished, per kind and outcome",
+                                 labels=["kind", "outcome"])
+        seconds = GaugeMetricFamily("memsvc_job_run_seconds", "summed run time of this node's finished job runs",
+                                    labels=["kind"])
+        for kind, st in sorted(stats["runs"].items()):
+            for outcome in ("done", "failed", "retried"):
+                runs.add_metric([kind, outcome], st[outcome])
+            seconds.add_metric([kind], round(st["seconds"], 6))
+        yield runs
+        yield seconds
+
+
 class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app

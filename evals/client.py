@@ -36,6 +36,11 @@ class InProcessClient:
     def search(self, req: SearchRequest) -> SearchResult:
         return self._os.search(self.tenant, req)  # type: ignore[no-any-return]
 
+    def flush(self) -> None:
+        """Digest every episode now (open ones included) and wait for the consolidation jobs, so
+        the questions see what a settled service holds (timed as write time)."""
+        self._os.lifecycle.settle(self.tenant)
+
     def describe(self) -> dict[str, Any]:
         """How memsvc was run, for the results' config."""
         embedder = self._os.embedder
@@ -60,6 +65,11 @@ class PresetClient:
 
     def add(self, req: WriteRequest) -> WriteResult:
         return self._inner.add(req)
+
+    def flush(self) -> None:
+        flush = getattr(self._inner, "flush", None)
+        if callable(flush):
+            flush()
 
     def search(self, req: SearchRequest) -> SearchResult:
         return self._inner.search(req.model_copy(update={"preset": self.preset}))
@@ -93,6 +103,9 @@ class CrossValidatedClient:
 
     def add(self, req: WriteRequest) -> WriteResult:
         return self._inner.add(req)
+
+    def flush(self) -> None:
+        self._inner.flush()
 
     def search(self, req: SearchRequest) -> SearchResult:
         if self.preset is not None:

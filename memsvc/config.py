@@ -235,6 +235,22 @@ class ReconcileConfig(_Section):
     interval_s: float = Field(3600.0, gt=0.0, description="how often reconciliation runs (once across all nodes)")
 
 
+class LifecycleConfig(_Section):
+    """Episodes (segmentation by session, time gap and surprise) and the consolidation jobs."""
+
+    episode_gap_s: float = Field(1800.0, gt=0.0, description="a longer silence between two turns starts a new episode")
+    surprise_gamma: float = Field(
+        1.5, ge=0.0, description="a turn whose similarity to the previous one falls this many standard deviations "
+                                 "below the running mean starts a new episode (tuned on LoCoMo)")
+    surprise_min_turns: int = Field(4, ge=1, description="turns an episode holds before surprise may close it")
+    interval_s: float = Field(60.0, gt=0.0, description="how often the consolidation sweep looks for work (once "
+                                                         "across all nodes)")
+    idle_s: float = Field(1800.0, ge=0.0, description="an open episode not written to for this long is digested too")
+    merge_threshold: float = Field(0.93, gt=0.0, le=1.0, description="cosine at which two derived memories of a user "
+                                                                      "are merged into one canonical memory")
+    profile_max_facts: int = Field(40, ge=1, le=500, description="facts and preferences a user's profile lists")
+
+
 class SkillsConfig(_Section):
     """The skill bank, the controller choosing skills per span, and the LLM executor's limits."""
 
@@ -290,6 +306,7 @@ class Settings(BaseSettings):
     write: WriteConfig = WriteConfig()
     outbox: OutboxConfig = OutboxConfig()
     reconcile: ReconcileConfig = ReconcileConfig()
+    lifecycle: LifecycleConfig = LifecycleConfig()
     skills: SkillsConfig = SkillsConfig()
     search: SearchConfig = SearchConfig()
     admin: AdminConfig = AdminConfig()

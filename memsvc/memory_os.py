@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import ValidationError
 
 from memsvc.config import Settings
@@ -23,6 +24,8 @@ from memsvc.errors import (
 )
 from memsvc.indexer import GraphExtractor, Indexer
 from memsvc.jobs import InProcessQueue, JobContext, JobRunner
+from memsvc.lifecycle.consolidate import Consolidator
+from memsvc.lifecycle.digest import Abstractive, extractive
 from memsvc.models import (
     RESERVED_PREFIX,
     SYSTEM_TENANT,
@@ -114,13 +117,13 @@ class MemoryOS:
             raise ValueError(f"the skill bank at {self.skills_dir} has no card with `selection: always` "
                              "(the episodic turn): the write path would keep nothing")
         executors: list[SkillExecutor] = default_executors(llm, settings.skills)
-        if digest is not None:
-            executors.append(DigestExecutor(digest))
+        # The episode digest runs in the consolidation job: extractive offline, abstractive with an LLM.
+        executors.append(DigestExecutor(digest or (Abstractive(llm) if llm is not None else extractive)))
         self.skill_runtime = SkillRuntime(self.skill_bank, executors, skill_controller or TriggerController())
         self.outbox = Outbox(records, self.indexer, settings.outbox)
         self.writer = WritePipeline(records, vectors, self.indexer, settings.limits, settings.write,
                                     skills=self.skill_runtime, skills_config=settings.skills, gate=gate,
-                                    outbox=self.outbox)
+                                    outbox=self.outbox, lifecycle=settings.lifecycle)
         self.recall_log = RecallLog(records)
         self.reader = ReadPipeline(
             records, vectors, embedder, settings.search, settings.limits, graph_retriever, entity_resolver, gate=gate,
@@ -137,6 +140,10 @@ class MemoryOS:
         self.jobs.every(RECONCILE_JOB, settings.reconcile.interval_s, RECONCILE_JOB)
         self.llm = llm
         self.jobs.register("skills.design", self._design_job, max_attempts=2)
+        self.lifecycle = Consolidator(records, self.indexer, self.outbox, self.skill_runtime, settings.lifecycle,
+                                      self._vectors_of)
+        self.lifecycle.register(self.jobs)
+        self.writer.on_episodes_closed = self.lifecycle.episodes_closed
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> dict[str, int]:
@@ -185,6 +192,29 @@ class MemoryOS:
         if self.records.count_jobs([JobState.PENDING, JobState.RUNNING], kind="write") >= cap:
             raise RateLimited(f"{cap} write jobs are waiting; retry later", retry_after=1)
         return self.jobs.submit(tenant, "write", {"body": body, "actor": actor})
+
+    def lifecycle_stats(self, tenant: str | None = None) -> dict[str, Any]:
+        """What `/metrics` (all tenants) and the admin Lifecycle page (one tenant) show: memories per
+        lifecycle status, stored jobs per kind and state (across nodes), this node's finished runs and
+        run time per kind, and for a tenant its latest jobs and episodes waiting for a digest."""
+        jobs: dict[str, dict[str, int]] = {}
+        for kind, state, n in self.records.job_counts(tenant):
+            jobs.setdefault(kind, {s.value: 0 for s in JobState})[state] = n
+        runner = self.jobs.stats()
+        out: dict[str, Any] = {"memories": self.records.status_counts(tenant), "jobs": jobs, "runs": runner["kinds"],
+                               "queue_depth": runner["queue_depth"]}
+        if tenant is not None:
+            out["recent"] = self.records.recent_jobs(tenant, limit=50)
+            out["waiting"] = sum(len(eps) for (t, _), eps in self.lifecycle.due().items() if t == tenant)
+        return out
+
+    def _vectors_of(self, cubes: Sequence[MemoryCube]) -> np.ndarray:
+        """The cubes' vectors: those this process wrote lately from its cache, the rest embedded."""
+        known = {c.id: v for c in cubes if c.version == 1 and (v := self.writer._recent.get(c.id)) is not None}
+        todo = [c for c in cubes if c.id not in known]
+        if todo:
+            known.update(zip((c.id for c in todo), self.indexer.embed(todo), strict=True))
+        return np.stack([known[c.id] for c in cubes]) if cubes else np.zeros((0, self.embedder.dim), np.float32)
 
     def _write_job(self, job: Job, ctx: JobContext) -> dict[str, Any]:
         """A `wait: false` write. Idempotent by message id: a rerun after a crash skips what the

@@ -86,7 +86,21 @@ REASON_KEY = "_reason"
 
 EPISODE_KEY = "_episode"
 """Metadata key of an episodic cube: the episode (segment of the conversation) it belongs to.
-Cubes written before the reserved namespace carry it as `episode`; nothing reads either key yet."""
+Cubes written before the reserved namespace carry it as `episode`. Episode numbers are stable per
+user scope across requests (`EpisodeState`); a digest carries the number of the episode it digests."""
+
+TURN_KEY = "_turn"
+"""Metadata key of an episodic cube: its position in the user scope's stream of turns (0, 1, …), the
+order temporal-neighbour expansion walks (messages of one LoCoMo session share a timestamp)."""
+
+DIGEST_KEY = "_digest"
+"""Metadata key of an episode digest (the consolidation job's first level of two-level recall): True."""
+
+PROFILE_KEY = "_profile"
+"""Metadata key of a user's profile (refined): True on the one active profile and its superseded versions."""
+
+MERGED_KEY = "_merged"
+"""Metadata key of a canonical memory: the ids of the near-duplicates merged into it (each superseded by it)."""
 
 
 class MemoryCube(BaseModel):
@@ -204,6 +218,42 @@ class OutboxEntry(BaseModel):
     @property
     def scope(self) -> tuple[str, str]:
         return self.tenant, str(self.payload.get("user_id", ""))
+
+
+class EpisodeState(BaseModel):
+    """Where a user scope's segmentation stands after its last write (`memsvc.lifecycle.episodes`):
+    the open episode, the last turn's time, session and embedding, and the running baseline of the
+    similarity between consecutive turns that surprise is measured against."""
+
+    tenant: str
+    user_id: str
+    episode: int = -1  # the open episode (-1: no turn yet)
+    turns: int = 0  # turns in the open episode
+    seq: int = 0  # turns in the scope so far (a turn's `TURN_KEY` is its position)
+    started_at: datetime | None = None  # the open episode's first turn
+    last_time: datetime | None = None
+    last_session: str | None = None
+    last_vector: list[float] | None = None
+    sim_mean: float = 0.0
+    sim_var: float = 0.0
+    sim_n: int = 0
+
+
+class Episode(BaseModel):
+    """One episode of a user scope: a run of turns cut by a session change, a time gap or surprise."""
+
+    tenant: str
+    user_id: str
+    episode: int
+    session_id: str | None = None
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    turns: int = 0
+    closed_at: datetime | None = None  # set when a later turn opened the next episode
+    boundary: str | None = None  # what closed it: "session", "gap" or "surprise"
+    digest_id: str | None = None  # the digest memory, once the consolidation job wrote it
+    digest_turns: int = 0  # turns the digest covers (0: none yet; `turns`: up to date)
+    updated_at: datetime = Field(default_factory=utcnow)  # the last write that touched it
 
 
 class ApiKey(BaseModel):

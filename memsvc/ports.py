@@ -19,6 +19,8 @@ from memsvc.models import (
     ApiKey,
     ChangeKind,
     Entity,
+    Episode,
+    EpisodeState,
     EventLog,
     Job,
     JobState,
@@ -90,6 +92,13 @@ class UnitOfWork(Protocol):
         """Stage outbox entries; each entry's `id` is set once the rows are flushed."""
 
     def log(self, events: Sequence[EventLog]) -> None: ...
+
+    def save_episodes(self, state: EpisodeState, episodes: Sequence[Episode]) -> None:
+        """Store the scope's segmentation state and upsert the episode rows a write touched (their
+        digest columns are left as they are)."""
+
+    def mark_digested(self, tenant: str, user_id: str, episode: int, turns: int, digest_id: str | None) -> None:
+        """Record that the episode's first `turns` turns are digested (by `digest_id`, None: too short)."""
 
 
 class RecordStore(Protocol):
@@ -218,6 +227,32 @@ class RecordStore(Protocol):
     def scope_stats(self, tenant: str | None = None) -> list[ScopeStats]: ...
 
     def tenants(self) -> list[str]: ...
+
+    # -- episodes and lifecycle (memsvc.lifecycle) ------------------------------------------
+    def episode_state(self, tenant: str, user_id: str) -> EpisodeState | None:
+        """The scope's segmentation state after its last write (None before its first turn)."""
+
+    def episodes(self, tenant: str, user_id: str, numbers: Sequence[int] | None = None) -> list[Episode]:
+        """The scope's episodes (those numbered `numbers`, else all), in order."""
+
+    def undigested_episodes(self, idle_before: datetime, limit: int = 500) -> list[Episode]:
+        """Episodes, across tenants, with turns no digest covers yet that are closed or were last
+        written before `idle_before`; oldest first."""
+
+    def episode_turns(self, tenant: str, user_id: str, episodes: Sequence[int]) -> list[MemoryCube]:
+        """The active episodic turns of these episodes, in stream order."""
+
+    def adjacent_turns(self, tenant: str, user_id: str, turn: int, k: int) -> list[MemoryCube]:
+        """The active episodic turns numbered `turn - k` to `turn + k` in the scope's stream, in order."""
+
+    def status_counts(self, tenant: str | None = None) -> dict[str, int]:
+        """Memories per lifecycle status (of a tenant, else all)."""
+
+    def job_counts(self, tenant: str | None = None) -> list[tuple[str, str, int]]:
+        """(kind, state, count) of the stored jobs of a tenant, else of all."""
+
+    def recent_jobs(self, tenant: str | None = None, *, kinds: Sequence[str] | None = None, limit: int = 50) -> list[Job]:
+        """The most recently updated jobs (of a tenant, of `kinds`), newest first."""
 
     def close(self) -> None: ...
 

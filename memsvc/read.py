@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -12,7 +13,16 @@ import numpy as np
 from memsvc.config import Limits, SearchConfig
 from memsvc.errors import InvalidInput
 from memsvc.learn.features import ROUTES, Candidate, rerank_features, route_features
-from memsvc.models import SPEAKER_KEY, EventLog, MemoryCube, MemoryStatus, MemoryType, as_utc, utcnow
+from memsvc.models import (
+    DIGEST_KEY,
+    SPEAKER_KEY,
+    EventLog,
+    MemoryCube,
+    MemoryStatus,
+    MemoryType,
+    as_utc,
+    utcnow,
+)
 from memsvc.ports import Embedder, GateModel, RecordStore, VectorFilter, VectorIndex
 from memsvc.recall_log import RecallLog
 from memsvc.retrieval.filters import matches
@@ -20,6 +30,7 @@ from memsvc.retrieval.fusion import Fused, rrf
 from memsvc.retrieval.packing import count_tokens, edge_order, pack
 from memsvc.retrieval.presets import PRESETS, RetrievalPreset
 from memsvc.retrieval.query import classify
+from memsvc.retrieval.structure import episode_of, episode_ranking, neighbour_ranking, time_window, turn_of
 from memsvc.schemas import SearchRequest, SearchResult
 
 # Fused candidates read from SQL beyond `top_k` in a search's first chunk: most are packed at once;
@@ -33,6 +44,9 @@ class GraphHit:
     score: float
     path: list[str]  # query entity -> ... -> entity the memory mentions
 
+
+NEIGHBOUR_SEEDS = 5  # episodic hits whose neighbours `expand_neighbours` adds
+EPISODE_TURNS = 5  # turns per episode that two-level recall ranks
 
 # (tenant, user_id, query, dense seed ids, filter, limit) -> ranked graph hits
 GraphRetriever = Callable[[str, str, str, list[str], VectorFilter, int], list[GraphHit]]
@@ -184,7 +198,7 @@ class ReadPipeline:
         dense: list[tuple[str, float]] = []
         qvec: list[float] | None = None
         rerank = (preset.rerank and self.gate is not None) or features
-        if "dense" in preset.retrievers or "graph" in preset.retrievers or rerank:
+        if "dense" in preset.retrievers or "graph" in preset.retrievers or rerank or preset.episodes or preset.temporal:
             qvec = self.embedder.embed_query(req.query).tolist()
             dense = self.vectors.search(qvec, flt, n)
             if "dense" in preset.retrievers:
@@ -196,8 +210,17 @@ class ReadPipeline:
             hits = self.graph_retriever(tenant, req.user_id, req.query, [i for i, _ in dense], flt, n)
             rankings["graph"] = [(h.memory_id, h.score) for h in hits]
             paths = {h.memory_id: h.path for h in hits}
+        if preset.episodes and qvec is not None:
+            rankings["episodes"] = self._episodes(tenant, req, flt, qvec, preset.episodes)
+        if preset.temporal and qvec is not None and flt.event_from is None and flt.event_to is None:
+            window = self._window(tenant, req)
+            if window is not None:
+                rankings["temporal"] = self.vectors.search(qvec, replace(flt, event_from=window[0], event_to=window[1]), n)
         k = self.config.rrf_k if preset.rrf_k is None else preset.rrf_k
         fused = rrf(rankings, k=k, weights=preset.weights, tie_tolerance=preset.tie_tolerance)
+        if preset.expand_neighbours and fused:
+            rankings["neighbours"] = self._neighbours(tenant, req.user_id, fused, preset.expand_neighbours)
+            fused = rrf(rankings, k=k, weights=preset.weights, tie_tolerance=preset.tie_tolerance)
         depth = max(self.config.rerank_depth if rerank else n, req.top_k)
         return _Retrieved(preset, flt, fused[:depth], paths, rerank, qvec)
 
@@ -212,6 +235,47 @@ class ReadPipeline:
                 p = self.router.route(np.asarray([qvec], dtype=np.float32), route_features(req.query)[None])[0]
                 cset.route = {name: round(float(x), 4) for name, x in zip(ROUTES, p, strict=True)}
         return cset
+
+    def _episodes(self, tenant: str, req: SearchRequest, flt: VectorFilter, qvec: list[float], m: int) -> list[tuple[str, float]]:
+        """Two-level recall: the digests nearest the query pick the episodes, whose turns form the ranking."""
+        digests = replace(flt, types=None, metadata={**(flt.metadata or {}), DIGEST_KEY: True})
+        top = rrf({"dense": self.vectors.search(qvec, digests, 4 * m),
+                   "keyword": self.vectors.search_text(req.query, digests, 4 * m)}, k=self.config.rrf_k)
+        episodes: list[int] = []
+        for cube in self._in_order(tenant, [f.id for f in top]):
+            e = episode_of(cube)
+            if e is not None and e not in episodes:
+                episodes.append(e)
+            if len(episodes) == m:
+                break
+        turns = self.records.episode_turns(tenant, req.user_id, episodes)
+        if not turns:
+            return []
+        scores = dict(self.vectors.search(qvec, replace(flt, ids=[c.id for c in turns]), len(turns)))
+        return episode_ranking(episodes, turns, scores, EPISODE_TURNS)
+
+    def _neighbours(self, tenant: str, user_id: str, fused: Sequence[Fused], k: int) -> list[tuple[str, float]]:
+        """The turns around the strongest episodic hits (the first `NEIGHBOUR_SEEDS` of the fusion)."""
+        seeds = [c for c in self._in_order(tenant, [f.id for f in fused[:2 * NEIGHBOUR_SEEDS]])
+                 if c.type is MemoryType.EPISODIC and turn_of(c) is not None][:NEIGHBOUR_SEEDS]
+        turns: list[MemoryCube] = []
+        for seed in seeds:
+            at = turn_of(seed)
+            assert at is not None
+            turns += self.records.adjacent_turns(tenant, user_id, at, k)
+        return neighbour_ranking(seeds, turns, k)
+
+    def _window(self, tenant: str, req: SearchRequest) -> tuple[datetime, datetime] | None:
+        """The period a query names ("last June", "in May 2023"), read against the scope's latest
+        message date; None when it names none."""
+        state = self.records.episode_state(tenant, req.user_id)
+        anchor = as_utc(state.last_time) if state is not None and state.last_time is not None else utcnow()
+        assert anchor is not None
+        return time_window(req.query, anchor)
+
+    def _in_order(self, tenant: str, ids: Sequence[str]) -> list[MemoryCube]:
+        by_id = {c.id: c for c in self.records.get_memories(tenant, ids)}
+        return [by_id[i] for i in ids if i in by_id]
 
     def _features(self, query: str, qvec: list[float], flt: VectorFilter, cands: list[_Candidate]) -> np.ndarray:
         """The read gate's inputs; the dense score of every candidate comes from one id-restricted search."""

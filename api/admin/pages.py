@@ -1,4 +1,4 @@
-"""Read-only pages: the skill bank, policy statistics and the evaluation reports."""
+"""Read-only pages: the skill bank, policy statistics, the memory lifecycle and the evaluation reports."""
 
 from __future__ import annotations
 
@@ -26,6 +26,14 @@ def skills(request: Request, session: SessionDep, os_: MemoryOSDep) -> Response:
 def policies(request: Request, session: SessionDep, os_: MemoryOSDep) -> Response:
     """The same statistics as `GET /v1/policies`, for the session's tenant."""
     return render(request, "policies.html", {"p": os_.policies(session.tenant)}, session=session, section="policies")
+
+
+@router.get("/lifecycle")
+def lifecycle(request: Request, session: SessionDep, os_: MemoryOSDep) -> Response:
+    """The tenant's memories per lifecycle status, its episodes waiting for a digest, and its jobs:
+    counts per kind and state, and the latest runs with the reason of each failure."""
+    return render(request, "lifecycle.html", {"s": os_.lifecycle_stats(session.tenant)}, session=session,
+                  section="lifecycle")
 
 
 @router.get("/reports")

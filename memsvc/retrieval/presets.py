@@ -11,7 +11,9 @@ class RetrievalPreset:
     weights: dict[str, float] = field(default_factory=dict)  # retriever -> RRF weight
     rrf_k: int | None = None  # None: the `MEMSVC_SEARCH__RRF_K` setting
     tie_tolerance: dict[str, float] = field(default_factory=lambda: {"keyword": 0.05})
-    expand_neighbours: int = 0  # temporal neighbours added around strong episodic hits
+    expand_neighbours: int = 0  # turns either side of the strongest episodic hits, as the `neighbours` ranking
+    episodes: int = 0  # two-level recall: the turns of this many best digests' episodes, as the `episodes` ranking
+    temporal: bool = False  # a query naming a period adds the memories dated in it, as the `temporal` ranking
     rerank: bool = False  # the learned read gate reorders the fused candidates (fused order without one)
 
     @property
@@ -36,7 +38,16 @@ HYBRID_PPR = RetrievalPreset("hybrid_ppr", {"dense": 1.0, "keyword": 1.0, "graph
 HYBRID_RERANK = RetrievalPreset("hybrid_rerank", HYBRID.weights, rerank=True)
 HYBRID_PPR_RERANK = RetrievalPreset("hybrid_ppr_rerank", HYBRID_PPR.weights, rerank=True)
 
+# Recall that uses the structure (`memsvc.retrieval.structure`), each `hybrid` plus one ranking; the
+# README's "Lifecycle" section has what each measured against `hybrid`.
+HYBRID_EPISODES = RetrievalPreset("hybrid_episodes", {**HYBRID.weights, "episodes": 0.5}, episodes=3)
+HYBRID_NEIGHBOURS = RetrievalPreset("hybrid_neighbours", {**HYBRID.weights, "neighbours": 0.5}, expand_neighbours=1)
+HYBRID_TEMPORAL = RetrievalPreset("hybrid_temporal", {**HYBRID.weights, "temporal": 1.0}, temporal=True)
+STRUCTURED = RetrievalPreset("structured", {**HYBRID.weights, "episodes": 0.5, "neighbours": 0.5, "temporal": 1.0},
+                             episodes=3, expand_neighbours=1, temporal=True)
+
 PRESETS: dict[str, RetrievalPreset] = {
-    p.name: p for p in (DENSE, KEYWORD, HYBRID, HYBRID_PPR, HYBRID_RERANK, HYBRID_PPR_RERANK)
+    p.name: p for p in (DENSE, KEYWORD, HYBRID, HYBRID_PPR, HYBRID_RERANK, HYBRID_PPR_RERANK,
+                        HYBRID_EPISODES, HYBRID_NEIGHBOURS, HYBRID_TEMPORAL, STRUCTURED)
 }
 DEFAULT_PRESET = HYBRID

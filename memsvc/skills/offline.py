@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
-from memsvc.models import EPISODE_KEY, SPEAKER_KEY, MemoryType, Role
+from memsvc.models import EPISODE_KEY, SPEAKER_KEY, TURN_KEY, MemoryType, Role
 from memsvc.skills.cards import SkillCard
 from memsvc.skills.types import Operation, OpKind, SkillContext, SkillResult, Span, noop
 from memsvc.write.extract import as_sentence, sentences
@@ -40,7 +40,7 @@ class VerbatimExecutor:
         return SkillResult([
             Operation(
                 OpKind.INSERT, card.id, (s.message_id,), kind, episodic_content(s.role, s.name, s.text),
-                importance=s.importance, metadata={EPISODE_KEY: s.episode, SPEAKER_KEY: s.name or s.role.value},
+                importance=s.importance, metadata={EPISODE_KEY: s.episode, TURN_KEY: s.turn, SPEAKER_KEY: s.name or s.role.value},
             )
             for s in spans
         ])

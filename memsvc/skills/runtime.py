@@ -3,8 +3,9 @@
 Two phases, because the write gate scores a message from the embedding of its episodic turn:
 `turns` runs the cards selected `always` (the episodic turn) on every message; `derive` asks the
 controller which skills each gated span gets, runs each chosen skill's executor once on its spans,
-and also runs the `episode` cards (the digest) and, when the request carries operations, the
-`explicit` cards (Memory-as-Action). Every memory the write path makes comes out of here.
+and, when the request carries operations, the `explicit` cards (Memory-as-Action). Every memory the
+write path makes comes out of here. The `episode` cards (the digest) run off the write path:
+`episode` applies them to one stored episode, in the consolidation job (`memsvc.lifecycle`).
 
 The run record says per span which skills were chosen and per skill what it wrote, what it
 declined (NOOP with a reason) and what it cost; the write event log keeps it (the controller's
@@ -96,7 +97,7 @@ class SkillRuntime:
         self, spans: Sequence[Span], embeddings: np.ndarray, eligible: Sequence[bool], run: RuntimeRun,
         context: SkillContext, *, only: Sequence[str] | None = None,
     ) -> None:
-        """The controller's choice per eligible span, the episode cards, and the explicit cards.
+        """The controller's choice per eligible span, and the explicit cards.
 
         `only` restricts the bank to these skill ids (ablations, the controller's training runs)."""
         pool = [c for c in self.selectable() if only is None or c.id in only]
@@ -111,14 +112,17 @@ class SkillRuntime:
         for card in pool:
             if card.id in chosen_by_skill:
                 self._apply(card, chosen_by_skill[card.id], context, run)
-        episode_spans = [spans[i] for i in gated]
-        for card in self.cards:
-            if card.selection == "episode" and self.active(card) and episode_spans and (only is None or card.id in only):
-                self._apply(card, [s for s in episode_spans if s.role.value in card.roles], context, run)
         if context.explicit:
             for card in self.cards:
                 if card.selection == "explicit" and self.active(card):
                     self._apply(card, [], context, run)
+
+    def episode(self, spans: Sequence[Span], run: RuntimeRun, context: SkillContext | None = None) -> None:
+        """The `episode` cards on the turns of one episode (the consolidation job's digest)."""
+        ctx = context or SkillContext(spans=spans)
+        for card in self.cards:
+            if card.selection == "episode" and self.active(card):
+                self._apply(card, [s for s in spans if s.role.value in card.roles], ctx, run)
 
     def _apply(self, card: SkillCard, spans: Sequence[Span], context: SkillContext, run: RuntimeRun) -> None:
         if not spans and card.selection != "explicit":

@@ -29,6 +29,7 @@ class Span:
     name: str | None = None  # the message's `name` (a named speaker, a tool)
     episode: int = 0
     index: int = 0  # position in the request
+    turn: int = 0  # position in the user scope's stream of turns (stable across requests)
     importance: float = 0.5  # the write gate's score
 
     @property

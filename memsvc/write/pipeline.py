@@ -4,21 +4,23 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 
-from memsvc.config import Limits, OutboxConfig, SkillsConfig, WriteConfig
+from memsvc.config import LifecycleConfig, Limits, OutboxConfig, SkillsConfig, WriteConfig
 from memsvc.errors import InvalidInput, NotFound, PayloadTooLarge, ScopeChanged
 from memsvc.indexer import Indexer
 from memsvc.learn.features import write_features
+from memsvc.lifecycle.episodes import Segmentation, SegmentParams, segment
 from memsvc.models import (
     REASON_KEY,
     SLOT_KEY,
     ChangeKind,
+    EpisodeState,
     EventLog,
     MemoryCube,
     MemoryStatus,
@@ -38,7 +40,7 @@ from memsvc.skills.runtime import RuntimeRun, SkillRuntime
 from memsvc.skills.types import ExplicitOperation, Operation, OpKind, SkillContext, Span
 from memsvc.write.operations import change_entries, stage_changes
 from memsvc.write.scope import RecentVectors, ScopeView
-from memsvc.write.stages import GateDecision, heuristic_gate, segment
+from memsvc.write.stages import GateDecision, heuristic_gate
 
 __all__ = ["WritePipeline", "assign_message_ids", "episodic_content"]
 
@@ -60,6 +62,16 @@ class _Plan:
     changed: list[tuple[MemoryCube, ChangeKind, Operation]] = field(default_factory=list)
     run: RuntimeRun = field(default_factory=RuntimeRun)
     declined: list[dict[str, Any]] = field(default_factory=list)
+    segmentation: Segmentation | None = None
+
+
+# Called after a write committed, with the episodes it closed: (tenant, user_id, episode numbers).
+EpisodesClosed = Callable[[str, str, list[int]], None]
+
+
+def segment_params(config: LifecycleConfig) -> SegmentParams:
+    return SegmentParams(gap=timedelta(seconds=config.episode_gap_s), gamma=config.surprise_gamma,
+                         min_turns=config.surprise_min_turns)
 
 
 def assign_message_ids(req: WriteRequest) -> WriteRequest:
@@ -74,9 +86,12 @@ class WritePipeline:
     def __init__(
         self, records: RecordStore, vectors: VectorIndex, indexer: Indexer,
         limits: Limits, config: WriteConfig, *, skills: SkillRuntime, skills_config: SkillsConfig | None = None,
-        gate: GateModel | None = None, outbox: Outbox | None = None,
+        gate: GateModel | None = None, outbox: Outbox | None = None, lifecycle: LifecycleConfig | None = None,
+        on_episodes_closed: EpisodesClosed | None = None,
     ) -> None:
         self.records = records
+        self.segment_params = segment_params(lifecycle or LifecycleConfig())
+        self.on_episodes_closed = on_episodes_closed
         self.skills = skills
         self.skills_config = skills_config or SkillsConfig()
         self.gate = gate if gate is not None and gate.has("write") else None
@@ -135,6 +150,9 @@ class WritePipeline:
                     continue
             self._recent.put(dict(plan.embeddings))
             self.outbox.deliver(entries, plan.embeddings)
+            closed = plan.segmentation.closed if plan.segmentation is not None else []
+            if closed and self.on_episodes_closed is not None:
+                self.on_episodes_closed(tenant, req.user_id, closed)
             changed = [c.public() for c, _, _ in plan.changed]
             return WriteResult(written=[c.public() for c in plan.new], skipped=skipped,
                                **({"changed": changed} if explicit else {}))
@@ -148,15 +166,22 @@ class WritePipeline:
         plan = _Plan()
         now = utcnow()
         times = [as_utc(m.timestamp) or now for m in fresh]
-        episodes = segment(times, [req.session_id] * len(fresh))
+        # Every turn's embedding first: segmentation measures surprise on it, the write gate scores
+        # it, and the episodic cube of the turn reuses it.
+        texts = [episodic_content(m.role, m.name, m.content) for m in fresh]
+        vectors = self.indexer.embedder.embed(texts)
+        state = self.records.episode_state(tenant, req.user_id) or EpisodeState(tenant=tenant, user_id=req.user_id)
+        seg = segment(state, times, [req.session_id] * len(fresh), vectors, self.segment_params)
+        plan.segmentation = seg
         spans: list[Span] = []
-        for i, (m, when, episode) in enumerate(zip(fresh, times, episodes, strict=True)):
+        for i, (m, when) in enumerate(zip(fresh, times, strict=True)):
             assert m.id is not None
             plan.messages.append(StoredMessage(
                 tenant=tenant, user_id=req.user_id, id=m.id, role=m.role, content=m.content, name=m.name,
                 session_id=req.session_id, agent_id=req.agent_id, timestamp=when,
             ))
-            spans.append(Span(m.id, m.role, m.content, when, name=m.name, episode=episode, index=i))
+            spans.append(Span(m.id, m.role, m.content, when, name=m.name, episode=seg.episodes[i], index=i,
+                              turn=seg.positions[i]))
         self._check_explicit(tenant, req, explicit)
         context = SkillContext(spans=spans, existing=lambda span, k: self._existing(tenant, req.user_id, plan, span, k),
                                explicit=explicit)
@@ -164,12 +189,19 @@ class WritePipeline:
         self.skills.turns(spans, run, context)
         turns = [self._cube(op, req, tenant, spans, now) for op in run.operations]
         run.operations.clear()
-        self._embed(plan, turns)
+        position = {m.id: i for i, m in enumerate(fresh)}
+        reembed = []
+        for c in turns:
+            at = position.get(c.source_ids[0]) if len(c.source_ids) == 1 else None
+            if at is not None and c.content == texts[at]:
+                plan.embeddings[c.id] = vectors[at]
+                c.embedding_model = self.indexer.embedder.model_name
+            else:
+                reembed.append(c)
+        self._embed(plan, reembed)
         plan.new.extend(turns)
         turn_of = {c.source_ids[0]: c for c in turns if c.type is MemoryType.EPISODIC and len(c.source_ids) == 1}
-        missing = [episodic_content(s.role, s.name, s.text) for s in spans if s.message_id not in turn_of]
-        extra = iter(self.indexer.embedder.embed(missing)) if missing else iter(())
-        span_vecs = [plan.embeddings[turn_of[s.message_id].id] if s.message_id in turn_of else next(extra) for s in spans]
+        span_vecs = list(vectors)
         gates = self._gates(fresh, span_vecs)
         threshold = self.skills_config.gate_threshold
         for i, gate in enumerate(gates):
@@ -312,6 +344,8 @@ class WritePipeline:
             else:
                 uow.guard_scope(tenant, req.user_id, plan.scope_version)
             uow.add_messages(plan.messages)
+            if plan.segmentation is not None:
+                uow.save_episodes(plan.segmentation.state, plan.segmentation.touched)
             uow.insert_memories(plan.new, actor=actor)
             for old in plan.superseded:
                 uow.save_memory(old, ChangeKind.SUPERSEDE, actor=actor)

@@ -53,6 +53,7 @@ from memsvc.models import (
 from memsvc.ports import MemoryQuery, Page, ScopeStats
 from storage.sql import schema as t
 from storage.sql.engine import SQLITE_LOWER, WRITE, dialect_insert, make_engine, not_indexed, translate_errors
+from storage.sql.episodes import EpisodeRows
 from storage.sql.jobs import JobRows
 from storage.sql.migrations import alembic_config
 from storage.sql.unit_of_work import SqlUnitOfWork
@@ -60,7 +61,7 @@ from storage.sql.unit_of_work import SqlUnitOfWork
 CHUNK = 500  # ids per IN (...) list; keeps well under SQLite's and PostgreSQL's parameter limits
 _MIGRATE_LOCK = 0x6D656D737663  # pg_advisory_xact_lock key ("memsvc")
 
-class SqlRecordStore(JobRows):
+class SqlRecordStore(JobRows, EpisodeRows):
     """The source of truth: messages, cubes, versions, outbox, keys, jobs and event logs."""
 
     def __init__(self, engine: Engine, *, owns_engine: bool = False) -> None:
@@ -233,7 +234,7 @@ class SqlRecordStore(JobRows):
         purged content is gone from the database files too.
         """
         m, v, o, j, s = t.memories, t.memory_versions, t.outbox, t.jobs, t.scopes
-        scoped: list[Table] = [t.messages, t.events, t.entities, t.relations, t.mentions]
+        scoped: list[Table] = [t.messages, t.events, t.entities, t.relations, t.mentions, t.episode_state, t.episodes]
         counts: dict[str, int] = {}
         with self._write() as conn:
             # First, so that the scope row's lock orders this purge against concurrent writes: a

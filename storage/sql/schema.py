@@ -160,6 +160,46 @@ scopes = Table(
     PrimaryKeyConstraint("tenant", "user_id"),
 )
 
+# Per user scope: where episode segmentation stands after the last write (memsvc.lifecycle.episodes),
+# committed with that write's turns under the scope version; and one row per episode, whose digest
+# columns the consolidation job sets.
+episode_state = Table(
+    "episode_state",
+    metadata,
+    Column("tenant", String(), nullable=False),
+    Column("user_id", String(), nullable=False),
+    Column("episode", BigInteger(), nullable=False),
+    Column("turns", Integer(), nullable=False),
+    Column("seq", BigInteger(), nullable=False),
+    Column("started_at", UTCDateTime()),
+    Column("last_time", UTCDateTime()),
+    Column("last_session", String()),
+    Column("last_vector", json_type()),
+    Column("sim_mean", Float(), nullable=False),
+    Column("sim_var", Float(), nullable=False),
+    Column("sim_n", Integer(), nullable=False),
+    PrimaryKeyConstraint("tenant", "user_id"),
+)
+
+episodes = Table(
+    "episodes",
+    metadata,
+    Column("tenant", String(), nullable=False),
+    Column("user_id", String(), nullable=False),
+    Column("episode", BigInteger(), nullable=False),
+    Column("session_id", String()),
+    Column("started_at", UTCDateTime()),
+    Column("ended_at", UTCDateTime()),
+    Column("turns", Integer(), nullable=False),
+    Column("closed_at", UTCDateTime()),
+    Column("boundary", String()),
+    Column("digest_id", String()),
+    Column("digest_turns", Integer(), nullable=False),
+    Column("updated_at", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("tenant", "user_id", "episode"),
+    Index(None, "digest_turns", "updated_at"),
+)
+
 api_keys = Table(
     "api_keys",
     metadata,
@@ -271,6 +311,8 @@ __all__ = [
     "admin_revoked_sessions",
     "api_keys",
     "entities",
+    "episode_state",
+    "episodes",
     "events",
     "json_type",
     "memories",

@@ -12,7 +12,18 @@ from sqlalchemy import Insert, Table, and_, insert, select, update
 from sqlalchemy.engine import Connection
 
 from memsvc.errors import Conflict, NotFound, ScopeChanged
-from memsvc.models import ChangeKind, EventLog, MemoryCube, MemoryVersion, OutboxEntry, StoredMessage, utcnow
+from memsvc.models import (
+    ChangeKind,
+    Episode,
+    EpisodeState,
+    EventLog,
+    MemoryCube,
+    MemoryVersion,
+    OutboxEntry,
+    StoredMessage,
+    utcnow,
+)
+from storage.sql import episodes as ep
 from storage.sql import schema as t
 from storage.sql.engine import dialect_insert
 
@@ -101,6 +112,12 @@ class SqlUnitOfWork:
         stmt = insert(t.outbox).returning(t.outbox.c.id, sort_by_parameter_order=True)
         ids = conn.execute(stmt, rows).scalars().all()
         self._on_commit.append(partial(_assign_ids, entries, list(ids)))
+
+    def save_episodes(self, state: EpisodeState, episodes: Sequence[Episode]) -> None:
+        self._stage(partial(ep.save_episodes, ep.state_row(state), [ep.episode_row(e) for e in episodes]))
+
+    def mark_digested(self, tenant: str, user_id: str, episode: int, turns: int, digest_id: str | None) -> None:
+        self._stage(partial(ep.mark_digested, tenant, user_id, episode, turns, digest_id))
 
     def log(self, events: Sequence[EventLog]) -> None:
         rows = [

@@ -319,6 +319,13 @@ def test_skills_policies_and_reports(tab: Tab, server: Server) -> None:
     tab.go("/admin/policies")
     assert tab.page.locator("[data-testid=policy-write_gate]").is_visible()
     tab.shot("14-policies")
+    tab.page.click("nav a:has-text('Lifecycle')")
+    tab.page.wait_for_url("**/admin/lifecycle")
+    statuses = tab.page.locator("[data-testid=lifecycle-statuses] .tile b").all_inner_texts()
+    counts = server.os.records.status_counts("tenant-a")
+    assert statuses[:len(counts)] == [str(n) for n in counts.values()]
+    assert tab.page.locator("nav a.active").inner_text() == "Lifecycle"
+    tab.shot("14b-lifecycle")
     tab.go("/admin/reports")
     tab.page.wait_for_url("**/admin/reports/locomo/")
     img = tab.page.locator(".markdown img")

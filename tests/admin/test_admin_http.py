@@ -135,7 +135,8 @@ async def test_every_page_renders_with_security_headers(login: Login, keys: dict
     c = await login(keys["a_admin"])
     pages = ["/admin", "/admin/memories", "/admin/memories?user=alice&type=semantic&status=all&since=2020-01-01",
              f"/admin/memories/{seeded['berlin']}", f"/admin/memories/{seeded['berlin']}/edit", "/admin/audit",
-             "/admin/users/alice", "/admin/users/alice/graph", "/admin/skills", "/admin/policies", "/admin/outbox"]
+             "/admin/users/alice", "/admin/users/alice/graph", "/admin/skills", "/admin/policies", "/admin/outbox",
+             "/admin/lifecycle"]
     for path in pages:
         r = await c.get(path)
         assert r.status_code == 200, path
@@ -501,3 +502,25 @@ async def test_skills_page_shows_state_statistics_and_history(login: Login, keys
     assert 'data-testid="history-capture-preferences"' in html and "trigger -= &#39;like&#39;" in html
     assert 'title="no LLM configured (MEMSVC_LLM__KIND)">inactive' in html
     assert "controller" in html and "heuristic" in html
+
+
+async def test_lifecycle_page_shows_this_tenants_statuses_and_job_runs_with_failure_reasons(
+        login: Login, keys: dict[str, str], seeded: dict[str, str], memory_os: MemoryOS) -> None:
+    from memsvc.models import Job, JobState
+
+    memory_os.records.save_job(Job(id="digest-failed", tenant="tenant-a", kind="lifecycle.digest", state=JobState.FAILED,
+                                   attempts=3, error={"code": "internal", "message": "RuntimeError: index down"}))
+    memory_os.records.save_job(Job(id="secret-b-job", tenant="tenant-b", kind="lifecycle.merge", state=JobState.FAILED,
+                                   error={"code": "internal", "message": "tenant B reason"}))
+    memory_os.delete("tenant-a", seeded["cat"])
+    c = await login(keys["a_admin"])
+    html = (await c.get("/admin/lifecycle")).text
+    counts = memory_os.records.status_counts("tenant-a")
+    tiles = dict((label, int(n)) for n, label in re.findall(r'<div class="tile"><b>(\d+)</b><span>([a-z]+)</span>', html))
+    assert tiles == counts and counts["deleted"] == 1
+    kinds = re.search(r'<table data-testid="job-kinds">(.*?)</table>', html, re.S)
+    assert kinds is not None
+    row = re.search(r"<tr><td>lifecycle.digest</td>(.*?)</tr>", kinds.group(1), re.S)
+    assert row is not None and re.findall(r'<td class="num">(\d+)</td>', row.group(1))[3] == "1"
+    assert "digest-failed" in html and "RuntimeError: index down" in html
+    assert "secret-b-job" not in html and "tenant B reason" not in html and "lifecycle.merge" not in html

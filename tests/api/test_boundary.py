@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from memsvc.memory_os import MemoryOS
-from memsvc.models import EPISODE_KEY, SLOT_KEY, SPEAKER_KEY
+from memsvc.models import EPISODE_KEY, SLOT_KEY, SPEAKER_KEY, TURN_KEY
 from tests.api.conftest import ClientFactory
 from tests.api.test_bad_input import snapshot
 from tests.api.test_contract import ALICE, assert_error, write
@@ -134,11 +134,11 @@ async def test_bad_patches_are_422(client: ClientFactory, keys: dict[str, str], 
 async def test_patch_metadata_keeps_the_server_keys(client: ClientFactory, keys: dict[str, str]) -> None:
     a = client(keys["a"])
     cube = (await write(a, ALICE[:1], infer=False))["written"][0]
-    assert set(cube["metadata"]) == {EPISODE_KEY, SPEAKER_KEY}
+    assert set(cube["metadata"]) == {EPISODE_KEY, TURN_KEY, SPEAKER_KEY}
     r = await a.patch(f"/v1/memories/{cube['id']}", json={"metadata": {"topic": "moving"}})
     assert r.status_code == 200, r.text
     assert r.json()["metadata"] == {"topic": "moving", EPISODE_KEY: cube["metadata"][EPISODE_KEY],
-                                    SPEAKER_KEY: "Alice"}
+                                    TURN_KEY: cube["metadata"][TURN_KEY], SPEAKER_KEY: "Alice"}
 
 
 async def test_patch_content_over_the_write_limit_is_413(client: ClientFactory, keys: dict[str, str], memory_os: MemoryOS) -> None:

@@ -219,6 +219,7 @@ async def test_system_endpoints(client: ClientFactory) -> None:
     await c.get("/healthz")
     m = await c.get("/metrics")
     assert m.status_code == 200 and "memsvc_http_requests_total" in m.text
+    assert 'memsvc_memories{status="active"}' in m.text and "memsvc_job_queue_depth" in m.text
     assert (await c.get("/docs")).status_code == 200
 
 

@@ -15,6 +15,8 @@ from memsvc.errors import Conflict, InvalidInput, NotFound
 from memsvc.models import (
     ApiKey,
     ChangeKind,
+    Episode,
+    EpisodeState,
     EventLog,
     Job,
     JobState,
@@ -437,7 +439,8 @@ def test_events_page_newest_first(record_store: SqlRecordStore) -> None:
 
 
 PURGED_TABLES = (
-    "memory_versions", "memories", "messages", "events", "entities", "relations", "mentions", "jobs", "outbox",
+    "memory_versions", "memories", "messages", "events", "entities", "relations", "mentions", "episode_state",
+    "episodes", "jobs", "outbox",
 )
 
 
@@ -449,6 +452,8 @@ def test_purge_user_counts_and_leaves_others(record_store: SqlRecordStore) -> No
             uow.insert_memories([c, cube(base + 1, tenant=tenant, user_id=user_id)])
             uow.save_memory(c.model_copy(update={"version": 2, "content": "x"}), ChangeKind.UPDATE)
             uow.log([EventLog(tenant=tenant, user_id=user_id, kind="write", payload={})])
+            uow.save_episodes(EpisodeState(tenant=tenant, user_id=user_id, episode=0, turns=2, seq=2),
+                              [Episode(tenant=tenant, user_id=user_id, episode=0, turns=2)])
             uow.enqueue([
                 OutboxEntry(tenant=tenant, op=OutboxOp.INDEX_GRAPH, payload={"user_id": user_id}),
                 OutboxEntry(tenant=tenant, op=OutboxOp.PURGE_SCOPE, payload={"user_id": user_id}),
@@ -476,8 +481,9 @@ def test_purge_user_counts_and_leaves_others(record_store: SqlRecordStore) -> No
     counts = record_store.purge_user("acme", "alice")
     assert counts == {
         "memory_versions": 3, "memories": 2, "messages": 2, "events": 1, "entities": 2,
-        "relations": 1, "mentions": 1, "jobs": 1, "outbox": 1,
+        "relations": 1, "mentions": 1, "episode_state": 1, "episodes": 1, "jobs": 1, "outbox": 1,
     }
+    assert record_store.episode_state("acme", "alice") is None and record_store.episodes("acme", "alice") == []
     assert record_store.list_memories("acme", MemoryQuery(user_id="alice")).items == []
     assert record_store.history("acme", "m000") == []
     assert record_store.known_message_ids("acme", "alice", ["msg0", "msg1"]) == set()
@@ -493,6 +499,7 @@ def test_purge_user_counts_and_leaves_others(record_store: SqlRecordStore) -> No
         assert record_store.known_message_ids(tenant, user_id, [f"msg{base}", f"msg{base + 1}"]) == {f"msg{base}", f"msg{base + 1}"}
         assert record_store.get_job(tenant, f"job{base}") is not None
         assert len(record_store.events(tenant, user_id=user_id).items) == 1
+        assert [e.turns for e in record_store.episodes(tenant, user_id)] == [2]
     with record_store.engine.connect() as conn:
         for table in (t.entities, t.relations, t.mentions):
             owners = conn.execute(select(table.c.tenant, table.c.user_id).distinct()).all()

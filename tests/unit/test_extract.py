@@ -1,13 +1,11 @@
-"""The shared text helpers, the heuristic gate and the segmenter on sentences with known output
-(the skills themselves: tests/skills)."""
-
-from datetime import UTC, datetime, timedelta
+"""The shared text helpers and the heuristic gate on sentences with known output
+(the skills themselves: tests/skills; segmentation: tests/lifecycle)."""
 
 from memsvc.graph.service import speaker_of
 from memsvc.models import SPEAKER_KEY, MemoryCube, MemoryType, Role
 from memsvc.write.extract import to_third_person
 from memsvc.write.pipeline import episodic_content
-from memsvc.write.stages import heuristic_gate, segment
+from memsvc.write.stages import heuristic_gate
 
 
 def test_verb_inflection_after_i() -> None:
@@ -26,13 +24,6 @@ def test_gate_scores() -> None:
     assert heuristic_gate(Role.ASSISTANT, "1. open the app\n2. tap Settings").extract
     assert heuristic_gate(Role.TOOL, '{"status": "ok", "rows": 3}').extract
     assert not heuristic_gate(Role.SYSTEM, "You are a helpful assistant.").extract
-
-
-def test_segment_splits_on_session_change_and_time_gap() -> None:
-    t0 = datetime(2024, 1, 1, tzinfo=UTC)
-    times = [t0, t0 + timedelta(minutes=5), t0 + timedelta(hours=2), t0 + timedelta(hours=2, minutes=1)]
-    assert segment(times, ["s1", "s1", "s1", "s2"]) == [0, 0, 1, 2]
-    assert segment([None, None], [None, None]) == [0, 0]
 
 
 def test_episodic_content_prefixes_names_and_other_roles_but_not_the_users_own_words() -> None:

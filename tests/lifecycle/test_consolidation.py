@@ -1,0 +1,160 @@
+"""Consolidation through the real job runner and stores: digests cite exactly the turns they state,
+near-duplicates merge into one canonical memory, the profile follows supersession; every job is
+idempotent; the structured presets recall through episodes and neighbours."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from memsvc.lifecycle.consolidate import DIGEST_JOB, MERGE_JOB, PROFILE_JOB
+from memsvc.memory_os import MemoryOS
+from memsvc.models import (
+    DIGEST_KEY,
+    EPISODE_KEY,
+    MERGED_KEY,
+    PROFILE_KEY,
+    TURN_KEY,
+    JobState,
+    MemoryStatus,
+    MemoryType,
+)
+from memsvc.ports import MemoryQuery
+from memsvc.schemas import MessageIn, SearchRequest, WriteRequest
+
+T0 = datetime(2023, 5, 8, 13, 0, tzinfo=UTC)
+HIKE = ["We planned a hiking trip to the Alps in June.", "The Alps hike takes three days.",
+        "We booked mountain huts for the Alps hike.", "I need new hiking boots for the Alps.",
+        "My sister joins the Alps hiking trip too.", "The Alps hike starts in Chamonix."]
+CAT = ["I adopted a cat named Miso.", "Miso sleeps on my keyboard.", "Miso chases her tail all day.",
+       "I bought Miso a scratching post.", "Miso loves tuna.", "The vet says Miso is healthy."]
+
+
+def write(os_: MemoryOS, texts: list[str], start: int, when: datetime, session: str, user: str = "ann") -> None:
+    os_.add("t", WriteRequest(user_id=user, session_id=session, messages=[
+        MessageIn(id=f"m{start + i}", role="user", name="Ann", content=c, timestamp=when + timedelta(minutes=i))
+        for i, c in enumerate(texts)]))
+
+
+def memories(os_: MemoryOS, user: str = "ann", status: MemoryStatus | None = MemoryStatus.ACTIVE) -> list:  # type: ignore[type-arg]
+    return os_.records.list_memories("t", MemoryQuery(user_id=user, statuses=[status] if status else None, limit=500)).items
+
+
+def test_closing_an_episode_digests_it_with_exactly_the_turns_it_states(memory_os: MemoryOS) -> None:
+    write(memory_os, HIKE, 0, T0, "s1")
+    write(memory_os, HIKE[:0] + ["Let me tell you about my cat."], 6, T0 + timedelta(days=3), "s2")  # closes episode 0
+    assert memory_os.jobs.wait_idle(60, kind=DIGEST_JOB)
+    episodes = memory_os.records.episodes("t", "ann")
+    assert [(e.episode, e.turns, e.boundary, e.digest_turns) for e in episodes] == [(0, 6, "session", 6), (1, 1, None, 0)]
+    (digest,) = [c for c in memories(memory_os) if c.metadata.get(DIGEST_KEY)]
+    assert digest.id == episodes[0].digest_id and digest.metadata[EPISODE_KEY] == 0
+    assert digest.written_by == "episode-digest" and digest.type is MemoryType.SEMANTIC
+    said = {f"m{i}": f"Ann: {t}" for i, t in enumerate(HIKE)}
+    assert digest.source_ids and set(digest.source_ids) <= set(said)
+    for sid in digest.source_ids:  # every source is quoted, and every quote has its source
+        assert said[sid] in digest.content
+    assert sum(line in digest.content for line in said.values()) == len(digest.source_ids)
+    # idempotent: running the job again digests nothing and writes nothing
+    before = len(memories(memory_os, status=None))
+    assert memory_os.lifecycle.digest_scope("t", "ann") == {"digests": 0, "noops": 0}
+    assert len(memories(memory_os, status=None)) == before
+    turns = memory_os.records.episode_turns("t", "ann", [0])
+    assert [c.metadata[TURN_KEY] for c in turns] == list(range(6))
+
+
+def test_a_grown_episode_gets_a_new_digest_that_supersedes_the_old(memory_os: MemoryOS) -> None:
+    write(memory_os, HIKE, 0, T0, "s1")
+    memory_os.lifecycle.settle("t")
+    (first,) = [c for c in memories(memory_os) if c.metadata.get(DIGEST_KEY)]
+    write(memory_os, ["The Alps hike needs a good map of Chamonix.", "We will hike the Alps from hut to hut."],
+          6, T0 + timedelta(minutes=6), "s1")
+    memory_os.lifecycle.settle("t")
+    (second,) = [c for c in memories(memory_os) if c.metadata.get(DIGEST_KEY) and c.metadata[EPISODE_KEY] == 0]
+    assert second.id != first.id
+    old = memory_os.get("t", first.id)
+    assert (old.status, old.superseded_by) == (MemoryStatus.SUPERSEDED, second.id)
+    episodes = memory_os.records.episodes("t", "ann")  # surprise may have cut the second new turn off
+    assert episodes[0].turns >= 7 and all(e.digest_turns == e.turns for e in episodes)
+
+
+def test_near_duplicates_merge_into_the_oldest_with_sources_unioned(memory_os: MemoryOS) -> None:
+    write(memory_os, ["I moved to Berlin in May 2023."], 0, T0, "s1")
+    write(memory_os, ["I moved to Berlin in May 2023!"], 1, T0 + timedelta(days=30), "s2")
+    facts = [c for c in memories(memory_os) if c.type is not MemoryType.EPISODIC and "Berlin" in c.content]
+    if len(facts) < 2:  # the write path dropped the repeat already: nothing for the job to merge
+        assert memory_os.lifecycle.merge_scope("t", "ann")["merged"] == 0
+        return
+    result = memory_os.lifecycle.merge_scope("t", "ann")
+    assert result["merged"] >= 1
+    canonical = min(facts, key=lambda c: (c.created_at, c.id))
+    merged = memory_os.get("t", canonical.id)
+    assert set(merged.source_ids) == {s for c in facts for s in c.source_ids}
+    assert set(merged.metadata[MERGED_KEY]) == {c.id for c in facts} - {canonical.id}
+    for c in facts:
+        if c.id != canonical.id:
+            assert memory_os.get("t", c.id).superseded_by == canonical.id
+    assert [v.change.value for v in memory_os.history("t", canonical.id)][-1] == "update"
+    assert memory_os.lifecycle.merge_scope("t", "ann") == {"merged": 0, "groups": 0}
+
+
+def test_the_profile_follows_supersession_and_is_rebuilt_only_on_change(memory_os: MemoryOS) -> None:
+    write(memory_os, ["I live in Paris.", "I love jazz music."], 0, T0, "s1")
+    first = memory_os.lifecycle.profile_scope("t", "ann")
+    assert first["changed"] is True
+    profile = memory_os.get("t", first["profile"])
+    assert profile.type is MemoryType.REFINED and profile.metadata[PROFILE_KEY] is True
+    assert "Paris" in profile.content and "jazz" in profile.content
+    assert memory_os.lifecycle.profile_scope("t", "ann") == {"profile": profile.id, "changed": False}
+    write(memory_os, ["I live in Berlin."], 2, T0 + timedelta(days=60), "s2")  # supersedes Paris
+    second = memory_os.lifecycle.profile_scope("t", "ann")
+    new = memory_os.get("t", second["profile"])
+    assert "Berlin" in new.content and "Paris" not in new.content and "jazz" in new.content
+    old = memory_os.get("t", profile.id)
+    assert (old.status, old.superseded_by) == (MemoryStatus.SUPERSEDED, new.id)
+    assert "m2" in new.source_ids and "m0" not in new.source_ids
+
+
+def test_jobs_run_on_the_runner_and_the_structured_presets_recall_through_episodes(memory_os: MemoryOS) -> None:
+    write(memory_os, HIKE, 0, T0, "s1")
+    write(memory_os, CAT, 6, T0 + timedelta(days=2), "s2")
+    memory_os.lifecycle.settle("t")
+    states = {(j.kind, j.state) for j in memory_os.records.recent_jobs(kinds=[DIGEST_JOB, MERGE_JOB, PROFILE_JOB])}
+    assert {(DIGEST_JOB, JobState.DONE), (MERGE_JOB, JobState.DONE), (PROFILE_JOB, JobState.DONE)} <= states
+    q = "Who joins the hiking trip?"
+    two_level = memory_os.search("t", SearchRequest(user_id="ann", query=q, preset="hybrid_episodes", explain=True))
+    assert any("episodes" in r["why"]["retrievers"] for r in two_level.results)
+    assert {r["id"] for r in two_level.results if "episodes" in r["why"]["retrievers"]} <= {
+        c.id for c in memory_os.records.episode_turns("t", "ann", [0])}
+    near = memory_os.search("t", SearchRequest(user_id="ann", query=q, preset="hybrid_neighbours", explain=True))
+    assert any("neighbours" in r["why"]["retrievers"] for r in near.results)
+    # "last May" is read against the scope's latest message (May 2023), not the wall clock
+    def window(query: str) -> tuple[datetime, datetime] | None:
+        return memory_os.reader._window("t", SearchRequest(user_id="ann", query=query))
+
+    assert window("What did Ann do in May 2023?") == (datetime(2023, 5, 1, tzinfo=UTC), datetime(2023, 6, 1, tzinfo=UTC))
+    assert window("Who joins the hiking trip?") is None
+    temporal = memory_os.search("t", SearchRequest(user_id="ann", query="What did Ann do in May 2023?",
+                                                   preset="hybrid_temporal", explain=True))
+    assert any("temporal" in r["why"]["retrievers"] for r in temporal.results)
+
+
+@pytest.mark.anyio
+async def test_metrics_export_statuses_jobs_per_kind_and_run_times(memory_os: MemoryOS) -> None:
+    import httpx
+
+    from api.app import create_app
+
+    write(memory_os, HIKE, 0, T0, "s1")
+    memory_os.lifecycle.settle("t")
+    memory_os.delete("t", memories(memory_os)[0].id)
+    app = create_app(memory_os.settings, memory_os=memory_os)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+        text = (await c.get("/metrics")).text
+    counts = memory_os.records.status_counts()
+    for status, n in counts.items():
+        assert f'memsvc_memories{{status="{status}"}} {float(n)}' in text
+    assert counts["deleted"] == 1
+    assert f'memsvc_jobs{{kind="{DIGEST_JOB}",state="done"}}' in text
+    assert f'memsvc_job_runs{{kind="{DIGEST_JOB}",outcome="done"}}' in text
+    assert f'memsvc_job_run_seconds{{kind="{DIGEST_JOB}"}}' in text

@@ -1,0 +1,79 @@
+"""Episode rows and the structure queries of recall, on every record backend."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from memsvc.models import (
+    EPISODE_KEY,
+    TURN_KEY,
+    Episode,
+    EpisodeState,
+    Job,
+    JobState,
+    MemoryCube,
+    MemoryStatus,
+    MemoryType,
+)
+from storage.sql import SqlRecordStore
+
+T0 = datetime(2024, 5, 1, tzinfo=UTC)
+
+
+def turn(i: int, episode: int, *, user_id: str = "alice", status: MemoryStatus = MemoryStatus.ACTIVE) -> MemoryCube:
+    return MemoryCube(id=f"t{i:03d}", tenant="acme", user_id=user_id, type=MemoryType.EPISODIC, content=f"turn {i}",
+                      source_ids=[f"msg{i}"], status=status, event_time=T0,
+                      metadata={EPISODE_KEY: episode, TURN_KEY: i})
+
+
+def test_save_episodes_upserts_the_state_and_keeps_the_digest_columns(record_store: SqlRecordStore) -> None:
+    state = EpisodeState(tenant="acme", user_id="alice", episode=0, turns=3, seq=3, last_time=T0,
+                         last_session="s1", last_vector=[0.6, 0.8], sim_mean=0.5, sim_var=0.01, sim_n=2)
+    with record_store.unit_of_work() as uow:
+        uow.save_episodes(state, [Episode(tenant="acme", user_id="alice", episode=0, turns=3, started_at=T0)])
+    with record_store.unit_of_work() as uow:
+        uow.mark_digested("acme", "alice", 0, 3, "d1")
+    grown = state.model_copy(update={"episode": 1, "turns": 1, "seq": 4})
+    with record_store.unit_of_work() as uow:
+        uow.save_episodes(grown, [
+            Episode(tenant="acme", user_id="alice", episode=0, turns=3, started_at=T0, closed_at=T0, boundary="gap"),
+            Episode(tenant="acme", user_id="alice", episode=1, turns=1, started_at=T0 + timedelta(hours=1)),
+        ])
+    stored = record_store.episode_state("acme", "alice")
+    assert stored is not None
+    assert (stored.episode, stored.turns, stored.seq, stored.last_vector, stored.sim_n) == (1, 1, 4, [0.6, 0.8], 2)
+    first, second = record_store.episodes("acme", "alice")
+    assert (first.digest_id, first.digest_turns, first.boundary, first.closed_at) == ("d1", 3, "gap", T0)
+    assert (second.digest_id, second.digest_turns, second.closed_at) == (None, 0, None)
+    assert record_store.episode_state("acme", "bob") is None
+    assert record_store.episodes("other", "alice") == []
+    # the open episode waits until it is idle; the closed one is digested already
+    assert record_store.undigested_episodes(T0) == []
+    assert [e.episode for e in record_store.undigested_episodes(datetime.now(UTC) + timedelta(seconds=5))] == [1]
+
+
+def test_episode_turns_and_adjacent_turns_follow_the_stream(record_store: SqlRecordStore) -> None:
+    with record_store.unit_of_work() as uow:
+        uow.insert_memories([turn(i, i // 4) for i in (5, 0, 3, 1, 2, 4, 6)]
+                            + [turn(7, 1, status=MemoryStatus.DELETED), turn(8, 1, user_id="bob")])
+    assert [c.id for c in record_store.episode_turns("acme", "alice", [1])] == ["t004", "t005", "t006"]
+    assert [c.id for c in record_store.episode_turns("acme", "alice", [0, 1])] == [f"t{i:03d}" for i in range(7)]
+    assert record_store.episode_turns("acme", "alice", []) == []
+    assert [c.id for c in record_store.adjacent_turns("acme", "alice", 3, 1)] == ["t002", "t003", "t004"]
+    assert [c.id for c in record_store.adjacent_turns("acme", "alice", 6, 2)] == ["t004", "t005", "t006"]
+    assert record_store.status_counts("acme") == {"active": 8, "superseded": 0, "archived": 0, "deleted": 1}
+    assert record_store.status_counts("other") == {"active": 0, "superseded": 0, "archived": 0, "deleted": 0}
+
+
+def test_job_counts_and_recent_jobs(record_store: SqlRecordStore) -> None:
+    for i, (kind, state) in enumerate([("lifecycle.digest", JobState.DONE), ("lifecycle.digest", JobState.DONE),
+                                       ("lifecycle.merge", JobState.FAILED), ("write", JobState.PENDING)]):
+        record_store.save_job(Job(id=f"j{i}", tenant="acme", kind=kind, state=state,
+                                  updated_at=T0 + timedelta(seconds=i)))
+    assert record_store.job_counts() == [("lifecycle.digest", "done", 2), ("lifecycle.merge", "failed", 1),
+                                         ("write", "pending", 1)]
+    assert [j.id for j in record_store.recent_jobs(limit=2)] == ["j3", "j2"]
+    assert [j.id for j in record_store.recent_jobs(kinds=["lifecycle.digest"])] == ["j1", "j0"]
+    record_store.save_job(Job(id="x", tenant="other", kind="write", updated_at=T0 + timedelta(hours=1)))
+    assert record_store.job_counts("other") == [("write", "pending", 1)]
+    assert [j.id for j in record_store.recent_jobs("acme", limit=1)] == ["j3"]
