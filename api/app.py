@@ -11,7 +11,13 @@ from starlette.routing import Route
 from api import admin, errors
 from api.deps import reject_nul
 from api.mcp import McpHttp
-from api.middleware import BodyLimitMiddleware, Metrics, MetricsMiddleware, OutboxCollector
+from api.middleware import (
+    BodyLimitMiddleware,
+    Metrics,
+    MetricsMiddleware,
+    OutboxCollector,
+    RetentionCollector,
+)
 from api.ratelimit import TokenBuckets
 from api.routes import memories, system, users
 from memsvc.config import Settings
@@ -48,6 +54,7 @@ def create_app(settings: Settings | None = None, memory_os: MemoryOS | None = No
         app.state.memory_os = memory_os
     app.state.metrics = Metrics()
     app.state.metrics.registry.register(OutboxCollector(lambda: app.state.memory_os.outbox.stats()))
+    app.state.metrics.registry.register(RetentionCollector(lambda: app.state.memory_os))
     app.state.rate_limits = TokenBuckets(settings.limits.rate_per_key, settings.limits.rate_burst)
     errors.install(app)
     app.include_router(memories.router)

@@ -8,9 +8,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from memsvc.models import MemoryStatus
 
 
 class BodyLimitMiddleware:
@@ -101,6 +103,34 @@ class OutboxCollector(Collector):
             yield GaugeMetricFamily(f"memsvc_outbox_{name}", f"outbox entries {name}", value=stats[name])
         yield GaugeMetricFamily("memsvc_outbox_oldest_age_seconds", "age of the oldest outbox entry not done nor dead",
                                 value=stats["oldest_age_s"])
+
+
+class RetentionCollector(Collector):
+    """Archive counts (all tenants, from the record store at scrape time) and this node's retention
+    sweeps: runs, memories archived, run time."""
+
+    def __init__(self, memory_os: Callable[[], Any]) -> None:
+        self._os = memory_os
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            os_ = self._os()
+            sweeper = os_.retention
+            counts = {status: sum(os_.records.count_status(t, status) for t in os_.records.tenants())
+                      for status in (MemoryStatus.ACTIVE, MemoryStatus.ARCHIVED)}
+        except Exception:  # no memory OS yet, or the record store is down: /readyz says which
+            return
+        by_status = GaugeMetricFamily("memsvc_memories", "memories by lifecycle status (all tenants)", labels=["status"])
+        for status, n in counts.items():
+            by_status.add_metric([status.value], n)
+        yield by_status
+        with sweeper._lock:
+            runs, archived, seconds = sweeper.stats.runs, sweeper.stats.archived, sweeper.stats.seconds
+        yield CounterMetricFamily("memsvc_retention_archived", "memories archived by retention sweeps (this node)",
+                                  value=archived)
+        summary = SummaryMetricFamily("memsvc_retention_sweep_seconds", "retention sweep durations (this node)")
+        summary.add_metric([], count_value=runs, sum_value=seconds)
+        yield summary
 
 
 class MetricsMiddleware:

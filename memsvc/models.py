@@ -89,6 +89,10 @@ EPISODE_KEY = "_episode"
 Cubes written before the reserved namespace carry it as `episode`; nothing reads either key yet."""
 
 
+RETENTION_KEY = "_retention"
+"""Metadata key of a memory the retention sweep archived: the policy, its score, the budget and when."""
+
+
 class MemoryCube(BaseModel):
     """One unit of memory: content plus type, scope, provenance, validity and lifecycle."""
 

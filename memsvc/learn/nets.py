@@ -73,3 +73,16 @@ class RouterHead(nn.Module):
     def forward(self, emb: torch.Tensor, side: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.net(torch.cat([emb, self.norm(side)], dim=-1))
         return out
+
+
+class RetentionHead(nn.Module):
+    """Retention: the logit z of beta = sigmoid(z), a memory's per-write survival factor (TRIM-KV)."""
+
+    def __init__(self, n_features: int, hidden: int = 32) -> None:
+        super().__init__()
+        self.norm = Standardise(n_features)
+        self.net = nn.Sequential(nn.Linear(n_features, hidden), nn.GELU(), nn.Dropout(0.1), nn.Linear(hidden, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.net(self.norm(x)).squeeze(-1)
+        return out

@@ -1,0 +1,1 @@
+"""Memory lifecycle: retention under per-scope budgets (score, archive, restore)."""
