@@ -37,8 +37,10 @@ import torch
 import typer
 
 from evals import metrics as M
+from evals.cli import eval_app
 from evals.datasets.base import default_data_root
 from evals.tasks import Task, build_task
+from evals.train_gates import train_app
 from memsvc.learn import retention as R
 from memsvc.learn.artefact import Manifest, checksums
 from memsvc.learn.features import write_features
@@ -55,6 +57,10 @@ from memsvc.lifecycle.retention import (
 )
 
 TASKS = ("locomo", "realtalk", "tmd")
+# Tasks whose evidence labels say which turns matter. TMD's relevance lists name every turn of a
+# conversation, so it teaches nothing about which to keep: it is replayed and scored, never trained on
+# (the gate model's write head leaves it out for the same reason).
+LABELLED = ("locomo", "realtalk")
 FRACTIONS = (0.25, 0.5)
 POLICIES = ("learned", "importance", "lru", "fifo", "random", "oracle", "unbudgeted")
 RECALL_K = 5  # memories an agent's recall returns per incoming turn (counted as accesses)
@@ -155,11 +161,15 @@ def cross_fit_importance(convs: Sequence[Conversation], fold: Sequence[int], k: 
     for g in range(k):
         if g == exclude:
             continue
-        train = [c for c, f in zip(convs, fold, strict=True) if f != g and f != exclude]
+        train = [c for c, f in zip(convs, fold, strict=True) if f != g and f != exclude and labelled(c)]
         head = fit_importance(train)
         for c, f in zip(convs, fold, strict=True):
             if f == g:
                 c.importance = predict_binary(head, c.emb, c.side).astype(np.float32)
+
+
+def labelled(conv: Conversation) -> bool:
+    return conv.group.split("/", 1)[0] in LABELLED
 
 
 @dataclass
@@ -167,7 +177,8 @@ class Replay:
     active: np.ndarray
     access: np.ndarray
     last_used: np.ndarray
-    captured: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # m -> (access, last_used)
+    # m -> (access, last_used, active) right after the m-th write, before that step's sweep
+    captured: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
 def replay(conv: Conversation, policy: str, fraction: float, model: RetentionHead | None = None,
@@ -180,7 +191,7 @@ def replay(conv: Conversation, policy: str, fraction: float, model: RetentionHea
     access = np.zeros(n, dtype=np.int64)
     last_used = np.arange(n, dtype=np.int64)
     sims = conv.emb @ conv.emb.T
-    log_beta = (lambda x: R.predict_log_beta(model, x)) if model is not None else None
+    beta_logit = (lambda x: R.predict_z(model, x)) if model is not None else None
     rng_ids = [f"{conv.group}:{i}" for i in range(n)]
     state = Replay(active, access, last_used)
     for t in range(n):
@@ -191,7 +202,7 @@ def replay(conv: Conversation, policy: str, fraction: float, model: RetentionHea
             last_used[top] = t - 1  # the newest memory written when this recall ran
         active[t] = True
         if t + 1 in capture:
-            state.captured[t + 1] = (access[: t + 1].copy(), last_used[: t + 1].copy())
+            state.captured[t + 1] = (access[: t + 1].copy(), last_used[: t + 1].copy(), active[: t + 1].copy())
         if active.sum() <= budget or ((t + 1) % step and t != n - 1):
             continue
         m = t + 1
@@ -200,8 +211,8 @@ def replay(conv: Conversation, policy: str, fraction: float, model: RetentionHea
             scores = conv.value[:m] * (m + 1.0) + np.arange(m) / (m + 1.0)
             prot = None
         elif policy == "learned":
-            scores = keep_scores("learned", stream, log_beta=log_beta)
-            prot = protected_mask(stream, active[:m], math.ceil(protect * budget)) if log_beta is not None else None
+            scores = keep_scores("learned", stream, beta_logit=beta_logit)
+            prot = protected_mask(stream, active[:m], math.ceil(protect * budget)) if beta_logit is not None else None
         else:
             scores = heuristic_scores(policy, stream, rng_ids[:m])
             prot = None
@@ -221,18 +232,27 @@ def score(conv: Conversation, active: np.ndarray) -> list[dict[str, float]]:
     return rows
 
 
-def snapshots(conv: Conversation, points: int = 8) -> list[R.Snapshot]:
-    """Training snapshots from an unbudgeted replay (recalls over every turn) at `points` places, each
-    with the access counts known at that place."""
+def snapshots(conv: Conversation, points: int = 8, behaviour: str = "importance",
+              fractions: Sequence[float] = FRACTIONS) -> list[R.Snapshot]:
+    """Training snapshots at the sweeps of a budgeted replay under a behaviour policy: at `points`
+    sweeps per fraction, the active memories the sweep must choose among, with the features, access
+    counts and ages known then. The memories a reasonable policy has already archived are not in
+    them, so the model learns the decisions that are still open, not chatter versus content."""
     n = len(conv.ids)
-    places = sorted({max(2, n * k // points) for k in range(1, points + 1)})
-    state = replay(conv, "unbudgeted", 1.0, capture=places)
+    step = max(1, math.ceil(n / SWEEPS))
     out = []
-    for m in places:
-        access, used = state.captured[m]
-        stream = ScopeStream(conv.texts[:m], conv.emb[:m], conv.importance[:m], access, used)
-        feats = stream_features(stream)
-        out.append(R.Snapshot(feats, (m - 1 - np.arange(m)).astype(np.float32), conv.value[:m], 1.0 / points))
+    for frac in fractions:
+        budget = max(1, int(round(frac * n)))
+        sweeps = [m for m in range(step, n + 1, step) if m > budget] or [n]
+        places = sorted({sweeps[int(k * (len(sweeps) - 1) / max(1, points - 1))] for k in range(points)})
+        state = replay(conv, behaviour, frac, capture=places)
+        for m in places:
+            access, used, active = state.captured[m]
+            stream = ScopeStream(conv.texts[:m], conv.emb[:m], conv.importance[:m], access, used)
+            keep = np.flatnonzero(active)
+            feats = stream_features(stream)[keep]
+            age = (m - 1 - keep).astype(np.float32)
+            out.append(R.Snapshot(feats, age, conv.value[:m][keep], 1.0 / (points * len(fractions))))
     return out
 
 
@@ -251,7 +271,7 @@ def cross_validate(convs: list[Conversation], k: int, steps: int, protect: float
         held = [c for c, g in zip(convs, fold, strict=True) if g == f]
         if not held:
             continue
-        train = [c for c, g in zip(convs, fold, strict=True) if g != f]
+        train = [c for c, g in zip(convs, fold, strict=True) if g != f and labelled(c)]
         cross_fit_importance(convs, fold, k, exclude=f)
         head = fit_importance(train)
         for c in held:
@@ -305,6 +325,7 @@ app = typer.Typer(add_completion=False, help="Retention under a budget, replayed
 
 
 @app.command()
+@eval_app.command("retention")
 def evaluate(
     data: DataOpt = None, out: Annotated[Path, typer.Option("--out")] = Path("eval-out/retention"),
     cache: CacheOpt = Path("eval-out/retention-cache"), tasks: TasksOpt = ",".join(TASKS),
@@ -325,6 +346,7 @@ def evaluate(
     typer.echo(report)
 
 
+@train_app.command("retention")
 def train(
     data: DataOpt = None, out: Annotated[Path, typer.Option("--out", help="artefact folder")] = R.PACKAGED,
     cache: CacheOpt = Path("eval-out/retention-cache"), tasks: TasksOpt = ",".join(TASKS),
@@ -341,7 +363,7 @@ def train(
     k = folds
     fold = folds_by_group([c.group for c in convs], k)
     cross_fit_importance(convs, fold, k)  # importance as a write gate that never saw the conversation
-    model = fit_model(convs, steps)
+    model = fit_model([c for c in convs if labelled(c)], steps)
     manifest = Manifest(
         name=R.NAME, version=R.VERSION, command=shlex.join(["memsvc", "train", "retention", *sys.argv[3:]]),
         data=checksums(files, root),

@@ -540,7 +540,7 @@ def _retention_model(settings: Settings) -> tuple[Any, dict[str, Any] | None]:
         return None, None
     info = {"name": manifest.name, "version": manifest.version, "created": manifest.created.isoformat(),
             "command": manifest.command, "metrics": manifest.metrics}
-    return (lambda x: artefact.predict_log_beta(model, x)), info
+    return (lambda x: artefact.predict_z(model, x)), info
 
 
 _GRAPH_CURSOR = "g1."

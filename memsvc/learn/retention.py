@@ -1,13 +1,15 @@
-"""The retention model: beta per memory from `memsvc.lifecycle.retention.FEATURES`, trained listwise.
+"""The retention model: beta per memory from `memsvc.lifecycle.retention.FEATURES`, trained pairwise.
 
-A training example is a *snapshot*: the memories of one conversation written up to a point of its
-stream, with the features a sweep would compute then, each memory's age, and its survival value
-(the share of later questions' evidence it holds: sum over the questions it is evidence for of
-1 / |evidence|, which is what it adds to evidence recall if it is still active when they are
-asked). The loss is the listwise softmax cross-entropy of the decayed scores
-log r = (age + 1) * log(beta) against the survival values, so beta is judged by where it puts the
-memory among those it competes with for the budget at that point, not by a label alone: an
-evidence turn must outrank the newer chatter that would otherwise push it out.
+beta = exp(-e^-z) with z from the head, so the retention score r(t) = beta^(age + 1) orders memories
+exactly as u = z - log(age + 1) does (`memsvc.lifecycle.retention.decay_scores`); training works on u.
+
+A training example is a *snapshot*: the active memories a sweep must choose among at one point of a
+replayed conversation, with the features known then, each memory's age, and its survival value (the
+share of later questions' evidence it holds: sum over the questions it is evidence for of
+1 / |evidence|, what it adds to evidence recall if it is still active when they are asked). The loss
+is pairwise (RankNet) within a snapshot: every memory with survival value should outrank every
+memory without, weighted by its value, which is the decision a sweep makes at the budget's edge
+(which to keep, not which is best).
 """
 
 from __future__ import annotations
@@ -54,25 +56,28 @@ def _pad(snaps: Sequence[Snapshot]) -> tuple[torch.Tensor, torch.Tensor, torch.T
 
 def fit_retention(
     snaps: Sequence[Snapshot], *, hidden: int = 32, steps: int = 300, lr: float = 3e-3, weight_decay: float = 1e-3,
-    seed: int = 0, batch: int = 64, progress: Progress | None = None,
+    seed: int = 0, batch: int = 16, progress: Progress | None = None,
 ) -> RetentionHead:
-    """Listwise softmax cross-entropy of (age + 1) * log sigmoid(z) against the survival values."""
+    """Value-weighted pairwise logistic loss on u = z - log(age + 1), valued versus unvalued memories."""
     torch.manual_seed(seed)
-    train = [s for s in snaps if s.value.sum() > 0]
+    train = [s for s in snaps if (s.value > 0).any() and (s.value <= 0).any()]
     x, age, y, mask = _pad(train)
     model = RetentionHead(x.shape[-1], hidden=hidden)
     model.norm.fit(x[mask])
-    target = y / y.sum(1, keepdim=True)
     w = torch.tensor([s.weight for s in train], dtype=torch.float32)
     w = w / w.mean()
+    pos = (y > 0) & mask
+    neg = (y <= 0) & mask
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     gen = torch.Generator().manual_seed(seed)
     model.train()
     for step in range(steps):
         idx = torch.randperm(len(train), generator=gen)[: min(batch, len(train))]
-        scores = (age[idx] + 1.0) * F.logsigmoid(model(x[idx]))
-        scores = scores.masked_fill(~mask[idx], -1e9)
-        loss = -(w[idx] * (target[idx] * torch.log_softmax(scores, dim=1)).sum(1)).mean()
+        u = model(x[idx]) - torch.log1p(age[idx])
+        diff = u[:, :, None] - u[:, None, :]  # (b, i, j): i should outrank j
+        pair = (y[idx][:, :, None] * neg[idx][:, None, :].float()) * pos[idx][:, :, None].float()
+        per = (F.softplus(-diff) * pair).sum((1, 2)) / pair.sum((1, 2)).clamp_min(1e-9)
+        loss = (w[idx] * per).mean()
         opt.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
@@ -82,13 +87,12 @@ def fit_retention(
     return model
 
 
-def predict_log_beta(model: RetentionHead, features: np.ndarray) -> np.ndarray:
-    """log(beta) per row (< 0)."""
+def predict_z(model: RetentionHead, features: np.ndarray) -> np.ndarray:
+    """z per row: beta = exp(-e^-z)."""
     if len(features) == 0:
         return np.zeros(0, dtype=np.float64)
     with torch.inference_mode():
-        z = model(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32)))
-        out: np.ndarray = F.logsigmoid(z).double().numpy()
+        out: np.ndarray = model(torch.from_numpy(np.ascontiguousarray(features, dtype=np.float32))).double().numpy()
     return out
 
 

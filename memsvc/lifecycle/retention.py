@@ -7,7 +7,7 @@ replayed benchmark conversation and in a service that writes at any rate.
 Policies rank the active memories (higher = keep); over budget, the lowest go to `archived`:
 
 - `learned`: the retention score r(t) = beta^(t - t_ref) of TRIM-KV, with t - t_ref = age + 1 and
-  beta predicted per memory by a small torch model (`memsvc.learn.retention`) from `FEATURES` as of
+  beta = exp(-e^-z), z predicted per memory by a small torch model (`memsvc.learn.retention`) from `FEATURES` as of
   the sweep (importance, access count and recency, how strongly and how often later memories restate
   it, recurrence of its words and names). Wrapped as in "paging with predictions": the newest
   `protected` memories by creation and the `protected` most recently recalled ones are never
@@ -137,9 +137,11 @@ def names_later(texts: Sequence[str]) -> np.ndarray:
     return out
 
 
-def decay_scores(log_beta: np.ndarray, age: np.ndarray) -> np.ndarray:
-    """log r(t) = (t - t_ref) * log(beta), with t - t_ref = age + 1 (writes since the memory)."""
-    return (np.asarray(age, dtype=np.float64) + 1.0) * np.asarray(log_beta, dtype=np.float64)
+def decay_scores(z: np.ndarray, age: np.ndarray) -> np.ndarray:
+    """The retention score's order: beta = exp(-e^-z), so log r(t) = -(t - t_ref) e^-z with
+    t - t_ref = age + 1 (writes since the memory), and -log(-log r) = z - log(age + 1) is a monotone
+    transform of r that stays finite for any age (the same order, no underflow)."""
+    return np.asarray(z, dtype=np.float64) - np.log1p(np.asarray(age, dtype=np.float64))
 
 
 def random_scores(ids: Sequence[str], seed: int = 0) -> np.ndarray:
@@ -194,17 +196,17 @@ def select_archive(scores: np.ndarray, active: np.ndarray, budget: int, protecte
     return np.asarray(sorted(chosen), dtype=np.int64)
 
 
-LogBeta = Callable[[np.ndarray], np.ndarray]
-"""The learned model: `FEATURES` rows -> log(beta) per row (negative)."""
+BetaLogit = Callable[[np.ndarray], np.ndarray]
+"""The learned model: `FEATURES` rows -> z per row, beta = exp(-e^-z) (see `decay_scores`)."""
 
 
 def keep_scores(policy: str, stream: ScopeStream, ids: Sequence[str] | None = None,
-                log_beta: LogBeta | None = None) -> np.ndarray:
+                beta_logit: BetaLogit | None = None) -> np.ndarray:
     """Keep scores of any policy but `keep_all`; `learned` without a model is `importance`."""
-    if policy == "learned" and log_beta is not None:
+    if policy == "learned" and beta_logit is not None:
         feats = stream_features(stream)
         age = len(stream) - 1 - np.arange(len(stream))
-        return decay_scores(log_beta(feats), age)
+        return decay_scores(beta_logit(feats), age)
     if policy == "learned":
         policy = "importance"
     return heuristic_scores(policy, stream, ids)

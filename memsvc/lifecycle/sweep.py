@@ -42,7 +42,7 @@ from memsvc.models import (
 from memsvc.outbox import Outbox
 from memsvc.ports import Embedder, RecordStore
 
-from .retention import LogBeta, ScopeStream, keep_scores, protected_mask, select_archive
+from .retention import BetaLogit, ScopeStream, keep_scores, protected_mask, select_archive
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +62,12 @@ class SweepStats:
 
 class RetentionSweeper:
     def __init__(self, records: RecordStore, embedder: Embedder, outbox: Outbox, config: RetentionConfig,
-                 log_beta: LogBeta | None = None, model_info: dict[str, Any] | None = None) -> None:
+                 beta_logit: BetaLogit | None = None, model_info: dict[str, Any] | None = None) -> None:
         self.records = records
         self.embedder = embedder
         self.outbox = outbox
         self.config = config
-        self.log_beta = log_beta
+        self.beta_logit = beta_logit
         self.model_info = model_info
         self.stats = SweepStats()
         self._lock = threading.Lock()
@@ -89,7 +89,7 @@ class RetentionSweeper:
     @property
     def effective_policy(self) -> str:
         """The policy that ranks: `learned` without a model is `importance`."""
-        return "importance" if self.config.policy == "learned" and self.log_beta is None else self.config.policy
+        return "importance" if self.config.policy == "learned" and self.beta_logit is None else self.config.policy
 
     def trigger(self, jobs: Any, tenant: str, user_id: str | None, request: dict[str, Any]) -> Job:
         """Queue a sweep of the scope (or, `user_id` None, of the tenant) unless one is waiting or running.
@@ -197,7 +197,7 @@ class RetentionSweeper:
         stream = self._stream(cubes)
         policy = self.effective_policy
         active = np.array([c.status is MemoryStatus.ACTIVE for c in cubes])
-        scores = keep_scores(policy, stream, [c.id for c in cubes], log_beta=self.log_beta)
+        scores = keep_scores(policy, stream, [c.id for c in cubes], beta_logit=self.beta_logit)
         if policy == "lru":  # recall times, not positions, so that recalls between two writes still order
             scores = np.array([(as_utc(c.last_accessed_at) or as_utc(c.created_at)).timestamp()  # type: ignore[union-attr]
                                for c in cubes])

@@ -103,17 +103,20 @@ def test_protected_mask_is_newest_and_most_recently_used(stream: ScopeStream) ->
 
 
 def test_decay_and_learned_fallback(stream: ScopeStream) -> None:
-    s = decay_scores(np.log(np.array([0.9, 0.9, 0.5])), np.array([10, 1, 1]))
+    s = decay_scores(np.array([2.0, 2.0, 0.0]), np.array([10, 1, 1]))
     assert s[1] > s[0] and s[1] > s[2]  # the same beta decays with age; a lower beta decays faster
+    beta = np.exp(-np.exp(-np.array([2.0, 2.0, 0.0])))
+    log_r = (np.array([10, 1, 1]) + 1) * np.log(beta)  # r = beta^(age + 1): the same order
+    assert np.argsort(s).tolist() == np.argsort(log_r).tolist()
     assert keep_scores("learned", stream).tolist() == heuristic_scores("importance", stream).tolist()
     called = {}
 
-    def log_beta(x: np.ndarray) -> np.ndarray:
+    def beta_logit(x: np.ndarray) -> np.ndarray:
         called["shape"] = x.shape
-        return -np.full(len(x), 0.1)
+        return np.full(len(x), 1.0)
 
-    out = keep_scores("learned", stream, log_beta=log_beta)
+    out = keep_scores("learned", stream, beta_logit=beta_logit)
     assert called["shape"] == (8, len(FEATURES))
-    assert out.tolist() == pytest.approx((-(np.arange(7, -1, -1) + 1) * 0.1).tolist())
+    assert out.tolist() == pytest.approx((1.0 - np.log1p(np.arange(7, -1, -1))).tolist())
     with pytest.raises(ValueError):
         heuristic_scores("keep_all", stream)
