@@ -433,6 +433,7 @@ def _mount_eval() -> None:
     except ImportError:  # evals not installed
         return
     app.add_typer(eval_app, name="eval", help="Run the evaluation suite.")
+    import evals.retention  # noqa: F401  (registers `eval retention` and `train retention`)
     import evals.train_skills  # noqa: F401  (registers `train skills` on train_app)
     from evals.train_gates import train_app
 

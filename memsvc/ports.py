@@ -63,6 +63,7 @@ class ScopeStats(BaseModel):
     user_id: str
     counts: dict[str, int]  # memory type -> active count
     total: int
+    archived: int = 0
     bytes: int  # content bytes of all non-deleted memories
     last_write: datetime | None = None
 
@@ -225,6 +226,9 @@ class RecordStore(Protocol):
     ) -> Page[EventLog]: ...
 
     def scope_stats(self, tenant: str | None = None) -> list[ScopeStats]: ...
+
+    def count_status(self, tenant: str, status: MemoryStatus, user_id: str | None = None) -> int:
+        """Memories of the tenant (or scope) in `status` (one indexed count, for budget checks)."""
 
     def tenants(self) -> list[str]: ...
 

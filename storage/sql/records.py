@@ -494,12 +494,22 @@ class SqlRecordStore(JobRows, EpisodeRows):
             )
             if r.status == MemoryStatus.ACTIVE.value:
                 s.counts[r.type] = s.counts.get(r.type, 0) + r.n
+            if r.status == MemoryStatus.ARCHIVED.value:
+                s.archived += r.n
             if r.status != MemoryStatus.DELETED.value:
                 s.total += r.n
                 s.bytes += int(r.size or 0)
             if r.last is not None and (s.last_write is None or r.last > s.last_write):
                 s.last_write = r.last
         return [stats[key] for key in sorted(stats)]
+
+    def count_status(self, tenant: str, status: MemoryStatus, user_id: str | None = None) -> int:
+        m = t.memories
+        conds = [m.c.tenant == tenant, m.c.status == status.value]
+        if user_id is not None:
+            conds.append(m.c.user_id == user_id)
+        with self._read() as conn:
+            return int(conn.execute(select(func.count()).select_from(m).where(*conds)).scalar_one())
 
     def tenants(self) -> list[str]:
         """Tenants that have memories or API keys, sorted."""
