@@ -17,6 +17,7 @@ from api.middleware import (
     Metrics,
     MetricsMiddleware,
     OutboxCollector,
+    RetentionCollector,
 )
 from api.ratelimit import TokenBuckets
 from api.routes import memories, system, users
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None, memory_os: MemoryOS | None = No
     app.state.metrics = Metrics()
     app.state.metrics.registry.register(OutboxCollector(lambda: app.state.memory_os.outbox.stats()))
     app.state.metrics.registry.register(LifecycleCollector(lambda: app.state.memory_os.lifecycle_stats()))
+    app.state.metrics.registry.register(RetentionCollector(lambda: app.state.memory_os))
     app.state.rate_limits = TokenBuckets(settings.limits.rate_per_key, settings.limits.rate_burst)
     errors.install(app)
     app.include_router(memories.router)

@@ -33,9 +33,12 @@ def skills_design(
     max_changes: Annotated[int, typer.Option("--max-changes", min=1)] = 3,
     use_llm: Annotated[bool, typer.Option("--llm/--no-llm", help="also ask the configured LLM (MEMSVC_LLM__*)")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="score proposals, change no card")] = False,
+    holdout: Annotated[float, typer.Option("--holdout", min=0.0, max=0.9,
+                                           help="share of the conversations held out: a change must not lower their score")] = 0.3,
 ) -> None:
     """Mine hard cases and refine the cards; a change is kept (version + 1, history line) only when
-    the development score improves. The same work runs as the `skills.design` job."""
+    the development score improves on the design conversations and does not fall on the held-out
+    ones. The same work runs as the `skills.design` job."""
     from memsvc.skills import load_skill_bank
     from memsvc.skills.designer import DesignTable, design
     from storage.registry import SKILLS_DIR, build_llm
@@ -45,7 +48,7 @@ def skills_design(
         raise typer.BadParameter(f"no design table at {table} (run `memsvc train skills` first)")
     llm = build_llm(Settings()) if use_llm else None
     report = design(DesignTable.load(table), load_skill_bank(folder), bank_dir=None if dry_run else folder,
-                    llm=llm, max_changes=max_changes)
+                    llm=llm, max_changes=max_changes, holdout=holdout)
     typer.echo(json.dumps(report, indent=2, default=str))
 
 DataDir = Annotated[Path | None, typer.Option("--data-dir", help="data directory (default ./data or MEMSVC_DATA_DIR)")]
@@ -430,6 +433,7 @@ def _mount_eval() -> None:
     except ImportError:  # evals not installed
         return
     app.add_typer(eval_app, name="eval", help="Run the evaluation suite.")
+    import evals.retention  # noqa: F401  (registers `eval retention` and `train retention`)
     import evals.train_skills  # noqa: F401  (registers `train skills` on train_app)
     from evals.train_gates import train_app
 

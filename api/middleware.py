@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -136,6 +136,27 @@ class LifecycleCollector(Collector):
             seconds.add_metric([kind], round(st["seconds"], 6))
         yield runs
         yield seconds
+
+
+class RetentionCollector(Collector):
+    """This node's retention sweeps: runs, memories archived, run time (the counts by lifecycle
+    status are `LifecycleCollector`'s `memsvc_memories`)."""
+
+    def __init__(self, memory_os: Callable[[], Any]) -> None:
+        self._os = memory_os
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            sweeper = self._os().retention
+        except Exception:  # no memory OS yet
+            return
+        with sweeper._lock:
+            runs, archived, seconds = sweeper.stats.runs, sweeper.stats.archived, sweeper.stats.seconds
+        yield CounterMetricFamily("memsvc_retention_archived", "memories archived by retention sweeps (this node)",
+                                  value=archived)
+        summary = SummaryMetricFamily("memsvc_retention_sweep_seconds", "retention sweep durations (this node)")
+        summary.add_metric([], count_value=runs, sum_value=seconds)
+        yield summary
 
 
 class MetricsMiddleware:

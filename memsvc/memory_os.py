@@ -26,8 +26,10 @@ from memsvc.indexer import GraphExtractor, Indexer
 from memsvc.jobs import InProcessQueue, JobContext, JobRunner
 from memsvc.lifecycle.consolidate import Consolidator
 from memsvc.lifecycle.digest import Abstractive, extractive
+from memsvc.lifecycle.sweep import SWEEP_JOB, RetentionSweeper
 from memsvc.models import (
     RESERVED_PREFIX,
+    RETENTION_KEY,
     SYSTEM_TENANT,
     ChangeKind,
     Entity,
@@ -144,6 +146,10 @@ class MemoryOS:
                                       self._vectors_of)
         self.lifecycle.register(self.jobs)
         self.writer.on_episodes_closed = self.lifecycle.episodes_closed
+        self.retention = RetentionSweeper(records, embedder, self.outbox, settings.retention,
+                                          *_retention_model(settings))
+        self.jobs.register(SWEEP_JOB, self.retention.run, max_attempts=3)
+        self.jobs.every("retention", settings.retention.interval_s, SWEEP_JOB, due=lambda: self.retention.enabled)
 
     # -- lifecycle ---------------------------------------------------------------------
     def start(self) -> dict[str, int]:
@@ -177,7 +183,23 @@ class MemoryOS:
 
     # -- writes ------------------------------------------------------------------------
     def add(self, tenant: str, req: WriteRequest, *, actor: str | None = None) -> WriteResult:
-        return self.writer.write(tenant, req, actor=actor)
+        result = self.writer.write(tenant, req, actor=actor)
+        self._check_budget(tenant, req.user_id, result)
+        return result
+
+    def _check_budget(self, tenant: str, user_id: str, result: WriteResult) -> None:
+        """Queue a retention sweep when this write pushed the scope or the tenant over budget (one job
+        per scope and trigger window; the write itself is acknowledged either way)."""
+        if not result.written or not self.retention.enabled:
+            return
+        try:
+            user, whole = self.retention.over_budget(tenant, user_id)
+            if user:
+                self.retention.trigger(self.jobs, tenant, user_id, {"user_id": user_id, "tenant": whole})
+            elif whole:
+                self.retention.trigger(self.jobs, tenant, None, {"tenant": True})
+        except MemsvcError as exc:  # the periodic sweep catches up
+            log.warning("could not queue a retention sweep: %s", exc)
 
     def submit(self, tenant: str, req: WriteRequest, *, actor: str | None = None) -> Job:
         """Accept a write for the job runner; the job is stored before this returns."""
@@ -220,7 +242,9 @@ class MemoryOS:
         """A `wait: false` write. Idempotent by message id: a rerun after a crash skips what the
         first run committed."""
         req = WriteRequest.model_validate(job.request["body"])
-        return self.writer.write(job.tenant, req, actor=job.request.get("actor")).model_dump(mode="json")
+        result = self.writer.write(job.tenant, req, actor=job.request.get("actor"))
+        self._check_budget(job.tenant, req.user_id, result)
+        return result.model_dump(mode="json")
 
     def _design_job(self, job: Job, ctx: JobContext) -> dict[str, Any]:
         """The skill designer (`memsvc skills design` runs the same): refine the bank's cards on a
@@ -281,6 +305,7 @@ class MemoryOS:
         if cube.status is MemoryStatus.DELETED and changes.get("status") is not MemoryStatus.ACTIVE:
             raise Conflict("memory is deleted; restore it first (status: active)")
         was_indexed = cube.status is not MemoryStatus.DELETED
+        unarchived = cube.status is MemoryStatus.ARCHIVED and changes.get("status") is MemoryStatus.ACTIVE
         old_content = cube.content
         for key, value in changes.items():
             setattr(cube, key, value)
@@ -290,11 +315,15 @@ class MemoryOS:
         restored = changes.get("status") is MemoryStatus.ACTIVE and cube.superseded_by is not None
         if restored:
             cube.superseded_by = None
+        if changes.get("status") is MemoryStatus.ACTIVE and RETENTION_KEY in cube.metadata:
+            # restored from the retention archive: counts as a use, so the next sweep sees it recently used
+            cube.metadata.pop(RETENTION_KEY)
+            cube.last_accessed_at = utcnow()
         cube.version += 1
         cube.updated_at = utcnow()
         reindex = not was_indexed or cube.content != old_content
         entries = self._reindex_entries(tenant, cube, full=reindex)
-        change = ChangeKind.RESTORE if not was_indexed or restored else ChangeKind.UPDATE
+        change = ChangeKind.RESTORE if not was_indexed or restored or unarchived else ChangeKind.UPDATE
         with self.records.unit_of_work() as uow:
             uow.touch_scope(tenant, cube.user_id)
             uow.save_memory(cube, change, actor=actor)
@@ -363,6 +392,16 @@ class MemoryOS:
                 details={"deleted": counts},
             )
         return counts
+
+    def retry_dead_letters(self, tenant: str, ids: list[int] | None = None, *, actor: str | None = None) -> int:
+        """Give the tenant's dead outbox entries (these, or all) a fresh set of attempts; the next drain
+        applies them. Logged (`outbox.retry`) as the audit trail; how many were revived."""
+        n = self.outbox.revive(ids, tenant=tenant)
+        if n:
+            with self.records.unit_of_work() as uow:
+                uow.log([EventLog(tenant=tenant, user_id=None, kind="outbox.retry", actor=actor,
+                                  payload={"ids": ids, "revived": n})])
+        return n
 
     # -- graph, feedback, skills, policies -----------------------------------------------
     def graph_view(self, tenant: str, user_id: str, *, limit: int = 100, cursor: str | None = None) -> dict[str, Any]:
@@ -444,12 +483,31 @@ class MemoryOS:
                 ),
                 "default_preset": self.settings.search.preset,
             },
-            "retention": {"kind": "keep_all", "note": "no eviction; superseded and archived memories stay queryable with as_of"},
+            "retention": self.retention_report(tenant, stats),
             "stats": {
                 "users": len(stats),
                 "memories": sum(s.total for s in stats),
                 "by_type": _sum_counts(s.counts for s in stats),
             },
+        }
+
+    def retention_report(self, tenant: str, stats: list[Any]) -> dict[str, Any]:
+        """Policy, budgets, the tenant's active/archived counts, the last sweep of this node, the model."""
+        cfg = self.settings.retention
+        r = self.retention
+        with r._lock:
+            last = dict(r.stats.last) or None
+            runs, archived = r.stats.runs, r.stats.archived
+        return {
+            "kind": cfg.policy, "ranking": r.effective_policy if r.enabled else "none",
+            "budgets": {"max_active_per_user": r.user_budget, "max_active_per_tenant": r.tenant_budget},
+            "interval_s": cfg.interval_s, "protect": cfg.protect if cfg.policy == "learned" else None,
+            "active": sum(sum(s.counts.values()) for s in stats),
+            "archived": sum(s.archived for s in stats),
+            "sweeps": {"runs": runs, "archived": archived, "last": last},
+            "model": r.model_info,
+            "note": "archived memories are kept (restore with PATCH status active), left out of default search, "
+                    "searched with include_archived",
         }
 
     # -- export / import ---------------------------------------------------------------
@@ -502,6 +560,27 @@ class MemoryOS:
                               payload={"memories": len(cubes), "messages": len(messages)})])
         self.outbox.deliver(entries)
         return len(cubes)
+
+
+def _retention_model(settings: Settings) -> tuple[Any, dict[str, Any] | None]:
+    """(log-beta function, manifest summary) of the learned retention model, or (None, None) when the
+    policy is not `learned` or no artefact loads (then importance ranks); an explicitly configured
+    artefact that does not load is an error."""
+    cfg = settings.retention
+    if cfg.policy != "learned":
+        return None, None
+    from memsvc.learn import retention as artefact
+
+    try:
+        manifest, model = artefact.load(cfg.model_path or artefact.PACKAGED)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        if cfg.model_path is not None:
+            raise ValueError(f"MEMSVC_RETENTION__MODEL_PATH: {exc}") from None
+        log.warning("no usable retention model (%s): importance ranks (train one with `memsvc train retention`)", exc)
+        return None, None
+    info = {"name": manifest.name, "version": manifest.version, "created": manifest.created.isoformat(),
+            "command": manifest.command, "metrics": manifest.metrics}
+    return (lambda x: artefact.predict_z(model, x)), info
 
 
 _GRAPH_CURSOR = "g1."

@@ -103,6 +103,10 @@ MERGED_KEY = "_merged"
 """Metadata key of a canonical memory: the ids of the near-duplicates merged into it (each superseded by it)."""
 
 
+RETENTION_KEY = "_retention"
+"""Metadata key of a memory the retention sweep archived: the policy, its score, the budget and when."""
+
+
 class MemoryCube(BaseModel):
     """One unit of memory: content plus type, scope, provenance, validity and lifecycle."""
 

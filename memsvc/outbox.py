@@ -185,9 +185,14 @@ class Outbox:
         return self.drain(cancelled=ctx.cancelled, heartbeat=ctx.heartbeat).as_dict()
 
     # -- dead letters and numbers ---------------------------------------------------------
-    def revive(self, ids: Sequence[int] | None = None) -> int:
-        """Dead letters (these, or all) are retried from now with a fresh set of attempts."""
-        return self.records.revive_outbox(ids)
+    def revive(self, ids: Sequence[int] | None = None, *, tenant: str | None = None) -> int:
+        """Dead letters (these, or all; of one tenant, or any) are retried from now with a fresh set
+        of attempts, by the next drain."""
+        return self.records.revive_outbox(ids, tenant=tenant)
+
+    def dead(self, tenant: str | None = None, limit: int = 100) -> list[OutboxEntry]:
+        """Dead letters, newest first: one tenant's (the admin UI), or all (an operator)."""
+        return self.records.dead_outbox(limit, tenant=tenant)
 
     def stats(self) -> dict[str, Any]:
         """`pending`, `retrying`, `dead` and `oldest_age_s` (seconds the oldest live entry has waited)."""

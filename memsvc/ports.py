@@ -63,6 +63,7 @@ class ScopeStats(BaseModel):
     user_id: str
     counts: dict[str, int]  # memory type -> active count
     total: int
+    archived: int = 0
     bytes: int  # content bytes of all non-deleted memories
     last_write: datetime | None = None
 
@@ -160,10 +161,11 @@ class RecordStore(Protocol):
     def fail_outbox(self, entry_id: int, error: str, *, retry_at: datetime | None = None) -> None:
         """Count a failed attempt: retried from `retry_at`, or a dead letter when it is None."""
 
-    def dead_outbox(self, limit: int = 100) -> list[OutboxEntry]: ...
+    def dead_outbox(self, limit: int = 100, *, tenant: str | None = None) -> list[OutboxEntry]:
+        """Dead letters, newest first: all of them, or one tenant's."""
 
-    def revive_outbox(self, ids: Sequence[int] | None = None) -> int:
-        """Dead entries (these, or all) get fresh attempts, due now; how many."""
+    def revive_outbox(self, ids: Sequence[int] | None = None, *, tenant: str | None = None) -> int:
+        """Dead entries (these, or all; of one tenant, or any) get fresh attempts, due now; how many."""
 
     def outbox_stats(self, now: datetime) -> dict[str, Any]:
         """`pending`, `retrying`, `dead` counts and `oldest_age_s` of the oldest live entry."""
@@ -227,6 +229,9 @@ class RecordStore(Protocol):
     ) -> Page[EventLog]: ...
 
     def scope_stats(self, tenant: str | None = None) -> list[ScopeStats]: ...
+
+    def count_status(self, tenant: str, status: MemoryStatus, user_id: str | None = None) -> int:
+        """Memories of the tenant (or scope) in `status` (one indexed count, for budget checks)."""
 
     def tenants(self) -> list[str]: ...
 

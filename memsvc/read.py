@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -32,6 +32,10 @@ from memsvc.retrieval.presets import PRESETS, RetrievalPreset
 from memsvc.retrieval.query import classify
 from memsvc.retrieval.structure import episode_of, episode_ranking, neighbour_ranking, time_window, turn_of
 from memsvc.schemas import SearchRequest, SearchResult
+
+# Fused candidates read from SQL beyond `top_k` in a search's first chunk: most are packed at once;
+# the rest cover candidates the filter re-check, the budget or the restatement check passes over.
+LOAD_SLACK = 10
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,18 @@ class _Candidate:
     @property
     def score(self) -> float:
         return self.rerank if self.rerank is not None else self.fused.score
+
+
+@dataclass(frozen=True)
+class _Retrieved:
+    """The retrievers' fused ranking before anything is loaded from SQL."""
+
+    preset: RetrievalPreset
+    flt: VectorFilter
+    fused: list[Fused]
+    paths: dict[str, list[str]]
+    rerank: bool
+    qvec: list[float] | None
 
 
 @dataclass
@@ -130,7 +146,8 @@ class ReadPipeline:
             tenant=tenant,
             user_id=req.user_id,
             types=req.types,
-            statuses=[MemoryStatus.ACTIVE] if as_of is None else [MemoryStatus.ACTIVE, MemoryStatus.SUPERSEDED],
+            statuses=[MemoryStatus.ACTIVE, *([MemoryStatus.SUPERSEDED] if as_of is not None else []),
+                      *([MemoryStatus.ARCHIVED] if req.include_archived else [])],
             agent_id=f.agent_id if f else None,
             session_id=f.session_id if f else None,
             valid_at=as_of,
@@ -141,10 +158,15 @@ class ReadPipeline:
         )
 
     def search(self, tenant: str, req: SearchRequest, *, actor: str | None = None, record: bool = True) -> SearchResult:
-        cset = self.candidates(tenant, req)
-        if cset is None:
+        found = self._retrieve(tenant, req)
+        if found is None:
             return SearchResult(results=[], context="")
-        ranked_candidates = self.rank(cset)
+        if found.rerank:  # the read gate scores the whole pool: load it all
+            cset = self._complete(tenant, req, found)
+            ranked_candidates: Iterable[_Candidate] = self.rank(cset)
+        else:  # fused order: load from SQL only as far as packing reads
+            cset = CandidateSet(found.preset, [], paths=found.paths)
+            ranked_candidates = self._stream(tenant, found.flt, found.fused, first=req.top_k + LOAD_SLACK)
         chosen = pack(ranked_candidates, top_k=req.top_k, token_budget=req.token_budget, cost=lambda c: c.tokens,
                       redundant=restated)
         ranked = {c.cube.id: rank for rank, c in enumerate(chosen, start=1)}
@@ -159,6 +181,11 @@ class ReadPipeline:
         """Every retriever of the preset, fused, loaded from the source of truth; with the read gate's
         features when the preset reranks and a gate is loaded, or when `features` asks (training
         dumps). None when a filter matches nothing."""
+        found = self._retrieve(tenant, req, features=features)
+        return None if found is None else self._complete(tenant, req, found)
+
+    def _retrieve(self, tenant: str, req: SearchRequest, *, features: bool = False) -> _Retrieved | None:
+        """Every retriever of the preset, fused (ids and scores only); None when a filter matches nothing."""
         if len(req.query) > self.limits.max_query_chars:
             raise InvalidInput(f"query longer than {self.limits.max_query_chars} characters")
         if req.top_k > self.limits.max_top_k:
@@ -196,9 +223,14 @@ class ReadPipeline:
             rankings["neighbours"] = self._neighbours(tenant, req.user_id, fused, preset.expand_neighbours)
             fused = rrf(rankings, k=k, weights=preset.weights, tie_tolerance=preset.tie_tolerance)
         depth = max(self.config.rerank_depth if rerank else n, req.top_k)
-        candidates = self._load(tenant, flt, fused[:depth])
-        cset = CandidateSet(preset, candidates, paths=paths)
-        if rerank and candidates and qvec is not None:
+        return _Retrieved(preset, flt, fused[:depth], paths, rerank, qvec)
+
+    def _complete(self, tenant: str, req: SearchRequest, found: _Retrieved) -> CandidateSet:
+        """The whole fused pool loaded, with the read gate's features and the router's view when due."""
+        preset, flt, qvec = found.preset, found.flt, found.qvec
+        candidates = self._load(tenant, flt, found.fused)
+        cset = CandidateSet(preset, candidates, paths=found.paths)
+        if found.rerank and candidates and qvec is not None:
             cset.features = self._features(req.query, qvec, flt, candidates)
             if self.router is not None:
                 p = self.router.route(np.asarray([qvec], dtype=np.float32), route_features(req.query)[None])[0]
@@ -272,10 +304,19 @@ class ReadPipeline:
         scored = [replace(c, rerank=_sigmoid(float(s))) for c, s in zip(cset.candidates, scores, strict=True)]
         return sorted(scored, key=lambda c: (-c.score, c.fused_rank))
 
-    def _load(self, tenant: str, flt: VectorFilter, fused: Sequence[Fused]) -> list[_Candidate]:
+    def _stream(self, tenant: str, flt: VectorFilter, fused: Sequence[Fused], *, first: int) -> Iterator[_Candidate]:
+        """The fused pool in order, loaded from SQL a chunk at a time (`first` ids, then twice as many
+        each time): packing stops at `top_k`, so a search reads about `top_k` rows instead of the
+        whole pool. Yields exactly what `_load` of the whole pool would hold, in the same order."""
+        start, size = 0, max(1, first)
+        while start < len(fused):
+            yield from self._load(tenant, flt, fused[start:start + size], offset=start)
+            start, size = start + size, size * 2
+
+    def _load(self, tenant: str, flt: VectorFilter, fused: Sequence[Fused], *, offset: int = 0) -> list[_Candidate]:
         by_id = {c.id: c for c in self.records.get_memories(tenant, [f.id for f in fused])}
         out: list[_Candidate] = []
-        for position, f in enumerate(fused, start=1):
+        for position, f in enumerate(fused, start=offset + 1):
             cube = by_id.get(f.id)
             # Indexes are derived state (and the graph has no filters): re-check the source of truth.
             if cube is None or not matches(cube, flt):

@@ -183,6 +183,7 @@ class SearchRequest(_Body):
     filters: SearchFilters | None = None
     explain: bool = False
     preset: str | None = Field(None, description="retrieval recipe; default `hybrid`")
+    include_archived: bool = Field(False, description="also search memories the retention sweep (or a PATCH) archived")
 
 
 class SearchResult(BaseModel):

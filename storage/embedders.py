@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
+import warnings
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from memsvc.config import LocalEmbedder, OpenAIEmbedder
+
+log = logging.getLogger(__name__)
 
 
 def packaged_minilm_path() -> str:
@@ -48,6 +53,30 @@ def resolve_precision(precision: str, device: str) -> str:
     return "bf16" if device == "cpu" and cpu_has_native_bf16() else "fp32"
 
 
+def resolve_query_precision(query_precision: str, device: str, precision: str) -> str:
+    """`auto` is int8 on CPU: the query's one short text is latency-bound, and on the development
+    questions int8 ranks as well as bf16 (LoCoMo dense R@10 31.0 vs 30.8, cosine to the bf16 vector
+    0.95 on average) at 7.5 instead of 11.1 ms; on a GPU the query model is the document model's twin."""
+    if query_precision == "same" or (query_precision == "auto" and device != "cpu"):
+        return precision
+    return "int8"
+
+
+def quantized(model: Any) -> Any | None:
+    """The model with its linear layers quantised to int8 (dynamic: activations scaled per call);
+    None where this torch no longer has eager-mode quantisation (deprecated upstream)."""
+    import torch
+
+    with warnings.catch_warnings():  # deprecated upstream, still shipped by the pinned torch
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        except (AttributeError, ImportError, RuntimeError) as exc:
+            log.warning("int8 query model unavailable (%s): queries use the document model's precision", exc)
+            return None
+
+
 class SentenceTransformerEmbedder:
     def __init__(self, config: LocalEmbedder) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -75,7 +104,12 @@ class SentenceTransformerEmbedder:
         # Queries get a model of their own (about 45 MB in bf16): a search never waits behind a
         # write's batch, which took 100-200 ms per 50 turns. A tokenizer must not be shared by
         # threads ("Already borrowed"), so each model keeps its own lock.
-        self._model, self._query_model = load(), load()
+        self.query_precision = resolve_query_precision(config.query_precision, device, self.precision)
+        self._model = load()
+        query_model = quantized(SentenceTransformer(path, device=device)) if self.query_precision == "int8" else None
+        if query_model is None:
+            self.query_precision, query_model = self.precision, load()
+        self._query_model = query_model
         self._batch = config.batch_size
         self._lock, self._query_lock = threading.Lock(), threading.Lock()
         self.model_name = os.path.basename(path.rstrip("/")) if config.model_path else "all-MiniLM-L6-v2"

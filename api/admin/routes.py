@@ -45,7 +45,7 @@ from memsvc.schemas import MemoryPatch, SearchRequest
 
 router = APIRouter(prefix="/admin", include_in_schema=False)
 
-AUDIT_KINDS = ["memory.update", "memory.restore", "memory.delete", "user.purge"]
+AUDIT_KINDS = ["memory.update", "memory.restore", "memory.delete", "user.purge", "outbox.retry"]
 VISIBLE = [MemoryStatus.ACTIVE, MemoryStatus.SUPERSEDED, MemoryStatus.ARCHIVED]
 DONE = {
     "updated": "Memory updated.", "deleted": "Memory deleted. It keeps its history and can be restored.",
@@ -334,6 +334,34 @@ def audit(request: Request, session: SessionDep, os_: MemoryOSDep,
     return render(request, "audit.html", {"events": page.items, "next_cursor": page.next_cursor,
                                           "user": user.strip(), "memories": memories_by_id},
                   session=session, section="audit")
+
+
+# -- outbox dead letters ---------------------------------------------------------------------
+
+DEAD_SHOWN = 200
+
+
+@router.get("/outbox")
+def outbox(request: Request, session: SessionDep, os_: MemoryOSDep, retried: str = "") -> Response:
+    """The tenant's dead letters: changes committed in SQL that never reached the vector index or the
+    graph after every retry (`/readyz` says `degraded` while any exist), with a retry button."""
+    with shown_as_page():
+        dead = os_.outbox.dead(session.tenant, DEAD_SHOWN)
+    done = f"{retried} dead letter{'' if retried == '1' else 's'} queued for a retry." if retried.isdigit() else None
+    return render(request, "outbox.html", {"dead": dead, "shown_max": DEAD_SHOWN, "done": done},
+                  session=session, section="outbox")
+
+
+@router.post("/outbox/retry")
+def outbox_retry(session: WriterDep, os_: MemoryOSDep, entry: Annotated[list[str] | None, Form()] = None) -> Response:
+    """Retry the chosen dead letters (`entry`, repeated), or all of the tenant's when none is given."""
+    try:
+        ids = [int(e) for e in entry] if entry else None
+    except ValueError:
+        raise AdminError(400, "Dead letters are named by their numeric ids.") from None
+    with shown_as_page():
+        n = os_.retry_dead_letters(session.tenant, ids, actor=session.actor)
+    return _redirect(f"/admin/outbox?retried={n}")
 
 
 # -- a user: timeline, graph, purge ---------------------------------------------------------

@@ -73,3 +73,20 @@ class RouterHead(nn.Module):
     def forward(self, emb: torch.Tensor, side: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.net(torch.cat([emb, self.norm(side)], dim=-1))
         return out
+
+
+class RetentionHead(nn.Module):
+    """Retention: the logit z of beta = sigmoid(z), a memory's per-write survival factor (TRIM-KV)."""
+
+    def __init__(self, n_features: int, hidden: int = 32) -> None:
+        super().__init__()
+        self.norm = Standardise(n_features)
+        # the linear path can offset the decay by log(age) exactly (a memory that must outlive its
+        # age), the MLP adds the interactions
+        self.linear = nn.Linear(n_features, 1)
+        self.net = nn.Sequential(nn.Linear(n_features, hidden), nn.GELU(), nn.Dropout(0.1), nn.Linear(hidden, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.norm(x)
+        out: torch.Tensor = (self.linear(z) + self.net(z)).squeeze(-1)
+        return out

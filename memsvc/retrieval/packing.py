@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -23,7 +23,7 @@ def count_tokens(text: str) -> int:
 
 
 def pack(
-    items: Sequence[T],
+    items: Iterable[T],
     *,
     top_k: int,
     token_budget: int | None,
@@ -34,7 +34,8 @@ def pack(
 
     An item that does not fit is skipped and smaller later items may still fit; an item that
     `redundant(item, chosen)` says the chosen ones already state is skipped without cost.
-    `items` must already be ordered best first.
+    `items` must already be ordered best first; it is read only as far as needed (a lazy
+    iterable loads no more than that).
     """
     chosen: list[T] = []
     spent = 0

@@ -17,11 +17,17 @@ rightly skipped (recall), and the trigger without each of its alternatives (prec
 alternative that fires only where the memories are never needed costs without recall); with an
 LLM it also asks the model for the pattern. Each proposal is scored on the table; per round the
 best one that beats the current score is kept.
+
+Held out by conversation: with `holdout` > 0 and at least two scenes (conversations / corpora) in
+the table, a share of the scenes is set aside (chosen by a hash of their names, so reruns agree);
+proposals are mined and scored on the others only, and the best one is kept only if the held-out
+scenes' score does not fall either. The report gives both scores before and after.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import math
 import re
@@ -71,6 +77,37 @@ class DesignTable:
     def load(cls, path: Path) -> DesignTable:
         with gzip.open(path, "rt", encoding="utf-8") as fh:
             return cls(**json.load(fh))
+
+
+def scene_of(span_key: str) -> str:
+    """`<task>/<scene>|<message id>` -> `<task>/<scene>` (a question's `group`)."""
+    return span_key.split("|", 1)[0]
+
+
+def subset(table: DesignTable, scenes: set[str]) -> DesignTable:
+    """The table restricted to these scenes: their spans, their pairs, their questions."""
+    rows = [i for i, key in enumerate(table.span_key) if scene_of(key) in scenes]
+    new_row = {old: new for new, old in enumerate(rows)}
+    pairs = [j for j, row in enumerate(table.pair_span) if row in new_row]
+    return DesignTable(
+        pair_skill=[table.pair_skill[j] for j in pairs], pair_span=[new_row[table.pair_span[j]] for j in pairs],
+        pair_label=[table.pair_label[j] for j in pairs], pair_cost=[table.pair_cost[j] for j in pairs],
+        pair_memories=[table.pair_memories[j] for j in pairs], span_role=[table.span_role[i] for i in rows],
+        span_text=[table.span_text[i] for i in rows], span_key=[table.span_key[i] for i in rows],
+        queries=[q for q in table.queries if q["group"] in scenes], lam=table.lam, budget=table.budget,
+        source={**table.source, "scenes": sorted(scenes)},
+    )
+
+
+def split_by_scene(table: DesignTable, holdout: float) -> tuple[DesignTable, DesignTable] | None:
+    """(design scenes, held-out scenes), `holdout` of the scenes held out (at least one, never all);
+    None when the table has fewer than two scenes or `holdout` is 0."""
+    scenes = sorted({scene_of(k) for k in table.span_key} | {q["group"] for q in table.queries})
+    if holdout <= 0 or len(scenes) < 2:
+        return None
+    n_out = min(len(scenes) - 1, max(1, round(len(scenes) * holdout)))
+    held = set(sorted(scenes, key=lambda s: hashlib.sha256(s.encode()).hexdigest())[:n_out])
+    return subset(table, set(scenes) - held), subset(table, held)
 
 
 def budget_recall(q: dict[str, Any], keep: set[str], budget: int, top_k: int = 100) -> float:
@@ -221,12 +258,22 @@ def llm_trigger(llm: LLM, card: SkillCard, hard: Sequence[str]) -> tuple[str | N
 
 
 def design(table: DesignTable, cards: list[SkillCard], *, bank_dir: Path | None = None, llm: LLM | None = None,
-           max_changes: int = 3, min_gain: float = 0.0005) -> dict[str, Any]:
+           max_changes: int = 3, min_gain: float = 0.0005, holdout: float = 0.3) -> dict[str, Any]:
     """Refine triggers greedily: per round, score one proposal per card with missed pairs and keep the
-    best if it beats the current score by `min_gain`. Kept cards are written to `bank_dir` (version
-    bump, history line) and replace their old version in `cards`."""
+    best if it beats the current score by `min_gain` on the design scenes and does not lower the
+    held-out scenes' score (see the module doc). Kept cards are written to `bank_dir` (version bump,
+    history line) and replace their old version in `cards`."""
+    split = split_by_scene(table, holdout)
+    full = table
+    held: DesignTable | None = None
+    if split is not None:
+        table, held = split
     base = score(table, cards)
-    report: dict[str, Any] = {"score_before": base, "kept": [], "rejected": [], "llm_tokens": 0}
+    report: dict[str, Any] = {"score_before": base, "kept": [], "rejected": [], "llm_tokens": 0,
+                              "scenes": {"design": len({q["group"] for q in table.queries}),
+                                         "held_out": len({q["group"] for q in held.queries}) if held else 0}}
+    held_current = score(held, cards) if held is not None else None
+    report["held_out_before"] = held_current
     hard = hard_cases(table, cards)
     report["hard_cases"] = {"questions_not_recalled": hard.questions, "uncovered_evidence_spans": hard.uncovered_spans,
                             "missed_pairs": {k: len(v) for k, v in hard.missed_pairs.items()}}
@@ -271,19 +318,33 @@ def design(table: DesignTable, cards: list[SkillCard], *, bank_dir: Path | None 
         if not trials:
             break
         trials.sort(key=lambda t: -t[0]["reward"])
-        best, others = trials[0], trials[1:]
         report["trials"] = report.get("trials", 0) + len(trials)
-        for s, card, change, by in others[:5]:  # the runners-up (the report stays short)
-            report["rejected"].append({"skill": card.id, "change": change, "score": s, "by": by})
-        if best[0]["reward"] < current["reward"] + min_gain:
-            report["rejected"].append({"skill": best[1].id, "change": best[2], "score": best[0], "by": best[3]})
+        # The best proposal that gains on the design scenes and holds on the held-out ones.
+        chosen: tuple[dict[str, float], SkillCard, str, str] | None = None
+        held_after: dict[str, float] | None = None
+        for s, card, change, by in trials:
+            if s["reward"] < current["reward"] + min_gain:
+                report["rejected"].append({"skill": card.id, "change": change, "score": s, "by": by})
+                break
+            if held is not None and held_current is not None:
+                held_after = score(held, [card if c.id == card.id else c for c in cards])
+                if held_after["reward"] < held_current["reward"]:
+                    report["rejected"].append({"skill": card.id, "change": change, "score": s, "by": by,
+                                               "held_out": held_after, "why": "the held-out scenes' score fell"})
+                    continue
+            chosen = (s, card, change, by)
             break
-        s, card, change, by = best
+        if chosen is None:
+            break
+        s, card, change, by = chosen
         old = next(c for c in cards if c.id == card.id)
         card.version = old.version + 1
         entry = {"version": card.version, "date": datetime.now(UTC).date().isoformat(), "change": change,
                  "kind": "trigger", "by": by, "score_before": current["reward"], "score_after": s["reward"],
-                 "detail": {"before": current, "after": s, "table": table.source}}
+                 "detail": {"before": current, "after": s, "table": full.source}}
+        if held_after is not None and held_current is not None:
+            entry["held_out_before"], entry["held_out_after"] = held_current["reward"], held_after["reward"]
+            held_current = held_after
         if bank_dir is not None:
             save_card(bank_dir, card, entry)
         else:
@@ -292,4 +353,5 @@ def design(table: DesignTable, cards: list[SkillCard], *, bank_dir: Path | None 
         report["kept"].append({"skill": card.id, **entry})
         current = s
     report["score_after"] = current
+    report["held_out_after"] = held_current
     return report

@@ -46,7 +46,7 @@ from storage.graph.common import (
     referenced_ids,
 )
 from storage.sql import schema
-from storage.sql.engine import WRITE, dialect_insert, translate_errors
+from storage.sql.engine import WRITE, dialect_insert, not_indexed, translate_errors
 from storage.sql.unit_of_work import fresh_version
 
 E, R, M, S = schema.entities, schema.relations, schema.mentions, schema.scopes
@@ -246,7 +246,7 @@ class SqlGraphStore:
     def _existing_ids(self, conn: Connection, tenant: str, user_id: str, ids: set[str]) -> set[str]:
         found: set[str] = set()
         for part in chunks(sorted(ids)):
-            stmt = select(E.c.id).where(E.c.tenant == tenant, E.c.user_id == user_id, E.c.id.in_(part))
+            stmt = select(E.c.id).where(not_indexed(E.c.tenant) == tenant, E.c.user_id == user_id, E.c.id.in_(part))
             found.update(conn.execute(stmt).scalars())
         return found
 
@@ -343,15 +343,15 @@ class SqlGraphStore:
             affected: set[str] = set()
             for part in chunks(ids):
                 for row in conn.execute(
-                    select(M.c.user_id, M.c.entity_id).where(M.c.tenant == tenant, M.c.memory_id.in_(part))
+                    select(M.c.user_id, M.c.entity_id).where(not_indexed(M.c.tenant) == tenant, M.c.memory_id.in_(part))
                 ):
                     affected.add(row.entity_id)
                     scopes.add((tenant, row.user_id))
                 scopes.update((tenant, u) for u in conn.execute(
-                    select(R.c.user_id).where(R.c.tenant == tenant, R.c.memory_id.in_(part)).distinct()
+                    select(R.c.user_id).where(not_indexed(R.c.tenant) == tenant, R.c.memory_id.in_(part)).distinct()
                 ).scalars())
-                conn.execute(delete(M).where(M.c.tenant == tenant, M.c.memory_id.in_(part)))
-                conn.execute(delete(R).where(R.c.tenant == tenant, R.c.memory_id.in_(part)))
+                conn.execute(delete(M).where(not_indexed(M.c.tenant) == tenant, M.c.memory_id.in_(part)))
+                conn.execute(delete(R).where(not_indexed(R.c.tenant) == tenant, R.c.memory_id.in_(part)))
             orphans: set[str] = set()
             for part in chunks(sorted(affected)):
                 still = set(conn.execute(select(M.c.entity_id).where(M.c.entity_id.in_(part)).distinct()).scalars())
@@ -411,7 +411,7 @@ class SqlGraphStore:
             for part in chunks(sorted(set(memory_ids))):
                 stmt = (
                     select(M.c.memory_id, E).join(E, and_(E.c.id == M.c.entity_id, E.c.tenant == M.c.tenant))
-                    .where(M.c.tenant == tenant, M.c.memory_id.in_(part))
+                    .where(not_indexed(M.c.tenant) == tenant, M.c.memory_id.in_(part))
                     .order_by(M.c.memory_id, E.c.name, E.c.id)
                 )
                 for row in conn.execute(stmt):

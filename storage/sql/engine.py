@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Table, create_engine, event
+from sqlalchemy import ColumnElement, Engine, Table, create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
@@ -23,6 +23,8 @@ from sqlalchemy.pool import StaticPool
 from memsvc.errors import BackendUnavailable, Conflict
 
 BUSY_TIMEOUT_MS = 30_000
+SQLITE_MMAP_BYTES = 256 * 1024 * 1024  # address space, not memory: pages come from the OS cache
+SQLITE_CACHE_KIB = 16 * 1024  # per connection
 
 # Execution option asking for a write transaction (`BEGIN IMMEDIATE` on SQLite).
 WRITE = "memsvc_write"
@@ -36,6 +38,14 @@ def sqlite_url(path: str | Path) -> str:
     path = Path(path).expanduser().resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
+
+
+def not_indexed(column: ColumnElement[str]) -> ColumnElement[str]:
+    """`column` in a form no index serves (`column || ''`), for a condition beside a list of ids:
+    the ids' own key must drive the lookup. Without table statistics SQLite otherwise picks an index
+    that starts with `tenant` and scans every row of the tenant (measured: 20 ms per search at 100k
+    memories instead of 1 ms). PostgreSQL plans both forms the same."""
+    return column.concat("")
 
 
 def normalize_url(url: str) -> str:
@@ -88,6 +98,10 @@ def _sqlite_engine(url: str, *, in_memory: bool, echo: bool) -> Engine:
         if not in_memory:
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
+            # Reads through a memory map and a larger page cache: a search loads its candidates by
+            # primary key, scattered over the file (the default 2 MB cache re-reads them every time).
+            cursor.execute(f"PRAGMA mmap_size={SQLITE_MMAP_BYTES}")
+            cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA secure_delete=ON")  # deleted rows are overwritten, not left in free pages
         cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")

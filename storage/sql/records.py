@@ -52,7 +52,7 @@ from memsvc.models import (
 )
 from memsvc.ports import MemoryQuery, Page, ScopeStats
 from storage.sql import schema as t
-from storage.sql.engine import SQLITE_LOWER, WRITE, dialect_insert, make_engine, translate_errors
+from storage.sql.engine import SQLITE_LOWER, WRITE, dialect_insert, make_engine, not_indexed, translate_errors
 from storage.sql.episodes import EpisodeRows
 from storage.sql.jobs import JobRows
 from storage.sql.migrations import alembic_config
@@ -145,7 +145,7 @@ class SqlRecordStore(JobRows, EpisodeRows):
         by_id: dict[str, MemoryCube] = {}
         with self._read() as conn:
             for chunk in _chunks(ids):
-                stmt = select(m).where(m.c.tenant == tenant, m.c.id.in_(chunk))
+                stmt = select(m).where(not_indexed(m.c.tenant) == tenant, m.c.id.in_(chunk))
                 by_id.update((r.id, _cube(r)) for r in conn.execute(stmt))
         return [by_id[i] for i in dict.fromkeys(ids) if i in by_id]
 
@@ -220,7 +220,7 @@ class SqlRecordStore(JobRows, EpisodeRows):
             for chunk in _chunks(ids):
                 conn.execute(
                     update(m)
-                    .where(m.c.tenant == tenant, m.c.id.in_(chunk))
+                    .where(not_indexed(m.c.tenant) == tenant, m.c.id.in_(chunk))
                     .values(access_count=m.c.access_count + times, last_accessed_at=newest)
                 )
 
@@ -242,7 +242,7 @@ class SqlRecordStore(JobRows, EpisodeRows):
             conn.execute(delete(s).where(s.c.tenant == tenant, s.c.user_id == user_id))
             own_ids = select(m.c.id).where(m.c.tenant == tenant, m.c.user_id == user_id)
             counts["memory_versions"] = conn.execute(
-                delete(v).where(v.c.tenant == tenant, v.c.memory_id.in_(own_ids))
+                delete(v).where(not_indexed(v.c.tenant) == tenant, v.c.memory_id.in_(own_ids))
             ).rowcount
             counts["memories"] = conn.execute(
                 delete(m).where(m.c.tenant == tenant, m.c.user_id == user_id)
@@ -359,19 +359,24 @@ class SqlRecordStore(JobRows, EpisodeRows):
         with self._write() as conn:
             conn.execute(update(o).where(o.c.id == entry_id, o.c.done_at.is_(None)).values(**values))
 
-    def dead_outbox(self, limit: int = 100) -> list[OutboxEntry]:
-        """Dead letters, newest first."""
+    def dead_outbox(self, limit: int = 100, *, tenant: str | None = None) -> list[OutboxEntry]:
+        """Dead letters, newest first: all of them, or one tenant's."""
         o = t.outbox
         stmt = select(o).where(o.c.done_at.is_(None), o.c.dead_at.is_not(None)).order_by(o.c.id.desc()).limit(limit)
+        if tenant is not None:
+            stmt = stmt.where(o.c.tenant == tenant)
         with self._read() as conn:
             return [_entry(r) for r in conn.execute(stmt)]
 
-    def revive_outbox(self, ids: Sequence[int] | None = None) -> int:
-        """Give dead entries (these, or all) a fresh set of attempts, due now; how many."""
+    def revive_outbox(self, ids: Sequence[int] | None = None, *, tenant: str | None = None) -> int:
+        """Give dead entries (these, or all; of one tenant, or any) a fresh set of attempts, due now;
+        how many."""
         o = t.outbox
         stmt = update(o).where(o.c.done_at.is_(None), o.c.dead_at.is_not(None))
         if ids is not None:
             stmt = stmt.where(o.c.id.in_(list(ids)))
+        if tenant is not None:
+            stmt = stmt.where(o.c.tenant == tenant)
         with self._write() as conn:
             return int(conn.execute(stmt.values(dead_at=None, attempts=0, next_at=utcnow())).rowcount)
 
@@ -489,12 +494,22 @@ class SqlRecordStore(JobRows, EpisodeRows):
             )
             if r.status == MemoryStatus.ACTIVE.value:
                 s.counts[r.type] = s.counts.get(r.type, 0) + r.n
+            if r.status == MemoryStatus.ARCHIVED.value:
+                s.archived += r.n
             if r.status != MemoryStatus.DELETED.value:
                 s.total += r.n
                 s.bytes += int(r.size or 0)
             if r.last is not None and (s.last_write is None or r.last > s.last_write):
                 s.last_write = r.last
         return [stats[key] for key in sorted(stats)]
+
+    def count_status(self, tenant: str, status: MemoryStatus, user_id: str | None = None) -> int:
+        m = t.memories
+        conds = [m.c.tenant == tenant, m.c.status == status.value]
+        if user_id is not None:
+            conds.append(m.c.user_id == user_id)
+        with self._read() as conn:
+            return int(conn.execute(select(func.count()).select_from(m).where(*conds)).scalar_one())
 
     def tenants(self) -> list[str]:
         """Tenants that have memories or API keys, sorted."""

@@ -18,7 +18,7 @@ from api.admin.session import COOKIE, SessionManager
 from api.app import create_app
 from api.auth import authenticate, create_key, hash_key
 from memsvc.memory_os import MemoryOS
-from memsvc.models import SLOT_KEY, MemoryCube, MemoryStatus, MemoryType
+from memsvc.models import SLOT_KEY, MemoryCube, MemoryStatus, MemoryType, OutboxEntry, OutboxOp
 from memsvc.schemas import WriteRequest
 from tests.admin.conftest import BASE, Login, admin_settings, csrf_of, page_csrf
 
@@ -135,7 +135,8 @@ async def test_every_page_renders_with_security_headers(login: Login, keys: dict
     c = await login(keys["a_admin"])
     pages = ["/admin", "/admin/memories", "/admin/memories?user=alice&type=semantic&status=all&since=2020-01-01",
              f"/admin/memories/{seeded['berlin']}", f"/admin/memories/{seeded['berlin']}/edit", "/admin/audit",
-             "/admin/users/alice", "/admin/users/alice/graph", "/admin/skills", "/admin/policies", "/admin/lifecycle"]
+             "/admin/users/alice", "/admin/users/alice/graph", "/admin/skills", "/admin/policies", "/admin/outbox",
+             "/admin/lifecycle"]
     for path in pages:
         r = await c.get(path)
         assert r.status_code == 200, path
@@ -332,6 +333,53 @@ async def test_purge_user_needs_the_typed_user_id(login: Login, keys: dict[str, 
     assert audit_events(memory_os)[0][0] == "user.purge"
     assert "user.purge" in (await c.get("/admin/audit")).text
     assert memory_os.records.scope_stats("tenant-b")[0].user_id == "alice"
+
+
+# -- outbox dead letters --------------------------------------------------------------------
+
+def make_dead_letter(os_: MemoryOS, tenant: str, memory_id: str, error: str) -> int:
+    """A vector upsert of a stored memory whose attempts ran out, recorded as the drain records one."""
+    entry = OutboxEntry(tenant=tenant, op=OutboxOp.UPSERT_VECTORS, payload={"ids": [memory_id]})
+    with os_.records.unit_of_work() as uow:
+        uow.enqueue([entry])
+    assert entry.id is not None
+    os_.records.fail_outbox(entry.id, error, retry_at=None)
+    return entry.id
+
+
+async def test_dead_letters_are_listed_per_tenant_and_retried_by_a_writer(
+    login: Login, keys: dict[str, str], seeded: dict[str, str], memory_os: MemoryOS,
+) -> None:
+    mine = make_dead_letter(memory_os, "tenant-a", seeded["cat"], "vector index unreachable: tenant-a error")
+    theirs = make_dead_letter(memory_os, "tenant-b", seeded["other_tenant"], "tenant-b error")
+    c = await login(keys["a_admin"])
+    html = (await c.get("/admin/outbox")).text
+    assert "tenant-a error" in html and f'value="{mine}"' in html
+    assert "tenant-b error" not in html and f'value="{theirs}"' not in html
+
+    ro = await login(create_key(memory_os.records, "tenant-a", admin=True, read_only=True)[1])
+    ro_html = (await ro.get("/admin/outbox")).text
+    assert "tenant-a error" in ro_html and "Retry the selected" not in ro_html
+    r = await ro.post("/admin/outbox/retry", data={"csrf_token": csrf_of(ro_html), "entry": str(mine)})
+    assert r.status_code == 403
+
+    token = csrf_of(html)
+    r = await c.post("/admin/outbox/retry", data={"csrf_token": token, "entry": "not-a-number"})
+    assert r.status_code == 400
+    r = await c.post("/admin/outbox/retry", data={"csrf_token": token, "entry": str(theirs)})  # another tenant's
+    assert r.status_code == 303 and r.headers["location"] == "/admin/outbox?retried=0"
+    assert {e.id for e in memory_os.records.dead_outbox()} == {mine, theirs}
+
+    r = await c.post("/admin/outbox/retry", data={"csrf_token": token})  # none chosen: all of the tenant's
+    assert r.status_code == 303 and r.headers["location"] == "/admin/outbox?retried=1"
+    assert "1 dead letter queued for a retry." in (await c.get(r.headers["location"])).text
+    assert [e.id for e in memory_os.records.dead_outbox()] == [theirs]
+    assert memory_os.outbox.drain().applied >= 1  # the revived entry is due now and the index works
+    assert [e.id for e in memory_os.records.dead_outbox()] == [theirs]
+    assert "No dead letters" in (await c.get("/admin/outbox")).text
+    events = memory_os.records.events("tenant-a", kinds=["outbox.retry"]).items
+    assert [(e.actor is not None, e.payload["revived"]) for e in events] == [(True, 1)]
+    assert "outbox.retry" in (await c.get("/admin/audit")).text
 
 
 # -- escaping -------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from memsvc.skills.designer import (
     narrowed_triggers,
     propose_words,
     score,
+    split_by_scene,
 )
 
 CARD = """---
@@ -99,3 +100,47 @@ def test_narrowed_triggers_drop_one_alternative_at_a_time() -> None:
     assert narrowed_triggers(r"\bmy\b|[(]x|y[)]") == [
         (r"[(]x|y[)]", r"\bmy\b"), (r"\bmy\b|y[)]", "[(]x"), (r"\bmy\b|[(]x", "y[)]")]
     assert narrowed_triggers(r"\bonly\b") == []
+
+
+def two_scenes(helpful: str, harmful: str) -> DesignTable:
+    """Scene `helpful` as `table()` (its "zeta" spans' memories are needed); in scene `harmful` the
+    "zeta" spans' memories are never needed, so firing on them only costs."""
+    base = table()
+    texts = base.span_text + ["zeta eight", "zeta nine", "zeta ten", "zeta eleven", "zeta twelve", "zeta thirteen"]
+    keys = [f"{helpful}|m{i}" for i in range(7)] + [f"{harmful}|m{i}" for i in range(6)]
+    queries = [{**q, "group": helpful} for q in base.queries]
+    queries.append({"group": harmful, "gold": ["x"], "ids": ["tx"], "credited": [["x"]], "words": [10],
+                    "episodic": [True], "sources": [["x"]]})
+    n = len(texts)
+    return DesignTable(
+        pair_skill=["capture-notes"] * n, pair_span=list(range(n)), pair_label=base.pair_label + [False] * 6,
+        pair_cost=[1.0] * n, pair_memories=[[f"d{i}"] for i in range(n)], span_role=["user"] * n, span_text=texts,
+        span_key=keys, queries=queries, lam=0.05, budget=500, source={"test": True},
+    )
+
+
+def test_a_change_that_lowers_the_held_out_scenes_score_is_not_kept(tmp_path: Path) -> None:
+    split = split_by_scene(two_scenes("t/a", "t/b"), 0.3)
+    assert split is not None
+    held_scene = split[1].queries[0]["group"]
+    design_scene = "t/a" if held_scene == "t/b" else "t/b"
+    # the held-out scene is the one where "zeta" memories are never needed: the change is refused
+    report = design(two_scenes(design_scene, held_scene), load_skill_bank_from_text(tmp_path), bank_dir=tmp_path)
+    assert report["scenes"] == {"design": 1, "held_out": 1} and report["kept"] == []
+    assert any(r.get("why") == "the held-out scenes' score fell" for r in report["rejected"])
+    assert load_skill_bank(tmp_path)[0].version == 1
+    # when the held-out scene needs its "zeta" memories too, the change is kept, with both figures
+    alike = two_scenes(design_scene, held_scene)
+    alike.pair_label = alike.pair_label[:7] + [True] * 6
+    for i in range(6):
+        alike.queries.append({"group": held_scene, "gold": [f"h{i}"], "ids": ["noise", f"d{7 + i}", f"turnh{i}"],
+                              "credited": [[], [f"h{i}"], [f"h{i}"]], "words": [480, 10, 25],
+                              "episodic": [True, False, True], "sources": [["n"], [f"h{i}"], [f"h{i}"]]})
+    kept = design(alike, load_skill_bank(tmp_path), bank_dir=tmp_path)
+    assert [k["change"] for k in kept["kept"]] == ["trigger += ['zeta']"]
+    assert kept["kept"][0]["held_out_after"] > kept["kept"][0]["held_out_before"]
+
+
+def test_a_single_scene_table_is_scored_in_sample() -> None:
+    assert split_by_scene(table(), 0.3) is None
+    assert split_by_scene(two_scenes("t/a", "t/b"), 0.0) is None

@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 from memsvc.config import LocalEmbedder
-from storage.embedders import SentenceTransformerEmbedder, cpu_has_native_bf16, resolve_precision
+from storage.embedders import (
+    SentenceTransformerEmbedder,
+    cpu_has_native_bf16,
+    resolve_precision,
+    resolve_query_precision,
+)
 
 CPUINFO = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -64,10 +69,29 @@ def test_bf16_vectors_are_unit_length_and_close_to_fp32(
 
 
 def test_a_query_is_embedded_as_the_same_text_written() -> None:
-    """Queries run on a model instance of their own; it must give the documents' vectors."""
-    from memsvc.config import LocalEmbedder
-    from storage.embedders import SentenceTransformerEmbedder
-
-    emb = SentenceTransformerEmbedder(LocalEmbedder())
+    """Queries run on a model instance of their own; with `query_precision=same` it gives the
+    documents' vectors exactly."""
+    emb = SentenceTransformerEmbedder(LocalEmbedder(query_precision="same"))
     text = "Where does Alice live now that she moved to Berlin?"
     assert float(emb.embed_query(text) @ emb.embed([text])[0]) > 0.9999
+
+
+def test_auto_query_precision_is_int8_on_cpu_only() -> None:
+    assert resolve_query_precision("auto", "cpu", "bf16") == "int8"
+    assert resolve_query_precision("auto", "cuda", "fp32") == "fp32"
+    assert resolve_query_precision("same", "cpu", "bf16") == "bf16"
+    assert resolve_query_precision("int8", "cuda", "fp32") == "int8"
+
+
+def test_int8_queries_rank_the_documents_as_the_full_model_does(
+    fp32_and_bf16: tuple[SentenceTransformerEmbedder, SentenceTransformerEmbedder],
+) -> None:
+    """The default query model is quantised; the documents' vectors are not."""
+    full, _ = fp32_and_bf16
+    int8 = SentenceTransformerEmbedder(LocalEmbedder(device="cpu", query_precision="int8"))
+    assert int8.query_precision == "int8"
+    docs = int8.embed(TEXTS)
+    for query in ("Who paints?", "How do I reset the router?", "Where is the office?", "Which pet sleeps where?"):
+        q8, q32 = int8.embed_query(query), full.embed_query(query)
+        assert abs(float(np.linalg.norm(q8)) - 1.0) < 1e-5 and float(q8 @ q32) > 0.85
+        assert int(np.argmax(docs @ q8)) == int(np.argmax(full.embed(TEXTS) @ q32))

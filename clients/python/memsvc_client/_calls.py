@@ -216,11 +216,12 @@ def search_request(user_id: str, query: str, *, top_k: int, token_budget: int | 
                    types: Sequence[str] | None, as_of: datetime | None,
                    time_range: m.TimeRange | Mapping[str, Any] | None,
                    filters: m.SearchFilters | Mapping[str, Any] | None, explain: bool,
-                   preset: str | None) -> m.SearchRequest:
+                   preset: str | None, include_archived: bool = False) -> m.SearchRequest:
     return m.SearchRequest.model_validate({
         "user_id": user_id, "query": query, "top_k": top_k, "token_budget": token_budget,
         "types": list(types) if types is not None else None, "as_of": as_of,
         "time_range": time_range, "filters": filters, "explain": explain, "preset": preset,
+        "include_archived": include_archived,
     })
 
 

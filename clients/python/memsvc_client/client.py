@@ -126,11 +126,12 @@ class MemsvcClient:
                types: Sequence[m.MemoryType] | None = None, as_of: datetime | None = None,
                time_range: m.TimeRange | Mapping[str, Any] | None = None,
                filters: m.SearchFilters | Mapping[str, Any] | None = None, explain: bool = False,
-               preset: str | None = None) -> m.SearchResult:
+               preset: str | None = None, include_archived: bool = False) -> m.SearchResult:
         """Recall (`POST /v1/memories/search`), results in reading order, `rank` 1 = best."""
         return self._run(calls.search(calls.search_request(
             user_id, query, top_k=top_k, token_budget=token_budget, types=types, as_of=as_of,
-            time_range=time_range, filters=filters, explain=explain, preset=preset)))
+            time_range=time_range, filters=filters, explain=explain, preset=preset,
+            include_archived=include_archived)))
 
     def list_memories(self, user_id: str | None = None, *, types: Sequence[m.MemoryType] | None = None,
              statuses: Sequence[m.MemoryStatus] | None = None, q: str | None = None, limit: int = 50,
@@ -252,10 +253,11 @@ class AsyncMemsvcClient:
                      types: Sequence[m.MemoryType] | None = None, as_of: datetime | None = None,
                      time_range: m.TimeRange | Mapping[str, Any] | None = None,
                      filters: m.SearchFilters | Mapping[str, Any] | None = None, explain: bool = False,
-                     preset: str | None = None) -> m.SearchResult:
+                     preset: str | None = None, include_archived: bool = False) -> m.SearchResult:
         return await self._run(calls.search(calls.search_request(
             user_id, query, top_k=top_k, token_budget=token_budget, types=types, as_of=as_of,
-            time_range=time_range, filters=filters, explain=explain, preset=preset)))
+            time_range=time_range, filters=filters, explain=explain, preset=preset,
+            include_archived=include_archived)))
 
     async def list_memories(self, user_id: str | None = None, *, types: Sequence[m.MemoryType] | None = None,
                    statuses: Sequence[m.MemoryStatus] | None = None, q: str | None = None, limit: int = 50,

@@ -86,6 +86,7 @@ class SearchRequest(_Request):
     filters: SearchFilters | None = None
     explain: bool = False
     preset: str | None = None
+    include_archived: bool = False
 
 
 class MemoryPatch(_Request):

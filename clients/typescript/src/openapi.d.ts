@@ -405,6 +405,12 @@ export interface components {
             explain?: boolean;
             filters?: components["schemas"]["SearchFilters"] | null;
             /**
+             * Include Archived
+             * @description also search memories the retention sweep (or a PATCH) archived
+             * @default false
+             */
+            include_archived?: boolean;
+            /**
              * Preset
              * @description retrieval recipe; default `hybrid`
              */

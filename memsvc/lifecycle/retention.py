@@ -1,0 +1,212 @@
+"""Retention under a budget: which active memories of a scope to archive, as pure functions.
+
+A scope's memories form a stream (creation order). Time is counted in writes: a memory's *age* is
+how many memories of its scope were written after it, so the same numbers mean the same thing in a
+replayed benchmark conversation and in a service that writes at any rate.
+
+Policies rank the active memories (higher = keep); over budget, the lowest go to `archived`:
+
+- `learned`: the retention score r(t) = beta^(t - t_ref) of TRIM-KV, with t - t_ref = age + 1 and
+  beta = exp(-e^-z), z predicted per memory by a small torch model (`memsvc.learn.retention`) from `FEATURES` as of
+  the sweep (importance, access count and recency, how strongly and how often later memories restate
+  it, recurrence of its words and names). Wrapped as in "paging with predictions": the newest
+  `protected` memories by creation and the `protected` most recently recalled ones are never
+  archived by the model's ranking (they have no later context to be judged by yet, and LRU would
+  keep them); when no model is loaded, `importance` decides.
+- `importance`: the stored importance (the write gate's P(needed later)); ties keep the newer.
+- `lru`: the most recently recalled (or, never recalled, created) stay.
+- `fifo`: the newest stay.
+- `random`: a seeded hash of the id (evaluation only: a floor, not a policy to run).
+- `keep_all`: nothing is archived.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from memsvc.learn.features import STOP, content_stems
+
+POLICIES: tuple[str, ...] = ("learned", "importance", "lru", "fifo", "random", "keep_all")
+SERVICE_POLICIES: tuple[str, ...] = ("learned", "importance", "lru", "fifo", "keep_all")
+
+FEATURES: tuple[str, ...] = (
+    "importance", "log_age", "log_access", "log_since_access", "max_cos_later", "similar_later",
+    "max_cos_earlier", "recurrence", "names_later", "log_words",
+)
+SIMILAR = 0.5  # MiniLM cosine above which a later memory counts as restating this one
+COMMON_NAME = 0.2  # a name in more than this share of the scope's memories (a speaker) says nothing
+
+_NAME = re.compile(r"\b[A-Z][a-z]+(?:[A-Z][a-z]+)?\b")
+_WORD = re.compile(r"\S+")
+
+
+@dataclass(frozen=True)
+class ScopeStream:
+    """A scope's memories in creation order, as of a sweep.
+
+    `access_count` counts recalls that returned the memory; `last_used` is the stream position
+    (index of the newest memory written at that moment) of its last recall, or its own index when
+    never recalled. `embeddings` are L2-normalised rows (MiniLM)."""
+
+    texts: Sequence[str]
+    embeddings: np.ndarray
+    importance: np.ndarray
+    access_count: np.ndarray
+    last_used: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+def stream_features(stream: ScopeStream, *, block: int = 1024) -> np.ndarray:
+    """`FEATURES` of every memory of the stream, as of its end (what a sweep now can know)."""
+    n = len(stream)
+    out = np.zeros((n, len(FEATURES)), dtype=np.float32)
+    if n == 0:
+        return out
+    idx = np.arange(n)
+    age = (n - 1 - idx).astype(np.float32)
+    emb = np.ascontiguousarray(stream.embeddings, dtype=np.float32)
+    max_later = np.zeros(n, dtype=np.float32)
+    similar_later = np.zeros(n, dtype=np.float32)
+    max_earlier = np.zeros(n, dtype=np.float32)
+    for i0 in range(0, n, block):
+        rows = slice(i0, min(n, i0 + block))
+        sims = emb[rows] @ emb.T
+        later = idx[None, :] > idx[rows, None]
+        earlier = idx[None, :] < idx[rows, None]
+        max_later[rows] = np.where(later, sims, -1.0).max(1).clip(0.0, 1.0)
+        similar_later[rows] = ((sims > SIMILAR) & later).sum(1)
+        max_earlier[rows] = np.where(earlier, sims, -1.0).max(1).clip(0.0, 1.0)
+    out[:, 0] = np.asarray(stream.importance, dtype=np.float32)
+    out[:, 1] = np.log1p(age)
+    out[:, 2] = np.log1p(np.asarray(stream.access_count, dtype=np.float32))
+    out[:, 3] = np.log1p(np.maximum(0.0, (n - 1) - np.asarray(stream.last_used, dtype=np.float32)))
+    out[:, 4] = max_later
+    out[:, 5] = np.log1p(similar_later)
+    out[:, 6] = max_earlier
+    out[:, 7] = recurrence(stream.texts)
+    out[:, 8] = names_later(stream.texts)
+    out[:, 9] = [math.log1p(len(_WORD.findall(t))) / 5.0 for t in stream.texts]
+    return out
+
+
+def recurrence(texts: Sequence[str]) -> np.ndarray:
+    """Per memory, the IDF-weighted share of its content words that occur again in a later memory
+    (words in more than `COMMON_NAME` of the scope, such as the speakers' names, left out)."""
+    stems = [content_stems(t) for t in texts]
+    df: dict[str, int] = {}
+    last: dict[str, int] = {}
+    for i, words in enumerate(stems):
+        for w in words:
+            df[w] = df.get(w, 0) + 1
+            last[w] = i
+    n = len(texts)
+    cap = max(3, COMMON_NAME * n)
+    out = np.zeros(n, dtype=np.float32)
+    for i, all_words in enumerate(stems):
+        words = {w for w in all_words if df[w] <= cap}
+        if not words:
+            continue
+        idf = {w: math.log((n + 1) / (df[w] + 0.5)) for w in words}
+        total = sum(idf.values())
+        out[i] = sum(v for w, v in idf.items() if last[w] > i) / total if total > 0 else 0.0
+    return out
+
+
+def names_later(texts: Sequence[str]) -> np.ndarray:
+    """Per memory, log(1 + how many later memories mention its most mentioned name again); names in
+    more than `COMMON_NAME` of the scope (speakers) are left out."""
+    names = [{w.lower() for w in _NAME.findall(t) if w.lower() not in STOP} for t in texts]
+    where: dict[str, list[int]] = {}
+    for i, ns in enumerate(names):
+        for w in ns:
+            where.setdefault(w, []).append(i)
+    cap = max(3, COMMON_NAME * len(texts))
+    out = np.zeros(len(texts), dtype=np.float32)
+    for i, ns in enumerate(names):
+        later = [len(where[w]) - bisect.bisect_right(where[w], i) for w in ns if len(where[w]) <= cap]
+        out[i] = math.log1p(max(later)) if later else 0.0
+    return out
+
+
+def decay_scores(z: np.ndarray, age: np.ndarray) -> np.ndarray:
+    """The retention score's order: beta = exp(-e^-z), so log r(t) = -(t - t_ref) e^-z with
+    t - t_ref = age + 1 (writes since the memory), and -log(-log r) = z - log(age + 1) is a monotone
+    transform of r that stays finite for any age (the same order, no underflow)."""
+    return np.asarray(z, dtype=np.float64) - np.log1p(np.asarray(age, dtype=np.float64))
+
+
+def random_scores(ids: Sequence[str], seed: int = 0) -> np.ndarray:
+    return np.array([int.from_bytes(hashlib.sha256(f"{seed}:{i}".encode()).digest()[:6], "big") for i in ids],
+                    dtype=np.float64)
+
+
+def heuristic_scores(policy: str, stream: ScopeStream, ids: Sequence[str] | None = None) -> np.ndarray:
+    """Keep scores of a heuristic policy (higher = keep); the stream position breaks ties (newer kept)."""
+    n = len(stream)
+    pos = np.arange(n, dtype=np.float64)
+    tie = pos / (n + 1.0)  # < 1: never outweighs a whole step of the primary key
+    if policy == "fifo":
+        return pos
+    if policy == "lru":
+        return np.asarray(stream.last_used, dtype=np.float64) + tie
+    if policy == "importance":
+        return np.asarray(stream.importance, dtype=np.float64) * (n + 1.0) + tie
+    if policy == "random":
+        return random_scores(ids if ids is not None else [str(i) for i in range(n)])
+    raise ValueError(f"not a heuristic policy: {policy!r}")
+
+
+def protected_mask(stream: ScopeStream, active: np.ndarray, protected: int) -> np.ndarray:
+    """The `protected` newest active memories and the `protected` most recently used active ones."""
+    mask = np.zeros(len(stream), dtype=bool)
+    if protected <= 0:
+        return mask
+    act = np.flatnonzero(active)
+    mask[act[-protected:]] = True
+    used = np.asarray(stream.last_used)[act]
+    mask[act[np.argsort(-used, kind="stable")[:protected]]] = True
+    return mask
+
+
+def select_archive(scores: np.ndarray, active: np.ndarray, budget: int, protected: np.ndarray | None = None,
+                   last_used: np.ndarray | None = None) -> np.ndarray:
+    """Indices of the active memories to archive so that at most `budget` stay: the lowest scores
+    among the unprotected; only if those run out, the least recently used protected ones."""
+    act = np.flatnonzero(active)
+    over = len(act) - budget
+    if over <= 0:
+        return np.zeros(0, dtype=np.int64)
+    prot = protected[act] if protected is not None else np.zeros(len(act), dtype=bool)
+    free = act[~prot]
+    order = free[np.argsort(np.asarray(scores)[free], kind="stable")]
+    chosen = list(order[:over])
+    if len(chosen) < over:
+        rest = act[prot]
+        key = np.asarray(last_used)[rest] if last_used is not None else rest
+        chosen += list(rest[np.argsort(key, kind="stable")][: over - len(chosen)])
+    return np.asarray(sorted(chosen), dtype=np.int64)
+
+
+BetaLogit = Callable[[np.ndarray], np.ndarray]
+"""The learned model: `FEATURES` rows -> z per row, beta = exp(-e^-z) (see `decay_scores`)."""
+
+
+def keep_scores(policy: str, stream: ScopeStream, ids: Sequence[str] | None = None,
+                beta_logit: BetaLogit | None = None) -> np.ndarray:
+    """Keep scores of any policy but `keep_all`; `learned` without a model is `importance`."""
+    if policy == "learned" and beta_logit is not None:
+        feats = stream_features(stream)
+        age = len(stream) - 1 - np.arange(len(stream))
+        return decay_scores(beta_logit(feats), age)
+    if policy == "learned":
+        policy = "importance"
+    return heuristic_scores(policy, stream, ids)

@@ -1,0 +1,217 @@
+"""Retention under budget with real stores and the real job runner: the budget holds under a write
+stream with nothing lost, archived memories are searchable on request, restorable and purgeable."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from api.app import create_app
+from api.auth import create_key
+from memsvc.config import RedisJobs, RetentionConfig, Settings
+from memsvc.lifecycle.sweep import SWEEP_JOB
+from memsvc.memory_os import MemoryOS
+from memsvc.models import RETENTION_KEY, MemoryStatus
+from memsvc.ports import MemoryQuery
+from memsvc.schemas import MessageIn, WriteRequest
+from storage.registry import build_memory_os
+from tests.api.conftest import make_settings
+from tests.conftest import reset_postgres
+from tests.jobs.conftest import REDIS_URL, redis_or_skip
+
+BUDGET = 6
+TENANT = "tenant-r"
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.service),
+                        pytest.param("redis", marks=pytest.mark.service)])
+def retained(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MemoryOS]:
+    """A MemoryOS with a per-user budget of 6 active memories (the importance policy, so that the
+    outcome does not depend on a trained artefact), sweeping every 0.3 s: on SQLite with the in-process
+    queue, on PostgreSQL, and on SQLite with the Redis queue."""
+    retention = RetentionConfig(policy="importance", max_active_per_user=BUDGET, interval_s=0.3, trigger_s=0.2)
+    if request.param == "postgresql":
+        url = reset_postgres(request.getfixturevalue("postgres_url"))
+        settings = make_settings(tmp_path, records="postgresql", vectors="qdrant-local", pg_url=url)
+    else:
+        settings = make_settings(tmp_path)
+    settings = settings.model_copy(update={"retention": retention})
+    stream = None
+    if request.param == "redis":
+        redis_or_skip()
+        stream = f"memsvc-test:{uuid.uuid4().hex[:12]}"
+        settings = settings.model_copy(update={"jobs": RedisJobs(url=REDIS_URL, stream=stream, workers=2)})
+    os_ = build_memory_os(settings)
+    yield os_
+    os_.close()
+    if stream is not None:
+        import redis
+
+        redis.Redis.from_url(REDIS_URL).delete(stream)
+
+
+def turns(user: str, start: int, n: int) -> WriteRequest:
+    t0 = datetime(2024, 5, 1, tzinfo=UTC)
+    texts = ["I adopted a cat called Miso from the Berlin shelter.", "ok", "My sister Ana is a nurse in Porto.",
+             "lol", "I ran the Berlin marathon in 3 hours 41 minutes.", "sure"]
+    return WriteRequest(user_id=user, infer=False, messages=[
+        MessageIn(id=f"{user}-{i}", role="user", content=f"{texts[i % len(texts)]} (note {i})",
+                  timestamp=t0 + timedelta(minutes=i)) for i in range(start, start + n)])
+
+
+def statuses(os_: MemoryOS, ids: list[str]) -> dict[str, MemoryStatus]:
+    return {c.id: c.status for c in os_.records.get_memories(TENANT, ids)}
+
+
+def settle(os_: MemoryOS, user: str) -> None:
+    """Wait for the sweeps to catch up (the budget holds eventually, not inside a write)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if os_.jobs.wait_idle(10, kind=SWEEP_JOB) and \
+                os_.records.count_status(TENANT, MemoryStatus.ACTIVE, user) <= BUDGET:
+            return
+        time.sleep(0.1)
+    raise AssertionError("the budget did not hold within 30 s")
+
+
+def test_budget_holds_under_a_write_stream_and_nothing_is_lost(retained: MemoryOS) -> None:
+    os_ = retained
+    written: list[str] = []
+    lock = threading.Lock()
+    errors: list[BaseException] = []
+
+    def writer(user: str, k: int) -> None:
+        try:
+            for r in range(5):
+                res = os_.add(TENANT, turns(user, k * 100 + r * 4, 4))
+                with lock:
+                    written.extend(m["id"] for m in res.written)
+        except BaseException as exc:  # reported below: a thread's failure must fail the test
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(user, k)) for k, user in enumerate(["u1", "u1", "u2"])]
+    peak = 0
+    for th in threads:
+        th.start()
+    while any(th.is_alive() for th in threads):
+        peak = max(peak, os_.records.count_status(TENANT, MemoryStatus.ACTIVE, "u1"))
+        time.sleep(0.05)
+    for th in threads:
+        th.join()
+    assert not errors, errors
+    assert len(written) == 3 * 5 * 4
+    for user in ("u1", "u2"):
+        settle(os_, user)
+        assert os_.records.count_status(TENANT, MemoryStatus.ACTIVE, user) == BUDGET
+    seen = statuses(os_, written)
+    assert sorted(seen) == sorted(written)  # nothing lost: every acknowledged memory is still there
+    assert {s for s in seen.values()} == {MemoryStatus.ACTIVE, MemoryStatus.ARCHIVED}
+    # the scopes may hold memories no write returned (an episode digest of the consolidation job):
+    # they count against the budget too, so the written ones active are at most the budget
+    every = [c for user in ("u1", "u2")
+             for c in os_.records.list_memories(TENANT, MemoryQuery(user_id=user, limit=500)).items]
+    assert sum(c.status is MemoryStatus.ACTIVE for c in every) == 2 * BUDGET
+    assert sum(s is MemoryStatus.ARCHIVED for s in seen.values()) >= len(written) - 2 * BUDGET
+    archived = [i for i, s in seen.items() if s is MemoryStatus.ARCHIVED]
+    cube = os_.records.get_memory(TENANT, archived[0])
+    assert cube is not None and cube.metadata[RETENTION_KEY]["policy"] == "importance"
+    assert cube.metadata[RETENTION_KEY]["budget"] == f"user:{BUDGET}"
+    last = os_.records.history(TENANT, cube.id)[-1]
+    assert (last.change.value, last.actor) == ("archive", SWEEP_JOB)
+    # the importance policy kept the most important memories: no phatic "ok"/"lol"/"sure" survives
+    kept = [c for c in os_.records.get_memories(TENANT, written) if c.status is MemoryStatus.ACTIVE]
+    assert all(not c.content.startswith(("ok", "lol", "sure")) for c in kept)
+
+
+@pytest.fixture
+async def client(retained: MemoryOS) -> AsyncIterator[tuple[httpx.AsyncClient, httpx.AsyncClient, MemoryOS]]:
+    """Two tenants' clients over the ASGI app."""
+    app = create_app(memory_os=retained)
+    transport = httpx.ASGITransport(app=app)
+    key = create_key(retained.records, TENANT)[1]
+    other = create_key(retained.records, "tenant-other")[1]
+    async with httpx.AsyncClient(transport=transport, base_url="http://memsvc",
+                                 headers={"Authorization": f"Bearer {key}"}) as a, \
+            httpx.AsyncClient(transport=transport, base_url="http://memsvc",
+                              headers={"Authorization": f"Bearer {other}"}) as b:
+        yield a, b, retained
+
+
+@pytest.mark.anyio
+async def test_archived_memories_are_searchable_on_request_restorable_and_purgeable(
+        client: tuple[httpx.AsyncClient, httpx.AsyncClient, MemoryOS]) -> None:
+    api, other, os_ = client
+    for start in range(0, 24, 6):
+        r = await api.post("/v1/memories", json=turns("alice", start, 6).model_dump(mode="json"))
+        assert r.status_code == 200, r.text
+    await asyncio.to_thread(settle, os_, "alice")
+    archived = (await api.get("/v1/memories", params={"user_id": "alice", "status": "archived", "limit": 100})).json()["items"]
+    active = (await api.get("/v1/memories", params={"user_id": "alice", "status": "active", "limit": 100})).json()["items"]
+    assert len(active) == BUDGET  # episode digests of the consolidation job count against the budget too
+    assert len(archived) >= 24 - BUDGET
+    target = next(m for m in archived if "Porto" in m["content"])
+    query = {"user_id": "alice", "query": target["content"], "top_k": 50}
+    default = (await api.post("/v1/memories/search", json=query)).json()["results"]
+    assert target["id"] not in [m["id"] for m in default]
+    assert all(m["status"] == "active" for m in default)
+    wide = (await api.post("/v1/memories/search", json={**query, "include_archived": True})).json()["results"]
+    assert target["id"] in [m["id"] for m in wide]
+    # another tenant sees nothing, archived or not
+    assert (await other.post("/v1/memories/search", json={**query, "include_archived": True})).json()["results"] == []
+    # bad input: a clear 422, nothing changes
+    bad = await api.post("/v1/memories/search", json={**query, "include_archived": "sometimes"})
+    assert bad.status_code == 422 and bad.json()["error"]["code"]
+    # restore: active again, the retention note gone, and default search finds it
+    r = await api.patch(f"/v1/memories/{target['id']}", json={"status": "active"})
+    assert r.status_code == 200 and r.json()["status"] == "active" and RETENTION_KEY not in r.json()["metadata"]
+    versions = (await api.get(f"/v1/memories/{target['id']}/history")).json()["versions"]
+    assert [v["change"] for v in versions][-2:] == ["archive", "restore"]
+    assert target["id"] in [m["id"] for m in (await api.post("/v1/memories/search", json=query)).json()["results"]]
+    # statistics
+    policies = (await api.get("/v1/policies")).json()["retention"]
+    assert policies["kind"] == "importance" and policies["budgets"]["max_active_per_user"] == BUDGET
+    assert policies["archived"] == len(archived) - 1 and policies["active"] == BUDGET + 1
+    metrics = (await api.get("/metrics")).text
+    assert 'memsvc_memories{status="archived"}' in metrics and "memsvc_retention_sweep_seconds_count" in metrics
+    # purge removes archived memories too
+    assert (await api.delete("/v1/users/alice")).status_code == 200
+    assert os_.records.count_status(TENANT, MemoryStatus.ARCHIVED, "alice") == 0
+    listed = await api.get("/v1/memories", params={"user_id": "alice", "status": "archived"})
+    assert listed.json()["items"] == []
+
+
+def test_bad_retention_settings_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValidationError, match="policy"):
+        Settings(retention={"policy": "random"})  # evaluation only
+    with pytest.raises(ValidationError, match="max_active_per_user"):
+        Settings(retention={"max_active_per_user": -1})
+    with pytest.raises(ValidationError, match="interval_s"):
+        Settings(retention={"interval_s": 0})
+    missing = tmp_path / "no-model"
+    settings = make_settings(tmp_path).model_copy(update={"retention": RetentionConfig(policy="learned", model_path=missing)})
+    with pytest.raises(ValueError, match="MEMSVC_RETENTION__MODEL_PATH"):
+        build_memory_os(settings, start=False)
+
+
+def test_no_budget_archives_nothing(tmp_path: Path) -> None:
+    os_ = build_memory_os(make_settings(tmp_path))
+    try:
+        ids = [m["id"] for m in os_.add(TENANT, turns("bob", 0, 12)).written]
+        assert os_.retention.enabled is False
+        assert os_.jobs.wait_idle(10)
+        assert set(statuses(os_, ids).values()) == {MemoryStatus.ACTIVE}
+        report = os_.policies(TENANT)["retention"]
+        assert report["budgets"] == {"max_active_per_user": None, "max_active_per_tenant": None}
+        active = os_.records.count_status(TENANT, MemoryStatus.ACTIVE)  # the 12 turns and an episode digest
+        assert active >= 12 and (report["active"], report["archived"], report["ranking"]) == (active, 0, "none")
+    finally:
+        os_.close()
