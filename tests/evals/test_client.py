@@ -31,7 +31,7 @@ def test_rest_client_bodies_and_auth() -> None:
     assert (p1, p2, auth) == ("/v1/memories", "/v1/memories/search", "Bearer k-123")
     assert body["messages"] == [{"id": "D1:1", "role": "user", "name": "A", "content": "hi"}]
     assert body["wait"] is True and body["infer"] is True
-    assert search == {"user_id": "u", "query": "hi", "top_k": 5, "explain": False}
+    assert search == {"user_id": "u", "query": "hi", "top_k": 5, "explain": False, "include_archived": False}
 
 
 def test_rest_client_raises_on_error_status() -> None:
