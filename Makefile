@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 TS := clients/typescript
 TS_STAMP := $(TS)/node_modules/.package-lock.json
 
-.PHONY: install serve test lint typecheck bench clean ts-deps crash concurrency fuzz isolation purge-traces suites
+.PHONY: install serve test lint typecheck bench clean ts-deps crash concurrency fuzz isolation purge-traces suites tune-episodes lifecycle-evals
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -66,3 +66,15 @@ bench: install
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache $(TS)/node_modules
+
+# The lifecycle's figures (README "Lifecycle"): surprise segmentation tuned on LoCoMo (k-fold by
+# conversation), and the structure presets against `hybrid` on the development benchmarks.
+tune-episodes: install
+	nice -n 10 $(BIN)/python -m evals.tune_episodes --out eval-out/tune-episodes
+
+LIFECYCLE_SYSTEMS ?= memsvc,memsvc-episodes,memsvc-neighbours,memsvc-temporal,memsvc-time,memsvc-structured
+lifecycle-evals: install
+	nice -n 10 $(BIN)/python -m evals.cli locomo --systems $(LIFECYCLE_SYSTEMS) --out eval-out/lifecycle-locomo
+	nice -n 10 $(BIN)/python -m evals.cli realtalk --scenes 3 --systems $(LIFECYCLE_SYSTEMS) --out eval-out/lifecycle-realtalk
+	nice -n 10 $(BIN)/python -m evals.cli tmd --scenes 3 --limit 240 --systems $(LIFECYCLE_SYSTEMS) --out eval-out/lifecycle-tmd
+	nice -n 10 $(BIN)/python -m evals.cli knowmebench --scenes 1 --limit 200 --systems $(LIFECYCLE_SYSTEMS) --out eval-out/lifecycle-knowmebench

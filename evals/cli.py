@@ -34,12 +34,12 @@ from evals.runner import RunOptions, run_system, scope_id, system_summary
 from evals.tasks import BENCHMARKS, Task, build_task, write_lmeb
 
 # memsvc-ppr: memsvc's own scopes searched with the `hybrid_ppr` preset (dense + BM25 + graph PPR).
-# memsvc-episodes / -neighbours / -temporal / -structured: the lifecycle's presets (two-level recall,
-# temporal neighbours, time-narrowed temporal queries, all three).
-MEMSVC_SYSTEMS = {"memsvc": None, "memsvc-ppr": "hybrid_ppr", "memsvc-rerank": "hybrid_rerank",
+# memsvc-episodes / -neighbours / -temporal / -time / -structured: the lifecycle's presets (two-level
+# recall, temporal neighbours, time-narrowed queries, neighbours + time, all three).
+MEMSVC_SYSTEMS = {"memsvc": None, "memsvc-hybrid": "hybrid", "memsvc-ppr": "hybrid_ppr", "memsvc-rerank": "hybrid_rerank",
                   "memsvc-ppr-rerank": "hybrid_ppr_rerank", "memsvc-episodes": "hybrid_episodes",
                   "memsvc-neighbours": "hybrid_neighbours", "memsvc-temporal": "hybrid_temporal",
-                  "memsvc-structured": "structured"}
+                  "memsvc-time": "hybrid_time", "memsvc-structured": "structured"}
 SYSTEMS = (*MEMSVC_SYSTEMS, *BASELINES)
 ALL_SYSTEMS = ("memsvc", *BASELINES)  # `eval all`: the graph preset is measured per benchmark (locomo, musique)
 # `memsvc eval all`: (query limit, scene limit) per task, chosen to keep the development suite under

@@ -288,7 +288,7 @@ class SearchConfig(_Section):
     candidates: int = Field(100, description="candidates per retriever before fusion")
     rrf_k: int = 60
     rerank_depth: int = Field(200, ge=1, le=1000, description="fused candidates the learned reranker scores")
-    preset: str = Field("hybrid", description="preset of a search that names none (a rerank preset falls back to "
+    preset: str = Field("hybrid_temporal", description="preset of a search that names none (a rerank preset falls back to "
                         "fused order when no reranker is loaded)")
 
 

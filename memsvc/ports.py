@@ -98,8 +98,11 @@ class UnitOfWork(Protocol):
         """Store the scope's segmentation state and upsert the episode rows a write touched (their
         digest columns are left as they are)."""
 
-    def mark_digested(self, tenant: str, user_id: str, episode: int, turns: int, digest_id: str | None) -> None:
-        """Record that the episode's first `turns` turns are digested (by `digest_id`, None: too short)."""
+    def mark_digested(self, tenant: str, user_id: str, episode: int, turns: int, digest_id: str | None,
+                      *, expected: int) -> None:
+        """Record that the episode's first `turns` turns are digested (by `digest_id`, None: too short),
+        if its digest still covers `expected` turns; else the commit raises `Conflict` (another run
+        digested it meanwhile) and nothing is written. Stage it first."""
 
 
 class RecordStore(Protocol):

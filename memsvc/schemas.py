@@ -182,7 +182,7 @@ class SearchRequest(_Body):
     time_range: TimeRange | None = None
     filters: SearchFilters | None = None
     explain: bool = False
-    preset: str | None = Field(None, description="retrieval recipe; default `hybrid`")
+    preset: str | None = Field(None, description="retrieval recipe; default `hybrid_temporal` (`MEMSVC_SEARCH__PRESET`)")
     include_archived: bool = Field(False, description="also search memories the retention sweep (or a PATCH) archived")
 
 

@@ -15,8 +15,11 @@ Each job works on one user scope and is idempotent and resumable:
   relationships (`PROFILE_SKILLS`); a fact superseded by a newer value of its slot is no longer
   active, so contradictions resolve by supersession; a changed profile supersedes the previous one.
 
-Every commit guards the scope version it read (as the write path does), so a concurrent write and a
-job never both change what the other planned against; the job plans again instead.
+Merging and the profile change memories a write resolves against: their commits guard the scope
+version they read (as the write path does), so a concurrent write and a job never both change what
+the other planned against; the job plans again instead. A digest only adds a memory (and supersedes
+its episode's older digest): it commits unguarded, so digests of a long write stream (one per closed
+episode) never make its writes plan again.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from memsvc.config import LifecycleConfig
-from memsvc.errors import ScopeChanged
+from memsvc.errors import Conflict, ScopeChanged
 from memsvc.indexer import Indexer
 from memsvc.jobs import JobContext, JobRunner
 from memsvc.models import (
@@ -61,6 +64,7 @@ PROFILE_SKILLS = frozenset({"capture-personal-facts", "capture-preferences", "ca
 DERIVED = (MemoryType.SEMANTIC, MemoryType.REFINED, MemoryType.PROCEDURAL)
 ATTEMPTS = 5  # plans per commit when concurrent writes keep changing the scope
 ACTOR = "lifecycle"
+TURN_BATCH = 200  # episodes whose turns one query loads
 
 VectorsOf = Callable[[Sequence[MemoryCube]], np.ndarray]
 
@@ -178,42 +182,43 @@ class Consolidator:
         """Digest every waiting episode of the scope, one commit each; then queue merge and profile."""
         idle_before = utcnow() + timedelta(seconds=1) if idle else utcnow() - timedelta(seconds=self.config.idle_s)
         written = noops = 0
-        for ep in self.records.episodes(tenant, user_id):
-            if ep.digest_turns == ep.turns or (ep.closed_at is None and ep.updated_at >= idle_before):
-                continue
-            if ctx is not None:
-                ctx.check()
-            if self._digest_episode(tenant, user_id, ep):
-                written += 1
-            else:
-                noops += 1
+        waiting = [ep for ep in self.records.episodes(tenant, user_id)
+                   if ep.digest_turns != ep.turns and (ep.closed_at is not None or ep.updated_at < idle_before)]
+        for start in range(0, len(waiting), TURN_BATCH):
+            batch = waiting[start:start + TURN_BATCH]
+            by_episode: dict[int, list[MemoryCube]] = {}
+            for turn in self.records.episode_turns(tenant, user_id, [ep.episode for ep in batch]):
+                by_episode.setdefault(int(turn.metadata[EPISODE_KEY]), []).append(turn)
+            for ep in batch:
+                if ctx is not None:
+                    ctx.check()
+                if self._digest_episode(tenant, user_id, ep, by_episode.get(ep.episode, [])):
+                    written += 1
+                else:
+                    noops += 1
         if written:
             version = self.records.scope_version(tenant, user_id)
             for kind in (MERGE_JOB, PROFILE_JOB):
                 self.submit(tenant, user_id, kind, str(version))
         return {"digests": written, "noops": noops}
 
-    def _digest_episode(self, tenant: str, user_id: str, ep: Episode) -> bool:
-        for _ in range(ATTEMPTS):
-            version = self.records.scope_version(tenant, user_id)
-            turns = self.records.episode_turns(tenant, user_id, [ep.episode])
-            ids = [c.source_ids[0] for c in turns if c.source_ids]
-            messages = {m.id: m for m in self.records.get_messages(tenant, user_id, ids)}
-            importance = {c.source_ids[0]: c.importance for c in turns if c.source_ids}
-            spans = [Span(m.id, m.role, m.content, m.timestamp or m.created_at, name=m.name, episode=ep.episode,
-                          index=i, importance=importance.get(m.id, 0.5))
-                     for i, m in enumerate(messages[i] for i in ids if i in messages)]
-            run = RuntimeRun()
-            self.runtime.episode(spans, run, SkillContext(spans=spans))
-            new = [self._digest_cube(op.content, list(op.source_ids), op.skill, tenant, user_id, ep, spans)
-                   for op in run.operations if op.op is OpKind.INSERT]
-            old = self.records.get_memory(tenant, ep.digest_id) if ep.digest_id else None
-            try:
-                self._commit_digest(tenant, user_id, ep, version, new, old, run)
-            except ScopeChanged:
-                continue
-            return bool(new)
-        raise ScopeChanged(f"user {user_id} kept changing while episode {ep.episode} was digested")
+    def _digest_episode(self, tenant: str, user_id: str, ep: Episode, turns: list[MemoryCube]) -> bool:
+        ids = [c.source_ids[0] for c in turns if c.source_ids]
+        messages = {m.id: m for m in self.records.get_messages(tenant, user_id, ids)}
+        importance = {c.source_ids[0]: c.importance for c in turns if c.source_ids}
+        spans = [Span(m.id, m.role, m.content, m.timestamp or m.created_at, name=m.name, episode=ep.episode,
+                      index=i, importance=importance.get(m.id, 0.5))
+                 for i, m in enumerate(messages[i] for i in ids if i in messages)]
+        run = RuntimeRun()
+        self.runtime.episode(spans, run, SkillContext(spans=spans))
+        new = [self._digest_cube(op.content, list(op.source_ids), op.skill, tenant, user_id, ep, spans)
+               for op in run.operations if op.op is OpKind.INSERT]
+        old = self.records.get_memory(tenant, ep.digest_id) if ep.digest_id else None
+        try:
+            self._commit_digest(tenant, user_id, ep, new, old, run)
+        except Conflict:  # another run (a job, the sweep's, a settle) digested the episode meanwhile
+            return False
+        return bool(new)
 
     @staticmethod
     def _digest_cube(content: str, sources: list[str], skill: str, tenant: str, user_id: str, ep: Episode,
@@ -227,8 +232,13 @@ class Consolidator:
             metadata={EPISODE_KEY: ep.episode, DIGEST_KEY: True},
         )
 
-    def _commit_digest(self, tenant: str, user_id: str, ep: Episode, version: int | None, new: list[MemoryCube],
-                       old: MemoryCube | None, run: RuntimeRun) -> None:
+    def _commit_digest(self, tenant: str, user_id: str, ep: Episode, new: list[MemoryCube], old: MemoryCube | None,
+                       run: RuntimeRun) -> None:
+        """Unguarded by the scope: a digest changes nothing a write resolves against (it only adds a
+        memory, and supersedes the episode's own older digest), so it leaves the scope version alone
+        and never makes a concurrent write plan again. Turns that arrive meanwhile leave
+        `digest_turns` behind `turns`, so the episode is digested again. Guarded by the episode row:
+        of two runs digesting one episode at once, one commits (`Conflict` for the other)."""
         embeddings: dict[str, np.ndarray] = {}
         if new:
             for cube, vec in zip(new, self.indexer.embed(new), strict=True):
@@ -245,12 +255,13 @@ class Consolidator:
                 MemoryStatus.SUPERSEDED, new[0].id, old.version + 1, utcnow())
             entries.append(OutboxEntry(tenant=tenant, op=OutboxOp.SET_STATUS, payload={"user_id": user_id, "ids": [old.id]}))
         with self.records.unit_of_work() as uow:
-            uow.guard_scope(tenant, user_id, version)
+            # First: the episode row orders concurrent runs, and only the first commits a digest.
+            uow.mark_digested(tenant, user_id, ep.episode, ep.turns, new[0].id if new else None,
+                              expected=ep.digest_turns)
             uow.insert_memories(new, actor=ACTOR)
             if superseded:
                 assert old is not None
                 uow.save_memory(old, ChangeKind.SUPERSEDE, actor=ACTOR)
-            uow.mark_digested(tenant, user_id, ep.episode, ep.turns, new[0].id if new else None)
             uow.enqueue(entries)
             uow.log([EventLog(tenant=tenant, user_id=user_id, kind="lifecycle.digest", actor=ACTOR, payload={
                 "episode": ep.episode, "turns": ep.turns, "written": [c.id for c in new],

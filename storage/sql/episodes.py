@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Engine, and_, func, or_, select, update
 from sqlalchemy.engine import Connection
 
+from memsvc.errors import Conflict
 from memsvc.models import (
     EPISODE_KEY,
     TURN_KEY,
@@ -127,10 +128,12 @@ def save_episodes(state: dict[str, Any], rows: list[dict[str, Any]], conn: Conne
         ))
 
 
-def mark_digested(tenant: str, user_id: str, episode: int, turns: int, digest_id: str | None, conn: Connection) -> None:
+def mark_digested(tenant: str, user_id: str, episode: int, turns: int, digest_id: str | None, expected: int,
+                  conn: Connection) -> None:
     e = t.episodes
-    conn.execute(update(e).where(and_(e.c.tenant == tenant, e.c.user_id == user_id, e.c.episode == episode))
-                 .values(digest_turns=turns, digest_id=digest_id))
+    mine = and_(e.c.tenant == tenant, e.c.user_id == user_id, e.c.episode == episode, e.c.digest_turns == expected)
+    if conn.execute(update(e).where(mine).values(digest_turns=turns, digest_id=digest_id)).rowcount != 1:
+        raise Conflict(f"episode {episode} was digested by another run")
 
 
 def episode_row(ep: Episode) -> dict[str, Any]:

@@ -116,8 +116,9 @@ class SqlUnitOfWork:
     def save_episodes(self, state: EpisodeState, episodes: Sequence[Episode]) -> None:
         self._stage(partial(ep.save_episodes, ep.state_row(state), [ep.episode_row(e) for e in episodes]))
 
-    def mark_digested(self, tenant: str, user_id: str, episode: int, turns: int, digest_id: str | None) -> None:
-        self._stage(partial(ep.mark_digested, tenant, user_id, episode, turns, digest_id))
+    def mark_digested(self, tenant: str, user_id: str, episode: int, turns: int, digest_id: str | None,
+                      *, expected: int) -> None:
+        self._stage(partial(ep.mark_digested, tenant, user_id, episode, turns, digest_id, expected))
 
     def log(self, events: Sequence[EventLog]) -> None:
         rows = [

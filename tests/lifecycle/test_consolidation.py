@@ -69,6 +69,10 @@ def test_a_grown_episode_gets_a_new_digest_that_supersedes_the_old(memory_os: Me
     (first,) = [c for c in memories(memory_os) if c.metadata.get(DIGEST_KEY)]
     write(memory_os, ["The Alps hike needs a good map of Chamonix.", "We will hike the Alps from hut to hut."],
           6, T0 + timedelta(minutes=6), "s1")
+    assert memory_os.jobs.wait_idle(60, kind=DIGEST_JOB)  # a digest of what the write closed, if it closed one
+    version = memory_os.records.scope_version("t", "ann")
+    memory_os.lifecycle.digest_scope("t", "ann", idle=True)
+    assert memory_os.records.scope_version("t", "ann") == version  # a digest never makes a write plan again
     memory_os.lifecycle.settle("t")
     (second,) = [c for c in memories(memory_os) if c.metadata.get(DIGEST_KEY) and c.metadata[EPISODE_KEY] == 0]
     assert second.id != first.id
@@ -158,3 +162,23 @@ async def test_metrics_export_statuses_jobs_per_kind_and_run_times(memory_os: Me
     assert f'memsvc_jobs{{kind="{DIGEST_JOB}",state="done"}}' in text
     assert f'memsvc_job_runs{{kind="{DIGEST_JOB}",outcome="done"}}' in text
     assert f'memsvc_job_run_seconds{{kind="{DIGEST_JOB}"}}' in text
+
+
+def test_two_runs_digesting_at_once_commit_one_digest_per_episode(memory_os: MemoryOS) -> None:
+    import threading
+
+    write(memory_os, HIKE, 0, T0, "s1")
+    write(memory_os, CAT, 6, T0 + timedelta(days=2), "s2")
+    assert memory_os.jobs.wait_idle(60, kind=DIGEST_JOB)
+    results: list[dict] = []  # type: ignore[type-arg]
+    runs = [threading.Thread(target=lambda: results.append(memory_os.lifecycle.digest_scope("t", "ann", idle=True)))
+            for _ in range(3)]
+    for th in runs:
+        th.start()
+    for th in runs:
+        th.join()
+    digests = [c for c in memories(memory_os, status=None) if c.metadata.get(DIGEST_KEY)]
+    by_episode = sorted(c.metadata[EPISODE_KEY] for c in digests if c.status is MemoryStatus.ACTIVE)
+    assert by_episode == sorted({e.episode for e in memory_os.records.episodes("t", "ann") if e.digest_id})
+    assert len(digests) == len(by_episode) == len(set(by_episode)) >= 1  # no duplicate, nothing superseded
+    assert sum(r["digests"] for r in results) <= len(by_episode)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
+from memsvc.errors import Conflict
 from memsvc.models import (
     EPISODE_KEY,
     TURN_KEY,
@@ -32,7 +35,9 @@ def test_save_episodes_upserts_the_state_and_keeps_the_digest_columns(record_sto
     with record_store.unit_of_work() as uow:
         uow.save_episodes(state, [Episode(tenant="acme", user_id="alice", episode=0, turns=3, started_at=T0)])
     with record_store.unit_of_work() as uow:
-        uow.mark_digested("acme", "alice", 0, 3, "d1")
+        uow.mark_digested("acme", "alice", 0, 3, "d1", expected=0)
+    with pytest.raises(Conflict), record_store.unit_of_work() as uow:  # a second run that read 0 too
+        uow.mark_digested("acme", "alice", 0, 3, "d2", expected=0)
     grown = state.model_copy(update={"episode": 1, "turns": 1, "seq": 4})
     with record_store.unit_of_work() as uow:
         uow.save_episodes(grown, [

@@ -412,7 +412,7 @@ export interface components {
             include_archived?: boolean;
             /**
              * Preset
-             * @description retrieval recipe; default `hybrid`
+             * @description retrieval recipe; default `hybrid_temporal` (`MEMSVC_SEARCH__PRESET`)
              */
             preset?: string | null;
             /** Query */
