@@ -129,14 +129,22 @@ def _relative(m: re.Match[str], anchor: datetime, prefer_future: bool = False) -
         return mention
     if g.get("month"):
         month = _MONTH_ABBR[g["month"].lower()[:4] if g["month"].lower().startswith("sept") else g["month"].lower()[:3]]
+        dom = int(g.get("dom") or g.get("dom2") or 0)
         year = int(g["year"]) if g.get("year") else anchor.year
-        if g.get("dom") or g.get("dom2"):
-            dom = int(g.get("dom") or g.get("dom2") or 1)
-            try:
+        if not g.get("year"):
+            # No year: the latest such month (or day) up to the anchor ("last June" said in May 2023 is
+            # June 2022), or with `prefer_future` the next one from it.
+            here, there = (anchor.month, anchor.day), (month, dom or 1)
+            if not prefer_future and (there[0], there[1] if dom else 1) > (here[0], here[1] if dom else 1):
+                year -= 1
+            elif prefer_future and (there[0], there[1] if dom else 31) < (here[0], here[1] if dom else 1):
+                year += 1
+        try:
+            if dom:
                 return _mention(text, anchor.replace(year=year, month=month, day=dom), "day")
-            except ValueError:
-                return None
-        return _mention(text, anchor.replace(year=year, month=month, day=1), "month")
+            return _mention(text, anchor.replace(year=year, month=month, day=1), "month")
+        except ValueError:
+            return None
     if g.get("only_year"):
         return _mention(text, anchor.replace(year=int(g["only_year"]), month=1, day=1), "year")
     return None

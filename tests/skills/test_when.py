@@ -29,6 +29,9 @@ SUNDAY = datetime(2023, 5, 14, 9, 0, tzinfo=UTC)
     ("on 7 May I saw it", MONDAY, [("on 7 May", "7 May 2023", "day")]),
     ("May 7th, 2022 was great", MONDAY, [("May 7th, 2022", "7 May 2022", "day")]),
     ("I was born in 1990", MONDAY, [("in 1990", "1990", "year")]),
+    ("what did she do last June?", MONDAY, [("June", "June 2022", "month")]),  # no year: the latest June
+    ("on 20 May we met", MONDAY, [("on 20 May", "20 May 2022", "day")]),
+    ("in March I painted", MONDAY, [("in March", "March 2023", "month")]),
     ("I work on Mondays", MONDAY, []),
     ("you may go", MONDAY, []),
     ("I recently moved", MONDAY, []),
@@ -40,3 +43,8 @@ def test_time_mentions(text: str, anchor: datetime, expected: list[tuple[str, st
 def test_a_bare_weekday_is_the_last_one_or_with_prefer_future_the_next() -> None:
     assert [m.label for m in time_mentions("see you on Friday", MONDAY)] == ["5 May 2023"]
     assert [m.label for m in time_mentions("see you on Friday", MONDAY, prefer_future=True)] == ["12 May 2023"]
+
+
+def test_a_month_without_a_year_is_the_next_one_with_prefer_future() -> None:
+    assert [m.label for m in time_mentions("I will go in March", MONDAY, prefer_future=True)] == ["March 2024"]
+    assert [m.label for m in time_mentions("I will go in June", MONDAY, prefer_future=True)] == ["June 2023"]
