@@ -66,7 +66,7 @@ POLICIES = ("learned", "importance", "lru", "fifo", "random", "oracle", "unbudge
 RECALL_K = 5  # memories an agent's recall returns per incoming turn (counted as accesses)
 SWEEPS = 50  # sweeps per stream (one every 2 % of the turns)
 BUDGET_WORDS = 500
-PROTECT = 0.1  # share of the budget the learned policy may not archive (newest and most recently used)
+PROTECT = 0.05  # share of the budget the learned policy may not archive (newest and most recently used)
 
 
 @dataclass

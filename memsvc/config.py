@@ -256,8 +256,8 @@ class RetentionConfig(_Section):
     interval_s: float = Field(600.0, gt=0.0, description="how often the periodic sweep checks every scope "
                               "(once across all nodes); a write that pushes a scope over budget also queues one")
     trigger_s: float = Field(2.0, gt=0.0, description="at most one write-triggered sweep per scope in this window")
-    protect: float = Field(0.1, ge=0.0, le=1.0, description="share of the budget the learned policy never archives: "
-                           "that many of the newest and of the most recently recalled memories")
+    protect: float = Field(0.05, ge=0.0, le=1.0, description="share of the budget the learned policy never archives: "
+                           "that many of the newest and of the most recently used (written or recalled) memories")
     model_path: Path | None = Field(None, description="artefact folder of the retention model; default the packaged one")
 
 
