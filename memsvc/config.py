@@ -247,8 +247,9 @@ class RetentionConfig(_Section):
     """Per-scope budgets of active memories; over budget, the policy's lowest go to `archived`."""
 
     policy: Literal["learned", "importance", "lru", "fifo", "keep_all"] = Field(
-        "learned", description="learned (the trained retention model wrapped in recency guarantees; importance when "
-                               "no artefact is loaded), importance, lru, fifo or keep_all (never archive)")
+        "importance", description="importance (the write gate's P(needed later); the default: the learned model "
+                                  "only ties it, cross-validated), learned (the trained retention model wrapped in "
+                                  "recency guarantees; importance when no artefact loads), lru, fifo or keep_all")
     max_active_per_user: int | None = Field(
         None, ge=0, description="active memories a user scope may keep; 0 or unset = unlimited")
     max_active_per_tenant: int | None = Field(
