@@ -66,7 +66,7 @@ POLICIES = ("learned", "importance", "lru", "fifo", "random", "oracle", "unbudge
 RECALL_K = 5  # memories an agent's recall returns per incoming turn (counted as accesses)
 SWEEPS = 50  # sweeps per stream (one every 2 % of the turns)
 BUDGET_WORDS = 500
-PROTECT = 0.1  # share of the budget the learned policy may not archive (newest and most recently used)
+PROTECT = 0.05  # share of the budget the learned policy may not archive (newest and most recently used)
 
 
 @dataclass
@@ -367,7 +367,7 @@ def train(
     manifest = Manifest(
         name=R.NAME, version=R.VERSION, command=shlex.join(["memsvc", "train", "retention", *sys.argv[3:]]),
         data=checksums(files, root),
-        config={"tasks": names, "folds": k, "steps": steps, "protect": protect, "recall_k": RECALL_K,
+        config={"tasks": names, "trained_on": [n for n in names if n in LABELLED], "folds": k, "steps": steps, "protect": protect, "recall_k": RECALL_K,
                 "sweeps": SWEEPS, "fractions": list(FRACTIONS), "folds_of": results["folds_of"],
                 "seconds": round(time.time() - started, 1), "trained": datetime.now(UTC).isoformat()},
         metrics={"WR@500": {t: {p: {f: v["WR@500"] for f, v in fr.items()} for p, fr in pols.items()}

@@ -563,12 +563,11 @@ class MemoryOS:
 
 
 def _retention_model(settings: Settings) -> tuple[Any, dict[str, Any] | None]:
-    """(log-beta function, manifest summary) of the learned retention model, or (None, None) when the
-    policy is not `learned` or no artefact loads (then importance ranks); an explicitly configured
-    artefact that does not load is an error."""
+    """(z function, manifest summary) of the retention model. The summary is reported whatever the
+    policy (what `learned` would run, and its measured figures); the function only with `learned`.
+    Without a loadable artefact `learned` ranks by importance, unless an artefact was configured
+    explicitly: that must load."""
     cfg = settings.retention
-    if cfg.policy != "learned":
-        return None, None
     from memsvc.learn import retention as artefact
 
     try:
@@ -576,11 +575,13 @@ def _retention_model(settings: Settings) -> tuple[Any, dict[str, Any] | None]:
     except (FileNotFoundError, ValueError, KeyError) as exc:
         if cfg.model_path is not None:
             raise ValueError(f"MEMSVC_RETENTION__MODEL_PATH: {exc}") from None
-        log.warning("no usable retention model (%s): importance ranks (train one with `memsvc train retention`)", exc)
+        if cfg.policy == "learned":
+            log.warning("no usable retention model (%s): importance ranks (train one with `memsvc train retention`)",
+                        exc)
         return None, None
     info = {"name": manifest.name, "version": manifest.version, "created": manifest.created.isoformat(),
-            "command": manifest.command, "metrics": manifest.metrics}
-    return (lambda x: artefact.predict_z(model, x)), info
+            "command": manifest.command, "loaded": cfg.policy == "learned", "metrics": manifest.metrics}
+    return ((lambda x: artefact.predict_z(model, x)) if cfg.policy == "learned" else None), info
 
 
 _GRAPH_CURSOR = "g1."

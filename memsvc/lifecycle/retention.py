@@ -10,9 +10,9 @@ Policies rank the active memories (higher = keep); over budget, the lowest go to
   beta = exp(-e^-z), z predicted per memory by a small torch model (`memsvc.learn.retention`) from `FEATURES` as of
   the sweep (importance, access count and recency, how strongly and how often later memories restate
   it, recurrence of its words and names). Wrapped as in "paging with predictions": the newest
-  `protected` memories by creation and the `protected` most recently recalled ones are never
-  archived by the model's ranking (they have no later context to be judged by yet, and LRU would
-  keep them); when no model is loaded, `importance` decides.
+  `protected` memories and the `protected` most recently used ones (written or returned by a search)
+  are never archived by the model's ranking (they have no later context to be judged by yet, and LRU
+  would keep them); when no model is loaded, `importance` decides.
 - `importance`: the stored importance (the write gate's P(needed later)); ties keep the newer.
 - `lru`: the most recently recalled (or, never recalled, created) stay.
 - `fifo`: the newest stay.

@@ -207,9 +207,16 @@ class RetentionSweeper:
             prot = protected_mask(stream, active, math.ceil(self.config.protect * min(budget, self.user_budget or budget)))
         return scores, prot, np.asarray(stream.last_used)
 
-    def sweep_scope(self, tenant: str, user_id: str, budget: int, ctx: Any) -> int:
+    def _scope(self, tenant: str, user_id: str) -> list[MemoryCube]:
+        """The scope's active and archived memories as a stream: by write time, then (one request's
+        memories share it) by the time they are about, then by id."""
         cubes = [c for c in self.records.iter_memories(tenant, user_id)
                  if c.status in (MemoryStatus.ACTIVE, MemoryStatus.ARCHIVED)]
+        return sorted(cubes, key=lambda c: (as_utc(c.created_at), as_utc(c.event_time or c.valid_from or c.created_at),
+                                            c.id))
+
+    def sweep_scope(self, tenant: str, user_id: str, budget: int, ctx: Any) -> int:
+        cubes = self._scope(tenant, user_id)
         active = np.array([c.status is MemoryStatus.ACTIVE for c in cubes], dtype=bool)
         if active.sum() <= budget:
             return 0
@@ -226,8 +233,7 @@ class RetentionSweeper:
         pooled: list[tuple[float, MemoryCube, float]] = []
         for s in self.records.scope_stats(tenant):
             ctx.check()
-            cubes = [c for c in self.records.iter_memories(tenant, s.user_id)
-                     if c.status in (MemoryStatus.ACTIVE, MemoryStatus.ARCHIVED)]
+            cubes = self._scope(tenant, s.user_id)
             if not cubes:
                 continue
             scores, prot, _ = self.rank(cubes)

@@ -22,7 +22,7 @@ from memsvc.lifecycle.sweep import SWEEP_JOB
 from memsvc.memory_os import MemoryOS
 from memsvc.models import RETENTION_KEY, MemoryStatus
 from memsvc.ports import MemoryQuery
-from memsvc.schemas import MessageIn, WriteRequest
+from memsvc.schemas import MessageIn, SearchRequest, WriteRequest
 from storage.registry import build_memory_os
 from tests.api.conftest import make_settings
 from tests.conftest import reset_postgres
@@ -213,5 +213,58 @@ def test_no_budget_archives_nothing(tmp_path: Path) -> None:
         assert report["budgets"] == {"max_active_per_user": None, "max_active_per_tenant": None}
         active = os_.records.count_status(TENANT, MemoryStatus.ACTIVE)  # the 12 turns and an episode digest
         assert active >= 12 and (report["active"], report["archived"], report["ranking"]) == (active, 0, "none")
+    finally:
+        os_.close()
+
+
+def test_learned_policy_runs_the_packaged_model_and_keeps_its_guarantee(tmp_path: Path) -> None:
+    retention = RetentionConfig(policy="learned", max_active_per_user=BUDGET, interval_s=3600, protect=0.5)
+    os_ = build_memory_os(make_settings(tmp_path).model_copy(update={"retention": retention}))
+    try:
+        # written without the budget check, so that the one sweep below decides everything
+        ids = [m["id"] for start in range(0, 30, 6) for m in os_.writer.write(TENANT, turns("carol", start, 6)).written]
+        os_.lifecycle.settle(TENANT)  # the consolidation job's episode digests exist before the sweep
+        # a recall after the last write is the most recent use: the guarantee keeps it
+        hit = os_.search(TENANT, SearchRequest(user_id="carol", query="Porto nurse sister", top_k=1)).results[0]["id"]
+        os_.recall_log.flush()
+        assert hit not in ids[-3:]
+        job = os_.jobs.submit(TENANT, SWEEP_JOB, {"user_id": "carol"})
+        assert os_.jobs.wait_idle(30, kind=SWEEP_JOB)
+        result = os_.records.get_job(TENANT, job.id)
+        assert result is not None and result.result is not None
+        every = os_.records.list_memories(TENANT, MemoryQuery(user_id="carol", limit=500)).items
+        assert (result.result["archived"], result.result["policy"]) == (len(every) - BUDGET, "learned")
+        report = os_.policies(TENANT)["retention"]
+        assert (report["kind"], report["ranking"]) == ("learned", "learned")
+        assert report["model"]["name"] == "memsvc-retention" and report["model"]["metrics"]
+        seen = statuses(os_, [c.id for c in every])
+        assert sum(s is MemoryStatus.ACTIVE for s in seen.values()) == BUDGET
+        # protect 0.5 of a budget of 6: the 3 newest and the 3 most recently used are never archived
+        newest = sorted(every, key=lambda c: (c.created_at, c.event_time or c.created_at))[-3:]
+        assert all(seen[c.id] is MemoryStatus.ACTIVE for c in newest)
+        assert seen[hit] is MemoryStatus.ACTIVE
+    finally:
+        os_.close()
+
+
+def test_tenant_budget_holds_across_users(tmp_path: Path) -> None:
+    retention = RetentionConfig(policy="fifo", max_active_per_tenant=5, interval_s=0.3, trigger_s=0.2)
+    os_ = build_memory_os(make_settings(tmp_path).model_copy(update={"retention": retention}))
+    try:
+        ids = [m["id"] for user in ("dan", "eve") for m in os_.add(TENANT, turns(user, 0, 6)).written]
+        deadline = time.monotonic() + 30
+        while os_.records.count_status(TENANT, MemoryStatus.ACTIVE) > 5 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert os_.jobs.wait_idle(10, kind=SWEEP_JOB)
+        seen = statuses(os_, ids)
+        assert sorted(seen) == sorted(ids)
+        assert sum(s is MemoryStatus.ACTIVE for s in seen.values()) == 5
+        # fifo within each user: whatever a user keeps is that user's newest
+        for user in ("dan", "eve"):
+            mine = [seen[i] for i in ids if os_.records.get_memory(TENANT, i).user_id == user]  # type: ignore[union-attr]
+            kept = [k for k, s in enumerate(mine) if s is MemoryStatus.ACTIVE]
+            assert kept == list(range(len(mine) - len(kept), len(mine)))
+        archived = os_.records.get_memory(TENANT, next(i for i in ids if seen[i] is MemoryStatus.ARCHIVED))
+        assert archived is not None and archived.metadata[RETENTION_KEY]["budget"] == "tenant:5"
     finally:
         os_.close()
