@@ -15,10 +15,12 @@ and write latency, and the torch settings they were measured with.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -46,8 +48,13 @@ def main() -> None:
     ap.add_argument("--preload", type=int, default=2000, help="messages written into each scope first")
     ap.add_argument("--think-ms", type=float, default=0.0, help="pause of a searcher between its searches")
     ap.add_argument("--out", type=Path, default=None, help="also write the figures as JSON")
+    ap.add_argument("--switch-ms", type=float, default=None, help="the interpreter's thread switch interval")
+    ap.add_argument("--write-slots", type=int, default=0, help="writes at once in the benchmark (0: no limit)")
     args = ap.parse_args()
 
+    if args.switch_ms is not None:
+        sys.setswitchinterval(args.switch_ms / 1000)
+    slots = threading.BoundedSemaphore(args.write_slots) if args.write_slots else contextlib.nullcontext()
     rng = random.Random(7)
     t0 = datetime(2024, 1, 1, tzinfo=UTC)
     counter = iter(range(10**9))
@@ -71,7 +78,8 @@ def main() -> None:
                     with lock:
                         msgs = [message(wrng, next(counter), t0) for _ in range(args.batch)]
                     began = time.perf_counter()
-                    memory.add("bench", WriteRequest(user_id=user, messages=msgs))
+                    with slots:
+                        memory.add("bench", WriteRequest(user_id=user, messages=msgs))
                     with lock:
                         written[0] += len(msgs)
                         write_latencies.append((time.perf_counter() - began) * 1000)
@@ -108,6 +116,7 @@ def main() -> None:
         "write_p50_ms": round(statistics.median(write_latencies), 1) if write_latencies else None,
         "write_p95_ms": round(pct(write_latencies, 95), 1) if write_latencies else None,
         "torch_threads": torch.get_num_threads(), "cores": os.cpu_count(),
+        "switch_ms": round(sys.getswitchinterval() * 1000, 2), "write_slots": args.write_slots,
     }
     print(f"torch threads {torch.get_num_threads()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, "
           f"{args.searchers} searchers + {args.writers} writers for {wall:.0f} s")

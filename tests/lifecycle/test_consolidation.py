@@ -4,11 +4,12 @@ idempotent; the structured presets recall through episodes and neighbours."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from memsvc.lifecycle.consolidate import DIGEST_JOB, MERGE_JOB, PROFILE_JOB
+from memsvc.lifecycle.consolidate import DIGEST_JOB, MERGE_JOB, PROFILE_JOB, SWEEP_JOB
 from memsvc.memory_os import MemoryOS
 from memsvc.models import (
     DIGEST_KEY,
@@ -182,3 +183,19 @@ def test_two_runs_digesting_at_once_commit_one_digest_per_episode(memory_os: Mem
     assert by_episode == sorted({e.episode for e in memory_os.records.episodes("t", "ann") if e.digest_id})
     assert len(digests) == len(by_episode) == len(set(by_episode)) >= 1  # no duplicate, nothing superseded
     assert sum(r["digests"] for r in results) <= len(by_episode)
+
+
+def test_the_scheduled_sweep_digests_an_idle_episode_without_being_asked(sweeping_os: MemoryOS) -> None:
+    """No write closes the episode and nothing calls `settle`: the periodic `lifecycle.sweep` job
+    finds the open, idle episode and queues its digest, whose merge and profile jobs follow."""
+    write(sweeping_os, HIKE, 0, T0, "s1")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not sweeping_os.records.episodes("t", "ann")[0].digest_id:
+        time.sleep(0.1)
+    (episode,) = sweeping_os.records.episodes("t", "ann")
+    assert episode.closed_at is None and episode.digest_turns == 6 and episode.digest_id
+    kinds = {j.kind for j in sweeping_os.records.recent_jobs(kinds=[SWEEP_JOB, DIGEST_JOB]) if j.state is JobState.DONE}
+    assert kinds == {SWEEP_JOB, DIGEST_JOB}
+    for kind in (MERGE_JOB, PROFILE_JOB):
+        assert sweeping_os.jobs.wait_idle(60, kind=kind)
+    assert [c for c in memories(sweeping_os) if c.metadata.get(PROFILE_KEY)]
