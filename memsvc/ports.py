@@ -126,6 +126,13 @@ class RecordStore(Protocol):
 
     def iter_memories(self, tenant: str, user_id: str | None = None) -> Iterator[MemoryCube]: ...
 
+    def memory_states(self, tenant: str, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """id -> (status, user_id) of the tenant's memories among `ids`: what reconciliation
+        compares with the vector index, without loading whole memories."""
+
+    def iter_memory_states(self, tenant: str) -> Iterator[tuple[str, str, str]]:
+        """(id, status, user_id) of every memory of the tenant, oldest first, in batches."""
+
     def history(self, tenant: str, memory_id: str) -> list[MemoryVersion]:
         """All snapshots of a cube, oldest first."""
 

@@ -26,12 +26,13 @@ from typing import Any
 
 from memsvc.indexer import Indexer, indexed, payload_of
 from memsvc.jobs import JobContext
-from memsvc.models import Job, OutboxEntry, OutboxOp
+from memsvc.models import Job, MemoryStatus, OutboxEntry, OutboxOp
 from memsvc.ports import GraphStore, RecordStore, VectorFilter, VectorIndex
 
 log = logging.getLogger(__name__)
 
 RECONCILE_JOB = "reconcile"
+DELETED = MemoryStatus.DELETED.value
 PAGE = 500
 
 
@@ -87,42 +88,44 @@ class Reconciler:
         return {i for e in self.records.pending_outbox(limit=100_000) for i in e.memory_ids}
 
     def _points(self, tenant: str, result: ReconcileResult) -> None:
+        # Statuses and users only (not whole memories): at 1M memories the whole models made the
+        # pass several times slower; a stale point's payload is built from its memory, loaded then.
         cursor: str | None = None
         while True:
             page, cursor = self.vectors.scan(VectorFilter(tenant=tenant), PAGE, cursor)
             result.points_scanned += len(page)
-            held = {c.id: c for c in self.records.get_memories(tenant, [p.id for p in page])}
+            held = {i: s for i, s in self.records.memory_states(tenant, [p.id for p in page]).items() if s[0] != DELETED}
             busy = self._in_flight()
-            orphans = [p.id for p in page if p.id not in busy and (p.id not in held or not indexed(held[p.id]))]
-            stale = [held[p.id] for p in page if p.id in held and p.id not in busy and indexed(held[p.id])
-                     and (p.status, p.user_id) != (held[p.id].status.value, held[p.id].user_id)]
+            orphans = [p.id for p in page if p.id not in busy and p.id not in held]
+            drifted = [p.id for p in page if p.id in held and p.id not in busy and (p.status, p.user_id) != held[p.id]]
             if orphans:
                 self.vectors.delete(orphans)
                 result.orphan_points += len(orphans)
-            if stale:
+            if drifted:
+                stale = [c for c in self.records.get_memories(tenant, drifted) if indexed(c)]
                 self.vectors.set_payload([(c.id, payload_of(c)) for c in stale])
                 result.stale_points += len(stale)
             if cursor is None:
                 return
 
     def _memories(self, tenant: str, result: ReconcileResult) -> None:
-        batch: list[Any] = []
-        for cube in self.records.iter_memories(tenant):
+        batch: list[tuple[str, str]] = []
+        for memory_id, status, user_id in self.records.iter_memory_states(tenant):
             result.memories_scanned += 1
-            if indexed(cube):
-                batch.append(cube)
+            if status != DELETED:
+                batch.append((memory_id, user_id))
             if len(batch) >= PAGE:
                 self._index_missing(tenant, batch, result)
                 batch = []
         if batch:
             self._index_missing(tenant, batch, result)
 
-    def _index_missing(self, tenant: str, cubes: list[Any], result: ReconcileResult) -> None:
+    def _index_missing(self, tenant: str, memories: list[tuple[str, str]], result: ReconcileResult) -> None:
         busy = self._in_flight()
-        have = self.vectors.states([c.id for c in cubes])
-        missing = [c for c in cubes if c.id not in have and c.id not in busy]
-        for user_id in sorted({c.user_id for c in missing}):
-            ids = [c.id for c in missing if c.user_id == user_id]
+        have = self.vectors.states([i for i, _ in memories])
+        missing = [(i, u) for i, u in memories if i not in have and i not in busy]
+        for user_id in sorted({u for _, u in missing}):
+            ids = [i for i, u in missing if u == user_id]
             self.indexer.apply(OutboxEntry(tenant=tenant, op=OutboxOp.UPSERT_VECTORS,
                                            payload={"user_id": user_id, "ids": ids}))
             result.missing_points += len(ids)
@@ -135,7 +138,7 @@ class Reconciler:
             if not snap.memory_ids:
                 continue
             busy = self._in_flight()
-            held = {c.id for c in self.records.get_memories(tenant, snap.memory_ids) if indexed(c)}
+            held = {i for i, (status, _) in self.records.memory_states(tenant, snap.memory_ids).items() if status != DELETED}
             orphans = [m for m in snap.memory_ids if m not in held and m not in busy]
             if orphans:
                 self.graph.delete_memories(tenant, orphans)

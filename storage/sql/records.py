@@ -172,7 +172,8 @@ class SqlRecordStore(JobRows, EpisodeRows):
             conds.append(m.c.created_at < query.created_to)
         if query.cursor is not None:
             created, last_id = _decode_memory_cursor(query.cursor)
-            conds.append(or_(m.c.created_at < created, and_(m.c.created_at == created, m.c.id < last_id)))
+            conds += [m.c.created_at <= created,  # seeks the index (see iter_memories)
+                      or_(m.c.created_at < created, and_(m.c.created_at == created, m.c.id < last_id))]
         stmt = select(m).where(*conds).order_by(m.c.created_at.desc(), m.c.id.desc()).limit(query.limit + 1)
         with self._read() as conn:
             cubes = [_cube(r) for r in conn.execute(stmt)]
@@ -191,7 +192,10 @@ class SqlRecordStore(JobRows, EpisodeRows):
         while True:
             conds = list(base)
             if after is not None:
-                conds.append(or_(m.c.created_at > after[0], and_(m.c.created_at == after[0], m.c.id > after[1])))
+                # `created_at >= …` beside the OR lets SQLite seek the index to the page's start; with the OR
+                # alone it walked the scope from its first row on every page (quadratic: minutes at 1M)
+                conds += [m.c.created_at >= after[0],
+                          or_(m.c.created_at > after[0], and_(m.c.created_at == after[0], m.c.id > after[1]))]
             stmt = select(m).where(*conds).order_by(m.c.created_at, m.c.id).limit(CHUNK)
             with self._read() as conn:
                 batch = [_cube(r) for r in conn.execute(stmt)]
@@ -199,6 +203,34 @@ class SqlRecordStore(JobRows, EpisodeRows):
             if len(batch) < CHUNK:
                 return
             after = (batch[-1].created_at, batch[-1].id)
+
+    def memory_states(self, tenant: str, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
+        m = t.memories
+        out: dict[str, tuple[str, str]] = {}
+        with self._read() as conn:
+            for chunk in _chunks(ids):
+                stmt = select(m.c.id, m.c.status, m.c.user_id).where(not_indexed(m.c.tenant) == tenant, m.c.id.in_(chunk))
+                out.update((r.id, (str(r.status), r.user_id)) for r in conn.execute(stmt))
+        return out
+
+    def iter_memory_states(self, tenant: str) -> Iterator[tuple[str, str, str]]:
+        m = t.memories
+        after: tuple[datetime, str] | None = None
+        while True:
+            conds: list[ColumnElement[bool]] = [m.c.tenant == tenant]
+            if after is not None:
+                # `created_at >= …` beside the OR lets SQLite seek the index to the page's start; with the OR
+                # alone it walked the scope from its first row on every page (quadratic: minutes at 1M)
+                conds += [m.c.created_at >= after[0],
+                          or_(m.c.created_at > after[0], and_(m.c.created_at == after[0], m.c.id > after[1]))]
+            stmt = (select(m.c.id, m.c.status, m.c.user_id, m.c.created_at).where(*conds)
+                    .order_by(m.c.created_at, m.c.id).limit(CHUNK))
+            with self._read() as conn:
+                rows = list(conn.execute(stmt))
+            yield from ((r.id, str(r.status), r.user_id) for r in rows)
+            if len(rows) < CHUNK:
+                return
+            after = (rows[-1].created_at, rows[-1].id)
 
     def history(self, tenant: str, memory_id: str) -> list[MemoryVersion]:
         v = t.memory_versions

@@ -261,6 +261,20 @@ def test_iter_memories_walks_all_batches(record_store: SqlRecordStore, monkeypat
     assert len(list(record_store.iter_memories("acme"))) == 6
 
 
+def test_memory_states_are_status_and_user_of_the_tenants_memories(
+    record_store: SqlRecordStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(records, "CHUNK", 2)
+    insert(record_store, cube(1), cube(2, user_id="bob", status=MemoryStatus.ARCHIVED),
+           cube(3, status=MemoryStatus.DELETED), cube(4, tenant="other"), cube(5), cube(6))
+    assert record_store.memory_states("acme", ["m002", "m004", "missing", "m003", "m001"]) == {
+        "m001": ("active", "alice"), "m002": ("archived", "bob"), "m003": ("deleted", "alice")}
+    assert record_store.memory_states("acme", []) == {}
+    assert list(record_store.iter_memory_states("acme")) == [
+        ("m001", "active", "alice"), ("m002", "archived", "bob"), ("m003", "deleted", "alice"),
+        ("m005", "active", "alice"), ("m006", "active", "alice")]
+
+
 def test_tenant_isolation_on_every_read(record_store: SqlRecordStore) -> None:
     c = cube(1)
     with record_store.unit_of_work() as uow:
