@@ -182,27 +182,34 @@ class SqlRecordStore(JobRows, EpisodeRows):
         last = cubes[query.limit - 1]
         return Page(items=cubes[: query.limit], next_cursor=_encode_cursor([last.created_at.isoformat(), last.id]))
 
-    def iter_memories(self, tenant: str, user_id: str | None = None) -> Iterator[MemoryCube]:
-        """All cubes of the tenant (or scope), oldest first, fetched in batches (no open transaction)."""
+    def _oldest_first(self, columns: Sequence[Any], conds: Sequence[ColumnElement[bool]]) -> Iterator[list[Row[Any]]]:
+        """Pages of `CHUNK` memory rows (`columns` must include created_at and id), oldest first by
+        (created_at, id), each read in its own short transaction."""
         m = t.memories
-        base: list[ColumnElement[bool]] = [m.c.tenant == tenant]
-        if user_id is not None:
-            base.append(m.c.user_id == user_id)
         after: tuple[datetime, str] | None = None
         while True:
-            conds = list(base)
+            page = list(conds)
             if after is not None:
                 # `created_at >= …` beside the OR lets SQLite seek the index to the page's start; with the OR
                 # alone it walked the scope from its first row on every page (quadratic: minutes at 1M)
-                conds += [m.c.created_at >= after[0],
-                          or_(m.c.created_at > after[0], and_(m.c.created_at == after[0], m.c.id > after[1]))]
-            stmt = select(m).where(*conds).order_by(m.c.created_at, m.c.id).limit(CHUNK)
+                page += [m.c.created_at >= after[0],
+                         or_(m.c.created_at > after[0], and_(m.c.created_at == after[0], m.c.id > after[1]))]
+            stmt = select(*columns).where(*page).order_by(m.c.created_at, m.c.id).limit(CHUNK)
             with self._read() as conn:
-                batch = [_cube(r) for r in conn.execute(stmt)]
-            yield from batch
-            if len(batch) < CHUNK:
+                rows = list(conn.execute(stmt))
+            yield rows
+            if len(rows) < CHUNK:
                 return
-            after = (batch[-1].created_at, batch[-1].id)
+            after = (rows[-1].created_at, rows[-1].id)
+
+    def iter_memories(self, tenant: str, user_id: str | None = None) -> Iterator[MemoryCube]:
+        """All cubes of the tenant (or scope), oldest first, fetched in batches (no open transaction)."""
+        m = t.memories
+        conds: list[ColumnElement[bool]] = [m.c.tenant == tenant]
+        if user_id is not None:
+            conds.append(m.c.user_id == user_id)
+        for rows in self._oldest_first([m], conds):
+            yield from (_cube(r) for r in rows)
 
     def memory_states(self, tenant: str, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
         m = t.memories
@@ -215,22 +222,8 @@ class SqlRecordStore(JobRows, EpisodeRows):
 
     def iter_memory_states(self, tenant: str) -> Iterator[tuple[str, str, str]]:
         m = t.memories
-        after: tuple[datetime, str] | None = None
-        while True:
-            conds: list[ColumnElement[bool]] = [m.c.tenant == tenant]
-            if after is not None:
-                # `created_at >= …` beside the OR lets SQLite seek the index to the page's start; with the OR
-                # alone it walked the scope from its first row on every page (quadratic: minutes at 1M)
-                conds += [m.c.created_at >= after[0],
-                          or_(m.c.created_at > after[0], and_(m.c.created_at == after[0], m.c.id > after[1]))]
-            stmt = (select(m.c.id, m.c.status, m.c.user_id, m.c.created_at).where(*conds)
-                    .order_by(m.c.created_at, m.c.id).limit(CHUNK))
-            with self._read() as conn:
-                rows = list(conn.execute(stmt))
+        for rows in self._oldest_first([m.c.id, m.c.status, m.c.user_id, m.c.created_at], [m.c.tenant == tenant]):
             yield from ((r.id, str(r.status), r.user_id) for r in rows)
-            if len(rows) < CHUNK:
-                return
-            after = (rows[-1].created_at, rows[-1].id)
 
     def history(self, tenant: str, memory_id: str) -> list[MemoryVersion]:
         v = t.memory_versions
