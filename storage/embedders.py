@@ -56,7 +56,7 @@ def resolve_precision(precision: str, device: str) -> str:
 def resolve_query_precision(query_precision: str, device: str, precision: str) -> str:
     """`auto` is int8 on CPU: the query's one short text is latency-bound, and on the development
     questions int8 ranks as well as bf16 (LoCoMo dense R@10 31.0 vs 30.8, cosine to the bf16 vector
-    0.95 on average) at 7.5 instead of 11.1 ms; on a GPU the query model is the document model's twin."""
+    0.95 on average) at 7.5 instead of 11.1 ms (eager; 2.3 ms traced, `TracedQueryEncoder`); on a GPU the query model is the document model's twin."""
     if query_precision == "same" or (query_precision == "auto" and device != "cpu"):
         return precision
     return "int8"
@@ -75,6 +75,63 @@ def quantized(model: Any) -> Any | None:
         except (AttributeError, ImportError, RuntimeError) as exc:
             log.warning("int8 query model unavailable (%s): queries use the document model's precision", exc)
             return None
+
+
+class TracedQueryEncoder:
+    """One query at a time through the int8 model, traced and frozen by TorchScript: the same vectors
+    as `SentenceTransformer.encode` on the quantised model (cosine >= 0.9999999 on LoCoMo's 1,367 questions,
+    turns and 843-token texts) in about half the time (LoCoMo questions, one core of the EPYC: p50 / p95
+    2.3 / 3.4 ms against 5.0 / 6.9 ms eager), as the per-operator work of eager mode and of dynamic
+    quantisation was most of a 12-token forward pass. Only for a transformer followed by mean pooling
+    (and normalisation), which is what the packaged MiniLM is; `build` returns None otherwise or when
+    tracing fails, and the embedder then encodes eagerly."""
+
+    def __init__(self, traced: Any, tokenizer: Any, max_length: int) -> None:
+        self._traced, self._tokenizer, self._max_length = traced, tokenizer, max_length
+
+    @classmethod
+    def build(cls, model: Any) -> TracedQueryEncoder | None:
+        import torch
+
+        modules = list(model)
+        names = [type(m).__name__ for m in modules]
+        if names not in (["Transformer", "Pooling"], ["Transformer", "Pooling", "Normalize"]):
+            return None
+        pooling = modules[1].get_config_dict()
+        if pooling.get("pooling_mode") != "mean" or not pooling.get("include_prompt", True):
+            return None
+        tokenizer = getattr(model, "tokenizer", None)
+        backbone = getattr(modules[0], "auto_model", None)
+        if tokenizer is None or backbone is None:
+            return None
+
+        class Hidden(torch.nn.Module):  # the traced graph: token states of one unpadded text
+            def __init__(self, inner: Any) -> None:
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, ids: Any, mask: Any) -> Any:
+                return self.inner(input_ids=ids, attention_mask=mask, return_dict=False)[0]
+
+        try:
+            example = tokenizer(["what did she do last june"], return_tensors="pt")
+            with torch.inference_mode(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                traced = torch.jit.trace(Hidden(backbone).eval(), (example["input_ids"], example["attention_mask"]),
+                                         check_trace=False)
+                traced = torch.jit.freeze(traced.eval())
+        except Exception as exc:  # noqa: BLE001 - any tracing failure means: encode eagerly
+            log.warning("query model not traced (%s): queries are encoded eagerly", exc)
+            return None
+        return cls(traced, tokenizer, int(model.max_seq_length or 256))
+
+    def encode(self, text: str) -> np.ndarray:
+        import torch
+
+        feats = self._tokenizer([text], return_tensors="pt", truncation=True, max_length=self._max_length)
+        with torch.inference_mode():
+            hidden = self._traced(feats["input_ids"], feats["attention_mask"])
+        return hidden[0].float().mean(0).numpy()  # one text, no padding: the mean over its tokens
 
 
 class SentenceTransformerEmbedder:
@@ -110,6 +167,7 @@ class SentenceTransformerEmbedder:
         if query_model is None:
             self.query_precision, query_model = self.precision, load()
         self._query_model = query_model
+        self._traced_query = TracedQueryEncoder.build(query_model) if self.query_precision == "int8" else None
         self._batch = config.batch_size
         self._lock, self._query_lock = threading.Lock(), threading.Lock()
         self.model_name = os.path.basename(path.rstrip("/")) if config.model_path else "all-MiniLM-L6-v2"
@@ -129,7 +187,10 @@ class SentenceTransformerEmbedder:
 
     def embed_query(self, text: str) -> np.ndarray:
         with self._query_lock:
-            out = self._query_model.encode([text], convert_to_numpy=True, show_progress_bar=False)
+            if self._traced_query is not None:
+                out = self._traced_query.encode(text)[None, :]
+            else:
+                out = self._query_model.encode([text], convert_to_numpy=True, show_progress_bar=False)
         return unit_rows(np.asarray(out, dtype=np.float32))[0]
 
 

@@ -95,3 +95,28 @@ def test_int8_queries_rank_the_documents_as_the_full_model_does(
         q8, q32 = int8.embed_query(query), full.embed_query(query)
         assert abs(float(np.linalg.norm(q8)) - 1.0) < 1e-5 and float(q8 @ q32) > 0.85
         assert int(np.argmax(docs @ q8)) == int(np.argmax(full.embed(TEXTS) @ q32))
+
+
+def test_the_traced_query_model_gives_the_eager_int8_vectors() -> None:
+    """The default CPU query path runs the int8 model traced by TorchScript; it must give the vectors
+    `SentenceTransformer.encode` gives on the same quantised model, for short and truncated texts."""
+    emb = SentenceTransformerEmbedder(LocalEmbedder(device="cpu", query_precision="int8"))
+    assert emb._traced_query is not None
+    long_text = " ".join(TEXTS * 40)  # > 256 tokens: truncated like the eager path
+    for text in [*TEXTS, "Who paints?", "ok", long_text]:
+        eager = emb._query_model.encode([text], convert_to_numpy=True, show_progress_bar=False)[0]
+        eager = eager / np.linalg.norm(eager)
+        assert float(emb.embed_query(text) @ eager) > 0.99999
+
+
+def test_a_model_that_does_not_mean_pool_is_not_traced() -> None:
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.models import Pooling
+
+    from storage.embedders import TracedQueryEncoder, packaged_minilm_path
+
+    mean = SentenceTransformer(packaged_minilm_path(), device="cpu")
+    assert TracedQueryEncoder.build(mean) is not None
+    cls = SentenceTransformer(modules=[mean[0], Pooling(384, pooling_mode="cls")],
+                              device="cpu")
+    assert TracedQueryEncoder.build(cls) is None
