@@ -31,7 +31,7 @@ import numpy as np
 from memsvc.config import PostgresRecords, Settings
 from memsvc.indexer import payload_of
 from memsvc.memory_os import MemoryOS
-from memsvc.models import MemoryCube, MemoryType, Role, StoredMessage
+from memsvc.models import EPISODE_KEY, TURN_KEY, MemoryCube, MemoryType, Role, StoredMessage
 from memsvc.ports import VectorPoint
 from memsvc.read import LOAD_SLACK
 from memsvc.schemas import SearchRequest
@@ -86,6 +86,7 @@ def pct(values: list[float], p: float) -> float:
 
 
 CHUNK = 4096
+EPISODE_TURNS = 20  # the bulk notes' episodes (the write path cuts them by gaps and surprise)
 
 
 def embeddings(os_: MemoryOS, texts: list[str], cache: Path, start: int) -> np.ndarray:
@@ -115,7 +116,8 @@ def fill(os_: MemoryOS, texts: list[str], vecs: np.ndarray, start: int) -> float
                                       timestamp=when))
             cubes.append(MemoryCube(tenant=TENANT, user_id=USER, type=MemoryType.EPISODIC, content=texts[k],
                                     source_ids=[f"m{k}"], event_time=when, valid_from=when, importance=0.5,
-                                    embedding_model=os_.embedder.model_name, written_by="bench-bulk"))
+                                    embedding_model=os_.embedder.model_name, written_by="bench-bulk",
+                                    metadata={EPISODE_KEY: k // EPISODE_TURNS, TURN_KEY: k}))
         with os_.records.unit_of_work() as uow:
             uow.add_messages(msgs)
             uow.insert_memories(cubes)
@@ -125,6 +127,20 @@ def fill(os_: MemoryOS, texts: list[str], vecs: np.ndarray, start: int) -> float
     if optimize is not None:
         optimize()
     return time.perf_counter() - began
+
+
+def measure_presets(os_: MemoryOS, queries: list[str], presets: list[str]) -> dict[str, Any]:
+    """Search p50 / p95 of other presets on the same queries (e.g. `hybrid_neighbours`, whose
+    temporal-neighbour expansion looks turns up by their position in the stream)."""
+    row: dict[str, Any] = {}
+    for preset in presets:
+        times = []
+        for q in queries:
+            t = time.perf_counter()
+            os_.search(TENANT, SearchRequest(user_id=USER, query=q, top_k=10, preset=preset))
+            times.append((time.perf_counter() - t) * 1000)
+        row[f"{preset}_p50_ms"], row[f"{preset}_p95_ms"] = round(pct(times, 50), 1), round(pct(times, 95), 1)
+    return row
 
 
 def measure(os_: MemoryOS, queries: list[str]) -> dict[str, Any]:
@@ -178,6 +194,8 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path("eval-out/scale-cache"))
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--out", type=Path, default=Path("eval-out/bench-scale.json"))
+    ap.add_argument("--presets", default="", help="comma-separated presets timed beside the default, e.g. "
+                    "hybrid_neighbours")
     ap.add_argument("--prepare", action="store_true", help="only embed the notes of the largest size into the cache")
     args = ap.parse_args()
     sizes = sorted(int(s) for s in args.sizes.split(","))
@@ -208,7 +226,8 @@ def main() -> None:
             seconds = fill(os_, texts, vecs, filled)
             filled = size
             os_.search(TENANT, SearchRequest(user_id=USER, query="warm up", top_k=10))
-            row = {"memories": size, "bulk_fill_s": round(seconds, 1), **measure(os_, queries)}
+            row = {"memories": size, "bulk_fill_s": round(seconds, 1), **measure(os_, queries),
+                   **measure_presets(os_, queries, [p for p in args.presets.split(",") if p])}
             os_.vectors.flush()
             row["sqlite_bytes_per_memory"] = round(du(data_dir / "memsvc.db") / size) if args.records == "sqlite" else None
             row["vector_bytes_per_memory"] = round(du(data_dir / "vectors") / size)

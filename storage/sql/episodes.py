@@ -13,8 +13,6 @@ from sqlalchemy.engine import Connection
 
 from memsvc.errors import Conflict
 from memsvc.models import (
-    EPISODE_KEY,
-    TURN_KEY,
     Episode,
     EpisodeState,
     Job,
@@ -60,11 +58,10 @@ class EpisodeRows:
 
     def _turns(self, tenant: str, user_id: str, where: ColumnElement[bool]) -> list[MemoryCube]:
         m = t.memories
-        position = m.c["metadata"][TURN_KEY].as_integer()
         stmt = select(m).where(
             m.c.tenant == tenant, m.c.user_id == user_id, m.c.type == MemoryType.EPISODIC.value,
             m.c.status == MemoryStatus.ACTIVE.value, where,
-        ).order_by(position, m.c.id)
+        ).order_by(m.c.turn, m.c.id)
         with self._read() as conn:
             return [MemoryCube.model_validate(r._mapping) for r in conn.execute(stmt)]
 
@@ -72,11 +69,11 @@ class EpisodeRows:
         if not episodes:
             return []
         m = t.memories
-        return self._turns(tenant, user_id, m.c["metadata"][EPISODE_KEY].as_integer().in_(list(episodes)))
+        return self._turns(tenant, user_id, m.c.episode.in_(list(episodes)))
 
     def adjacent_turns(self, tenant: str, user_id: str, turn: int, k: int) -> list[MemoryCube]:
         m = t.memories
-        return self._turns(tenant, user_id, m.c["metadata"][TURN_KEY].as_integer().between(turn - k, turn + k))
+        return self._turns(tenant, user_id, m.c.turn.between(turn - k, turn + k))
 
     def status_counts(self, tenant: str | None = None) -> dict[str, int]:
         m = t.memories

@@ -111,9 +111,15 @@ memories = Table(
     Column("last_accessed_at", UTCDateTime()),
     Column("superseded_by", String()),
     Column("written_by", String()),
+    # copies of metadata `_episode` / `_turn` (set by the row builder), for the structure lookups
+    Column("episode", BigInteger()),
+    Column("turn", BigInteger()),
     # listing newest first, per user and per tenant
     Index(None, "tenant", "user_id", "created_at", "id"),
     Index(None, "tenant", "created_at", "id"),
+    # an episode's turns, a turn's temporal neighbours
+    Index(None, "tenant", "user_id", "episode"),
+    Index(None, "tenant", "user_id", "turn"),
 )
 
 memory_versions = Table(

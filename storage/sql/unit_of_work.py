@@ -13,6 +13,8 @@ from sqlalchemy.engine import Connection
 
 from memsvc.errors import Conflict, NotFound, ScopeChanged
 from memsvc.models import (
+    EPISODE_KEY,
+    TURN_KEY,
     ChangeKind,
     Episode,
     EpisodeState,
@@ -196,7 +198,13 @@ def _cube_row(cube: MemoryCube) -> dict[str, Any]:
     row = cube.model_dump()
     json_safe = cube.model_dump(mode="json", include={"type", "status", "metadata", "source_ids"})
     row.update(json_safe)
+    row["episode"], row["turn"] = _position(cube.metadata.get(EPISODE_KEY)), _position(cube.metadata.get(TURN_KEY))
     return row
+
+
+def _position(value: Any) -> int | None:
+    """The indexed copy of a reserved position key (`_episode`, `_turn`): an integer or nothing."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _version_row(cube: MemoryCube, change: ChangeKind, actor: str | None, at: datetime) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from memsvc.errors import Conflict
 from memsvc.models import (
     EPISODE_KEY,
     TURN_KEY,
+    ChangeKind,
     Episode,
     EpisodeState,
     Job,
@@ -82,3 +83,33 @@ def test_job_counts_and_recent_jobs(record_store: SqlRecordStore) -> None:
     record_store.save_job(Job(id="x", tenant="other", kind="write", updated_at=T0 + timedelta(hours=1)))
     assert record_store.job_counts("other") == [("write", "pending", 1)]
     assert [j.id for j in record_store.recent_jobs("acme", limit=1)] == ["j3"]
+
+
+def test_structure_lookups_seek_an_index_instead_of_scanning_the_scope(record_store: SqlRecordStore) -> None:
+    """The turns of an episode and a turn's neighbours are found through the `episode` / `turn`
+    columns' indexes; filtering the scope's JSON metadata read every memory of the user per lookup."""
+    if record_store.engine.dialect.name != "sqlite":
+        pytest.skip("the plan is read with SQLite's EXPLAIN QUERY PLAN")
+    from sqlalchemy import select
+
+    from storage.sql import schema as t
+
+    m = t.memories
+    for where in (m.c.episode.in_([1, 2]), m.c.turn.between(3, 9)):
+        stmt = select(m.c.id).where(m.c.tenant == "acme", m.c.user_id == "alice", where)
+        sql = str(stmt.compile(record_store.engine, compile_kwargs={"literal_binds": True}))
+        with record_store.engine.connect() as conn:
+            plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+        column = "episode" if "episode" in sql.split("WHERE")[1] else "turn"
+        assert f"ix_memories_tenant_user_id_{column}" in plan, plan
+
+
+def test_a_turns_position_columns_follow_its_metadata(record_store: SqlRecordStore) -> None:
+    """The indexed copies are written with every version of the row (insert and update)."""
+    with record_store.unit_of_work() as uow:
+        uow.insert_memories([turn(1, 0)])
+    moved = turn(1, 3).model_copy(update={"version": 2})
+    with record_store.unit_of_work() as uow:
+        uow.save_memory(moved, ChangeKind.UPDATE)
+    assert [c.id for c in record_store.episode_turns("acme", "alice", [3])] == ["t001"]
+    assert record_store.episode_turns("acme", "alice", [0]) == []
