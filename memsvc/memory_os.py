@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -535,10 +536,14 @@ class MemoryOS:
                 if kind == "message":
                     messages.append(StoredMessage.model_validate({**data, "tenant": tenant}))
                     continue
-                cubes.append(MemoryCube.model_validate({**data, "tenant": tenant}))
+                cube = MemoryCube.model_validate({**data, "tenant": tenant})
+                uuid.UUID(cube.id)  # the vector index keys points by UUID, as memsvc writes them
+                cubes.append(cube)
                 versions.extend(MemoryVersion.model_validate(v) for v in raw.get("history", []))
             except ValidationError as exc:
                 raise InvalidInput(f"bad {kind} record", details=exc.errors(include_url=False)) from None
+            except ValueError:
+                raise InvalidInput("bad memory record: its id is not a UUID", details={"id": data.get("id")}) from None
         existing = {c.id for c in self.records.get_memories(tenant, [c.id for c in cubes])}
         if existing:
             raise Conflict("memories with these ids exist already", details={"ids": sorted(existing)[:20]})
@@ -553,6 +558,8 @@ class MemoryOS:
         with self.records.unit_of_work() as uow:
             for uid in sorted({c.user_id for c in cubes}):
                 uow.touch_scope(tenant, uid)
+                # imported memories keep their old `updated_at`: the next merge compares the whole scope
+                uow.set_merge_mark(tenant, uid, None, expected=None)
             uow.add_messages(messages)
             uow.import_memories(cubes, versions)
             uow.enqueue(entries)

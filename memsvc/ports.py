@@ -104,6 +104,12 @@ class UnitOfWork(Protocol):
         if its digest still covers `expected` turns; else the commit raises `Conflict` (another run
         digested it meanwhile) and nothing is written. Stage it first."""
 
+    def set_merge_mark(self, tenant: str, user_id: str, at: datetime | None, *, expected: int | None) -> None:
+        """The merge job compared every active derived memory of the scope changed up to `at` (None:
+        nothing is known to be compared, e.g. after an import of older memories). With
+        `expected`, the mark is kept only while the scope is still at that version (which it does not
+        bump), else silently not; None sets it unconditionally (a unit of work that guards the scope)."""
+
 
 class RecordStore(Protocol):
     """The source of truth: messages, cubes, versions, outbox, keys, jobs, logs."""
@@ -125,6 +131,14 @@ class RecordStore(Protocol):
     def list_memories(self, tenant: str, query: MemoryQuery) -> Page[MemoryCube]: ...
 
     def iter_memories(self, tenant: str, user_id: str | None = None) -> Iterator[MemoryCube]: ...
+
+    def changed_memories(self, tenant: str, user_id: str, since: datetime | None,
+                         types: Sequence[MemoryType]) -> Iterator[MemoryCube]:
+        """Active cubes of `types` in the scope updated after `since` (all of them for None), by
+        `updated_at`, fetched in batches: what the merge job compares since its last mark."""
+
+    def merge_mark(self, tenant: str, user_id: str) -> datetime | None:
+        """Up to when the merge job has compared the scope's memories (`UnitOfWork.set_merge_mark`)."""
 
     def memory_states(self, tenant: str, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
         """id -> (status, user_id) of the tenant's memories among `ids`: what reconciliation

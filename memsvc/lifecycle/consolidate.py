@@ -10,7 +10,8 @@ Each job works on one user scope and is idempotent and resumable:
 * `lifecycle.merge` — active derived memories of one type whose vectors are within
   `MEMSVC_LIFECYCLE__MERGE_THRESHOLD` become one canonical memory (the oldest): it gains the others'
   sources (`source_ids` unioned, `_merged` lists them, a new version records the change) and the
-  others are superseded by it, so their history stays.
+  others are superseded by it, so their history stays. Incremental: only memories changed since the
+  scope's merge mark are compared, with each other and, through the vector index, with the rest.
 * `lifecycle.profile` — one refined memory per user listing its active facts, preferences and
   relationships (`PROFILE_SKILLS`); a fact superseded by a newer value of its slot is no longer
   active, so contradictions resolve by supersession; a changed profile supersedes the previous one.
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -52,7 +53,7 @@ from memsvc.models import (
     utcnow,
 )
 from memsvc.outbox import Outbox
-from memsvc.ports import RecordStore
+from memsvc.ports import RecordStore, VectorFilter
 from memsvc.skills.runtime import RuntimeRun, SkillRuntime
 from memsvc.skills.types import OpKind, SkillContext, Span
 
@@ -63,6 +64,9 @@ JOB_KINDS = (DIGEST_JOB, MERGE_JOB, PROFILE_JOB, SWEEP_JOB)
 PROFILE_SKILLS = frozenset({"capture-personal-facts", "capture-preferences", "capture-relationships"})
 DERIVED = (MemoryType.SEMANTIC, MemoryType.REFINED, MemoryType.PROCEDURAL)
 ATTEMPTS = 5  # plans per commit when concurrent writes keep changing the scope
+MERGE_NEIGHBOURS = 10  # nearest memories of the same type looked up in the vector index per changed memory
+MERGE_BATCH = 256  # changed memories embedded (or taken from the writer's cache) at a time
+MARK_SLACK = timedelta(minutes=5)  # changes this far behind the merge mark are compared again (clock skew)
 ACTOR = "lifecycle"
 TURN_BATCH = 200  # episodes whose turns one query loads
 
@@ -74,9 +78,12 @@ def structural(cube: MemoryCube) -> bool:
     return bool(cube.metadata.get(DIGEST_KEY) or cube.metadata.get(PROFILE_KEY))
 
 
-def merge_groups(cubes: Sequence[MemoryCube], vectors: np.ndarray, threshold: float) -> list[list[int]]:
+def merge_groups(cubes: Sequence[MemoryCube], vectors: np.ndarray, threshold: float,
+                 extra: Sequence[tuple[int, int]] = (), block: int = 1024) -> list[list[int]]:
     """Indices of near-duplicates (same type, cosine >= threshold, transitively), oldest first;
-    only groups of two or more."""
+    only groups of two or more. `vectors` are the first `len(vectors)` cubes' (unit rows), compared
+    with each other `block` rows at a time (memory grows with block x n, not n x n); `extra`: pairs
+    known to be near (found in the vector index), which may name the cubes without vectors."""
     n = len(cubes)
     parent = list(range(n))
 
@@ -86,11 +93,17 @@ def merge_groups(cubes: Sequence[MemoryCube], vectors: np.ndarray, threshold: fl
             i = parent[i]
         return i
 
-    if n > 1:
-        sims = vectors @ vectors.T
-        for i, j in zip(*np.nonzero(np.triu(sims >= threshold, k=1)), strict=True):
-            if cubes[int(i)].type is cubes[int(j)].type:
-                parent[root(int(i))] = root(int(j))
+    def join(i: int, j: int) -> None:
+        if cubes[i].type is cubes[j].type:
+            parent[root(i)] = root(j)
+
+    for lo in range(0, len(vectors) if len(vectors) > 1 else 0, block):
+        sims = vectors[lo:lo + block] @ vectors.T
+        for i, j in zip(*np.nonzero(sims >= threshold), strict=True):
+            if lo + int(i) < int(j):
+                join(lo + int(i), int(j))
+    for i, j in extra:
+        join(i, j)
     groups: dict[int, list[int]] = {}
     for i in range(n):
         groups.setdefault(root(i), []).append(i)
@@ -274,25 +287,65 @@ class Consolidator:
     def merge_job(self, job: Job, ctx: JobContext) -> dict[str, Any]:
         return self.merge_scope(job.tenant, str(job.request["user_id"]), ctx)
 
-    def merge_scope(self, tenant: str, user_id: str, ctx: JobContext | None = None) -> dict[str, Any]:
+    def merge_scope(self, tenant: str, user_id: str, ctx: JobContext | None = None, *,
+                    full: bool = False) -> dict[str, Any]:
+        """Merge the near-duplicates among the scope's active derived memories. Only what changed
+        since the scope's mark (`scopes.merged_through`, less `MARK_SLACK`) is compared: with each
+        other directly, and with the rest of the scope through the vector index (its `MERGE_NEIGHBOURS`
+        nearest of the same type); pairs of unchanged memories were compared by an earlier run. The
+        mark then moves to the newest change compared, in the commit that merges (or, with nothing
+        to merge, only while the scope is still at the version read). `full`, or no mark yet (a new
+        scope, an import), compares every active derived memory the same way."""
         for _ in range(ATTEMPTS):
             version = self.records.scope_version(tenant, user_id)
-            cubes = [c for c in self.records.iter_memories(tenant, user_id)
-                     if c.status is MemoryStatus.ACTIVE and c.type in DERIVED and not structural(c)]
-            if ctx is not None:
-                ctx.check()
-            vectors = self.vectors_of(cubes) if cubes else np.zeros((0, 1), np.float32)
-            groups = merge_groups(cubes, vectors, self.config.merge_threshold)
+            mark = None if full else self.records.merge_mark(tenant, user_id)
+            since = mark - MARK_SLACK if mark is not None else None
+            changed = [c for c in self.records.changed_memories(tenant, user_id, since, DERIVED) if not structural(c)]
+            through = max([c.updated_at for c in changed] + ([mark] if mark is not None else []), default=None)
+            groups = self._near_duplicates(tenant, user_id, changed, ctx)
             if not groups:
-                return {"merged": 0, "groups": 0}
+                if through is not None and through != mark:
+                    with self.records.unit_of_work() as uow:
+                        uow.set_merge_mark(tenant, user_id, through, expected=version)
+                return {"merged": 0, "groups": 0, "compared": len(changed)}
             try:
-                merged = self._commit_merge(tenant, user_id, version, [[cubes[i] for i in g] for g in groups])
+                merged = self._commit_merge(tenant, user_id, version, groups, through)
             except ScopeChanged:
                 continue
-            return {"merged": merged, "groups": len(groups)}
+            return {"merged": merged, "groups": len(groups), "compared": len(changed)}
         raise ScopeChanged(f"user {user_id} kept changing while near-duplicates were merged")
 
-    def _commit_merge(self, tenant: str, user_id: str, version: int | None, groups: list[list[MemoryCube]]) -> int:
+    def _near_duplicates(self, tenant: str, user_id: str, changed: list[MemoryCube],
+                         ctx: JobContext | None) -> list[list[MemoryCube]]:
+        """Groups of near-duplicates that hold at least one changed memory, oldest first."""
+        if not changed:
+            return []
+        threshold = self.config.merge_threshold
+        index = {c.id: i for i, c in enumerate(changed)}
+        pairs: list[tuple[str, str]] = []
+        vectors: list[np.ndarray] = []
+        for lo in range(0, len(changed), MERGE_BATCH):
+            if ctx is not None:
+                ctx.check()
+            batch = changed[lo:lo + MERGE_BATCH]
+            vecs = self.vectors_of(batch)
+            vectors.append(vecs)
+            for cube, vec in zip(batch, vecs, strict=True):
+                flt = VectorFilter(tenant=tenant, user_id=user_id, types=[cube.type], statuses=[MemoryStatus.ACTIVE])
+                pairs += [(cube.id, hit) for hit, score in self.indexer.vectors.search(vec.tolist(), flt, MERGE_NEIGHBOURS)
+                          if hit != cube.id and score >= threshold]
+        others = [i for i in dict.fromkeys(b for _, b in pairs) if i not in index]
+        cubes = list(changed)
+        for cube in self.records.get_memories(tenant, others):  # the index's view may lag: SQL decides
+            if cube.status is MemoryStatus.ACTIVE and cube.type in DERIVED and not structural(cube):
+                index[cube.id] = len(cubes)
+                cubes.append(cube)
+        extra = [(index[a], index[b]) for a, b in pairs if b in index]
+        groups = merge_groups(cubes, np.concatenate(vectors), threshold, extra) if cubes else []
+        return [[cubes[i] for i in g] for g in groups]
+
+    def _commit_merge(self, tenant: str, user_id: str, version: int | None, groups: list[list[MemoryCube]],
+                      through: datetime | None) -> int:
         now = utcnow()
         saves: list[tuple[MemoryCube, ChangeKind]] = []
         for group in groups:
@@ -314,6 +367,8 @@ class Consolidator:
             uow.guard_scope(tenant, user_id, version)
             for cube, change in saves:
                 uow.save_memory(cube, change, actor=ACTOR)
+            if through is not None:
+                uow.set_merge_mark(tenant, user_id, through, expected=None)
             uow.enqueue(entries)
             uow.log([EventLog(tenant=tenant, user_id=user_id, kind="lifecycle.merge", actor=ACTOR, payload={
                 "groups": [[c.id for c in g] for g in groups]})])

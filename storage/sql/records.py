@@ -182,25 +182,26 @@ class SqlRecordStore(JobRows, EpisodeRows):
         last = cubes[query.limit - 1]
         return Page(items=cubes[: query.limit], next_cursor=_encode_cursor([last.created_at.isoformat(), last.id]))
 
-    def _oldest_first(self, columns: Sequence[Any], conds: Sequence[ColumnElement[bool]]) -> Iterator[list[Row[Any]]]:
-        """Pages of `CHUNK` memory rows (`columns` must include created_at and id), oldest first by
-        (created_at, id), each read in its own short transaction."""
+    def _oldest_first(self, columns: Sequence[Any], conds: Sequence[ColumnElement[bool]],
+                      by: str = "created_at") -> Iterator[list[Row[Any]]]:
+        """Pages of `CHUNK` memory rows (`columns` must include `by` and id), oldest first by (`by`, id),
+        each read in its own short transaction; `by` is created_at or updated_at (both indexed per scope)."""
         m = t.memories
+        col = m.c[by]
         after: tuple[datetime, str] | None = None
         while True:
             page = list(conds)
             if after is not None:
                 # `created_at >= …` beside the OR lets SQLite seek the index to the page's start; with the OR
                 # alone it walked the scope from its first row on every page (quadratic: minutes at 1M)
-                page += [m.c.created_at >= after[0],
-                         or_(m.c.created_at > after[0], and_(m.c.created_at == after[0], m.c.id > after[1]))]
-            stmt = select(*columns).where(*page).order_by(m.c.created_at, m.c.id).limit(CHUNK)
+                page += [col >= after[0], or_(col > after[0], and_(col == after[0], m.c.id > after[1]))]
+            stmt = select(*columns).where(*page).order_by(col, m.c.id).limit(CHUNK)
             with self._read() as conn:
                 rows = list(conn.execute(stmt))
             yield rows
             if len(rows) < CHUNK:
                 return
-            after = (rows[-1].created_at, rows[-1].id)
+            after = (getattr(rows[-1], by), rows[-1].id)
 
     def iter_memories(self, tenant: str, user_id: str | None = None) -> Iterator[MemoryCube]:
         """All cubes of the tenant (or scope), oldest first, fetched in batches (no open transaction)."""
@@ -210,6 +211,24 @@ class SqlRecordStore(JobRows, EpisodeRows):
             conds.append(m.c.user_id == user_id)
         for rows in self._oldest_first([m], conds):
             yield from (_cube(r) for r in rows)
+
+    def changed_memories(self, tenant: str, user_id: str, since: datetime | None,
+                         types: Sequence[MemoryType]) -> Iterator[MemoryCube]:
+        m = t.memories
+        conds: list[ColumnElement[bool]] = [m.c.tenant == tenant, m.c.user_id == user_id,
+                                             m.c.status == MemoryStatus.ACTIVE.value,
+                                             m.c.type.in_([x.value for x in types])]
+        if since is not None:
+            conds.append(m.c.updated_at > since)
+        for rows in self._oldest_first([m], conds, by="updated_at"):
+            yield from (_cube(r) for r in rows)
+
+    def merge_mark(self, tenant: str, user_id: str) -> datetime | None:
+        sc = t.scopes
+        with self._read() as conn:
+            return conn.execute(
+                select(sc.c.merged_through).where(sc.c.tenant == tenant, sc.c.user_id == user_id)
+            ).scalar_one_or_none()
 
     def memory_states(self, tenant: str, ids: Sequence[str]) -> dict[str, tuple[str, str]]:
         m = t.memories

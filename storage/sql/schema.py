@@ -120,6 +120,8 @@ memories = Table(
     # an episode's turns, a turn's temporal neighbours
     Index(None, "tenant", "user_id", "episode"),
     Index(None, "tenant", "user_id", "turn"),
+    # what changed in a scope since a mark (the merge job)
+    Index(None, "tenant", "user_id", "updated_at"),
 )
 
 memory_versions = Table(
@@ -163,6 +165,8 @@ scopes = Table(
     Column("user_id", String(), nullable=False),
     Column("version", BigInteger(), nullable=False),
     Column("graph_version", BigInteger(), nullable=False),
+    # the merge job compared every active derived memory changed up to here (memsvc.lifecycle.consolidate)
+    Column("merged_through", UTCDateTime()),
     PrimaryKeyConstraint("tenant", "user_id"),
 )
 

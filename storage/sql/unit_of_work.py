@@ -60,6 +60,9 @@ class SqlUnitOfWork:
         other row is touched; a mismatch raises `ScopeChanged` and nothing commits."""
         self._stage(partial(_guard_scope, tenant, user_id, expected))
 
+    def set_merge_mark(self, tenant: str, user_id: str, at: datetime | None, *, expected: int | None) -> None:
+        self._stage(partial(_set_merge_mark, tenant, user_id, at, expected))
+
     def touch_scope(self, tenant: str, user_id: str) -> None:
         """Bump the scope's version (creating its row), whatever it was."""
         self._stage(partial(_touch_scope, tenant, user_id))
@@ -164,6 +167,14 @@ def _guard_scope(tenant: str, user_id: str, expected: int | None, conn: Connecti
             .values(version=s.c.version + 1)
     if conn.execute(stmt).rowcount != 1:
         raise ScopeChanged(f"user {user_id} changed while this write was planned")
+
+
+def _set_merge_mark(tenant: str, user_id: str, at: datetime | None, expected: int | None, conn: Connection) -> None:
+    s = t.scopes
+    mine = [s.c.tenant == tenant, s.c.user_id == user_id]
+    if expected is not None:
+        mine.append(s.c.version == expected)
+    conn.execute(update(s).where(*mine).values(merged_through=at))
 
 
 def _touch_scope(tenant: str, user_id: str, conn: Connection) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from api.cli import app
@@ -72,3 +73,18 @@ def test_keys_create_prints_the_key_alone_on_the_last_line(tmp_path: Path) -> No
     out = invoke("keys", "create", "--tenant", "demo", "--admin", "--data-dir", str(tmp_path))
     key = out.strip().splitlines()[-1]
     assert key.startswith("msk_") and " " not in key
+
+
+def test_an_import_with_an_id_that_is_not_a_uuid_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    from memsvc.errors import InvalidInput
+
+    good = {"kind": "memory", "id": "00000000-0000-4000-8000-000000000001", "user_id": "alice", "type": "semantic",
+            "content": "Alice lives in Berlin.", "source_ids": []}
+    os_ = build_memory_os(make_settings(tmp_path))
+    try:
+        with pytest.raises(InvalidInput, match="not a UUID"):
+            os_.import_records("t", [good, {**good, "id": "berlin-fact"}])
+        assert list(os_.records.iter_memories("t")) == []
+        assert os_.import_records("t", [good]) == 1
+    finally:
+        os_.close()

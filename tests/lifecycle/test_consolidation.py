@@ -22,7 +22,7 @@ from memsvc.models import (
     MemoryType,
 )
 from memsvc.ports import MemoryQuery
-from memsvc.schemas import MessageIn, SearchRequest, WriteRequest
+from memsvc.schemas import MemoryPatch, MessageIn, SearchRequest, WriteRequest
 
 T0 = datetime(2023, 5, 8, 13, 0, tzinfo=UTC)
 HIKE = ["We planned a hiking trip to the Alps in June.", "The Alps hike takes three days.",
@@ -100,7 +100,45 @@ def test_near_duplicates_merge_into_the_oldest_with_sources_unioned(memory_os: M
         if c.id != canonical.id:
             assert memory_os.get("t", c.id).superseded_by == canonical.id
     assert [v.change.value for v in memory_os.history("t", canonical.id)][-1] == "update"
-    assert memory_os.lifecycle.merge_scope("t", "ann") == {"merged": 0, "groups": 0}
+    again = memory_os.lifecycle.merge_scope("t", "ann")
+    assert (again["merged"], again["groups"]) == (0, 0)
+
+
+F_BERLIN, F_JAZZ, F_CAT, F_CAT2 = (f"00000000-0000-4000-8000-{i:012d}" for i in range(1, 5))
+
+
+def fact(memory_id: str, content: str, at: datetime) -> dict:  # type: ignore[type-arg]
+    """A semantic memory as `memsvc export` writes it (what `import_records` reads)."""
+    return {"kind": "memory", "id": memory_id, "user_id": "ann", "type": "semantic", "content": content,
+            "source_ids": [], "created_at": at.isoformat(), "updated_at": at.isoformat(), "importance": 0.5,
+            "version": 1, "status": "active", "metadata": {}, "access_count": 0}
+
+
+def test_merging_compares_what_changed_since_its_mark_against_the_whole_scope(memory_os: MemoryOS) -> None:
+    """After a run, only memories changed since its mark are compared; an old memory that a changed
+    one now duplicates is found through the vector index and merged with it."""
+    memory_os.import_records("t", [fact(F_BERLIN, "I moved to Berlin in May 2023.", T0),
+                                   fact(F_JAZZ, "I love listening to jazz on Sundays.", T0 + timedelta(hours=1)),
+                                   fact(F_CAT, "My cat Miso sleeps on the keyboard.", T0 + timedelta(hours=2))])
+    first = memory_os.lifecycle.merge_scope("t", "ann")
+    assert (first["merged"], first["compared"]) == (0, 3)  # no mark yet: the whole scope
+    assert memory_os.records.merge_mark("t", "ann") == T0 + timedelta(hours=2)
+    again = memory_os.lifecycle.merge_scope("t", "ann")
+    assert (again["merged"], again["compared"]) == (0, 1)  # only what lies within the slack behind the mark
+    # the jazz fact is edited into a near-duplicate of the Berlin fact: only it has changed
+    memory_os.update("t", F_JAZZ, MemoryPatch(content="I moved to Berlin in May 2023!"))
+    merged = memory_os.lifecycle.merge_scope("t", "ann")
+    assert (merged["merged"], merged["groups"], merged["compared"]) == (1, 1, 2)  # the edit, and the cat in the slack
+    assert memory_os.get("t", F_JAZZ).superseded_by == F_BERLIN  # the older one is canonical
+    assert memory_os.get("t", F_BERLIN).metadata[MERGED_KEY] == [F_JAZZ]
+    mark = memory_os.records.merge_mark("t", "ann")
+    assert mark is not None and mark > T0 + timedelta(hours=2)  # the edit's time
+    assert memory_os.lifecycle.merge_scope("t", "ann", full=True)["merged"] == 0
+    # an import may bring older memories: it clears the mark, so the next run compares the whole scope
+    memory_os.import_records("t", [fact(F_CAT2, "My cat Miso sleeps on the keyboard!", T0 - timedelta(days=1))])
+    assert memory_os.records.merge_mark("t", "ann") is None
+    last = memory_os.lifecycle.merge_scope("t", "ann")
+    assert last["merged"] == 1 and memory_os.get("t", F_CAT).superseded_by == F_CAT2
 
 
 def test_the_profile_follows_supersession_and_is_rebuilt_only_on_change(memory_os: MemoryOS) -> None:
