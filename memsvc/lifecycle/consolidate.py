@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import numpy as np
@@ -66,7 +66,7 @@ DERIVED = (MemoryType.SEMANTIC, MemoryType.REFINED, MemoryType.PROCEDURAL)
 ATTEMPTS = 5  # plans per commit when concurrent writes keep changing the scope
 MERGE_NEIGHBOURS = 10  # nearest memories of the same type looked up in the vector index per changed memory
 MERGE_BATCH = 256  # changed memories embedded (or taken from the writer's cache) at a time
-MARK_SLACK = timedelta(minutes=5)  # changes this far behind the merge mark are compared again (clock skew)
+MARK_SLACK = timedelta(seconds=60)  # changes this far behind the merge mark are compared again (clock skew)
 ACTOR = "lifecycle"
 TURN_BATCH = 200  # episodes whose turns one query loads
 
@@ -293,23 +293,23 @@ class Consolidator:
         since the scope's mark (`scopes.merged_through`, less `MARK_SLACK`) is compared: with each
         other directly, and with the rest of the scope through the vector index (its `MERGE_NEIGHBOURS`
         nearest of the same type); pairs of unchanged memories were compared by an earlier run. The
-        mark then moves to the newest change compared, in the commit that merges (or, with nothing
-        to merge, only while the scope is still at the version read). `full`, or no mark yet (a new
-        scope, an import), compares every active derived memory the same way."""
+        mark then moves to now, in the commit that merges (which guards the scope version read) or,
+        with nothing to merge, only while the scope is still at that version: no change can have
+        committed unseen in between. The slack covers the clocks of other nodes. `full`, or no mark
+        yet (a new scope, an import), compares every active derived memory the same way."""
         for _ in range(ATTEMPTS):
             version = self.records.scope_version(tenant, user_id)
             mark = None if full else self.records.merge_mark(tenant, user_id)
             since = mark - MARK_SLACK if mark is not None else None
             changed = [c for c in self.records.changed_memories(tenant, user_id, since, DERIVED) if not structural(c)]
-            through = max([c.updated_at for c in changed] + ([mark] if mark is not None else []), default=None)
             groups = self._near_duplicates(tenant, user_id, changed, ctx)
             if not groups:
-                if through is not None and through != mark:
+                if changed or mark is None:
                     with self.records.unit_of_work() as uow:
-                        uow.set_merge_mark(tenant, user_id, through, expected=version)
+                        uow.set_merge_mark(tenant, user_id, utcnow(), expected=version)
                 return {"merged": 0, "groups": 0, "compared": len(changed)}
             try:
-                merged = self._commit_merge(tenant, user_id, version, groups, through)
+                merged = self._commit_merge(tenant, user_id, version, groups)
             except ScopeChanged:
                 continue
             return {"merged": merged, "groups": len(groups), "compared": len(changed)}
@@ -344,8 +344,7 @@ class Consolidator:
         groups = merge_groups(cubes, np.concatenate(vectors), threshold, extra) if cubes else []
         return [[cubes[i] for i in g] for g in groups]
 
-    def _commit_merge(self, tenant: str, user_id: str, version: int | None, groups: list[list[MemoryCube]],
-                      through: datetime | None) -> int:
+    def _commit_merge(self, tenant: str, user_id: str, version: int | None, groups: list[list[MemoryCube]]) -> int:
         now = utcnow()
         saves: list[tuple[MemoryCube, ChangeKind]] = []
         for group in groups:
@@ -367,8 +366,7 @@ class Consolidator:
             uow.guard_scope(tenant, user_id, version)
             for cube, change in saves:
                 uow.save_memory(cube, change, actor=ACTOR)
-            if through is not None:
-                uow.set_merge_mark(tenant, user_id, through, expected=None)
+            uow.set_merge_mark(tenant, user_id, now, expected=None)  # its own changes need no comparing again
             uow.enqueue(entries)
             uow.log([EventLog(tenant=tenant, user_id=user_id, kind="lifecycle.merge", actor=ACTOR, payload={
                 "groups": [[c.id for c in g] for g in groups]})])

@@ -122,17 +122,18 @@ def test_merging_compares_what_changed_since_its_mark_against_the_whole_scope(me
                                    fact(F_CAT, "My cat Miso sleeps on the keyboard.", T0 + timedelta(hours=2))])
     first = memory_os.lifecycle.merge_scope("t", "ann")
     assert (first["merged"], first["compared"]) == (0, 3)  # no mark yet: the whole scope
-    assert memory_os.records.merge_mark("t", "ann") == T0 + timedelta(hours=2)
+    mark = memory_os.records.merge_mark("t", "ann")
+    assert mark is not None and mark > datetime.now(UTC) - timedelta(minutes=1)  # when it ran
     again = memory_os.lifecycle.merge_scope("t", "ann")
-    assert (again["merged"], again["compared"]) == (0, 1)  # only what lies within the slack behind the mark
+    assert (again["merged"], again["compared"]) == (0, 0)  # the imported facts are older than the mark
     # the jazz fact is edited into a near-duplicate of the Berlin fact: only it has changed
     memory_os.update("t", F_JAZZ, MemoryPatch(content="I moved to Berlin in May 2023!"))
     merged = memory_os.lifecycle.merge_scope("t", "ann")
-    assert (merged["merged"], merged["groups"], merged["compared"]) == (1, 1, 2)  # the edit, and the cat in the slack
+    assert (merged["merged"], merged["groups"], merged["compared"]) == (1, 1, 1)
     assert memory_os.get("t", F_JAZZ).superseded_by == F_BERLIN  # the older one is canonical
     assert memory_os.get("t", F_BERLIN).metadata[MERGED_KEY] == [F_JAZZ]
-    mark = memory_os.records.merge_mark("t", "ann")
-    assert mark is not None and mark > T0 + timedelta(hours=2)  # the edit's time
+    later = memory_os.records.merge_mark("t", "ann")
+    assert later is not None and later > mark  # moved by the merging commit
     assert memory_os.lifecycle.merge_scope("t", "ann", full=True)["merged"] == 0
     # an import may bring older memories: it clears the mark, so the next run compares the whole scope
     memory_os.import_records("t", [fact(F_CAT2, "My cat Miso sleeps on the keyboard!", T0 - timedelta(days=1))])
