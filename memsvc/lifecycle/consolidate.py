@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -76,6 +76,12 @@ VectorsOf = Callable[[Sequence[MemoryCube]], np.ndarray]
 def structural(cube: MemoryCube) -> bool:
     """A digest or a profile: consolidation output, never merged or listed in a profile itself."""
     return bool(cube.metadata.get(DIGEST_KEY) or cube.metadata.get(PROFILE_KEY))
+
+
+def merged_at(cube: MemoryCube, mark: datetime | None) -> bool:
+    """The canonical memory of a merge committed at `mark`: its text is unchanged, and its pairs were
+    all compared by that run, so the next run (within the slack) need not compare it again."""
+    return mark is not None and cube.updated_at == mark and MERGED_KEY in cube.metadata
 
 
 def merge_groups(cubes: Sequence[MemoryCube], vectors: np.ndarray, threshold: float,
@@ -301,7 +307,8 @@ class Consolidator:
             version = self.records.scope_version(tenant, user_id)
             mark = None if full else self.records.merge_mark(tenant, user_id)
             since = mark - MARK_SLACK if mark is not None else None
-            changed = [c for c in self.records.changed_memories(tenant, user_id, since, DERIVED) if not structural(c)]
+            changed = [c for c in self.records.changed_memories(tenant, user_id, since, DERIVED)
+                       if not structural(c) and not merged_at(c, mark)]
             groups = self._near_duplicates(tenant, user_id, changed, ctx)
             if not groups:
                 if changed or mark is None:
@@ -438,5 +445,5 @@ class Consolidator:
                 self.jobs.wait_idle(timeout_s, kind=kind)
 
 
-__all__ = ["DIGEST_JOB", "JOB_KINDS", "MERGE_JOB", "PROFILE_JOB", "SWEEP_JOB", "Consolidator", "merge_groups",
+__all__ = ["DIGEST_JOB", "JOB_KINDS", "MERGE_JOB", "PROFILE_JOB", "SWEEP_JOB", "Consolidator", "merge_groups", "merged_at",
            "profile_content", "structural"]

@@ -134,6 +134,7 @@ def test_merging_compares_what_changed_since_its_mark_against_the_whole_scope(me
     assert memory_os.get("t", F_BERLIN).metadata[MERGED_KEY] == [F_JAZZ]
     later = memory_os.records.merge_mark("t", "ann")
     assert later is not None and later > mark  # moved by the merging commit
+    assert memory_os.lifecycle.merge_scope("t", "ann")["compared"] == 0  # the merge's own update is not a change
     assert memory_os.lifecycle.merge_scope("t", "ann", full=True)["merged"] == 0
     # an import may bring older memories: it clears the mark, so the next run compares the whole scope
     memory_os.import_records("t", [fact(F_CAT2, "My cat Miso sleeps on the keyboard!", T0 - timedelta(days=1))])
