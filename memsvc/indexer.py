@@ -62,7 +62,12 @@ def payload_of(cube: MemoryCube) -> VectorPayload:
 
 def indexed(cube: MemoryCube) -> bool:
     """Whether the cube belongs in the derived stores (every status but deleted)."""
-    return cube.status is not MemoryStatus.DELETED
+    return indexed_status(cube.status.value)
+
+
+def indexed_status(status: str) -> bool:
+    """`indexed` for a stored status alone (what reconciliation reads instead of whole memories)."""
+    return status != MemoryStatus.DELETED.value
 
 
 class Indexer:

@@ -24,15 +24,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from memsvc.indexer import Indexer, indexed, payload_of
+from memsvc.indexer import Indexer, indexed, indexed_status, payload_of
 from memsvc.jobs import JobContext
-from memsvc.models import Job, MemoryStatus, OutboxEntry, OutboxOp
+from memsvc.models import Job, OutboxEntry, OutboxOp
 from memsvc.ports import GraphStore, RecordStore, VectorFilter, VectorIndex
 
 log = logging.getLogger(__name__)
 
 RECONCILE_JOB = "reconcile"
-DELETED = MemoryStatus.DELETED.value
 PAGE = 500
 
 
@@ -94,7 +93,7 @@ class Reconciler:
         while True:
             page, cursor = self.vectors.scan(VectorFilter(tenant=tenant), PAGE, cursor)
             result.points_scanned += len(page)
-            held = {i: s for i, s in self.records.memory_states(tenant, [p.id for p in page]).items() if s[0] != DELETED}
+            held = {i: s for i, s in self.records.memory_states(tenant, [p.id for p in page]).items() if indexed_status(s[0])}
             busy = self._in_flight()
             orphans = [p.id for p in page if p.id not in busy and p.id not in held]
             drifted = [p.id for p in page if p.id in held and p.id not in busy and (p.status, p.user_id) != held[p.id]]
@@ -112,7 +111,7 @@ class Reconciler:
         batch: list[tuple[str, str]] = []
         for memory_id, status, user_id in self.records.iter_memory_states(tenant):
             result.memories_scanned += 1
-            if status != DELETED:
+            if indexed_status(status):
                 batch.append((memory_id, user_id))
             if len(batch) >= PAGE:
                 self._index_missing(tenant, batch, result)
@@ -138,7 +137,7 @@ class Reconciler:
             if not snap.memory_ids:
                 continue
             busy = self._in_flight()
-            held = {i for i, (status, _) in self.records.memory_states(tenant, snap.memory_ids).items() if status != DELETED}
+            held = {i for i, (status, _) in self.records.memory_states(tenant, snap.memory_ids).items() if indexed_status(status)}
             orphans = [m for m in snap.memory_ids if m not in held and m not in busy]
             if orphans:
                 self.graph.delete_memories(tenant, orphans)

@@ -348,7 +348,7 @@ class Consolidator:
                 index[cube.id] = len(cubes)
                 cubes.append(cube)
         extra = [(index[a], index[b]) for a, b in pairs if b in index]
-        groups = merge_groups(cubes, np.concatenate(vectors), threshold, extra) if cubes else []
+        groups = merge_groups(cubes, np.concatenate(vectors), threshold, extra)
         return [[cubes[i] for i in g] for g in groups]
 
     def _commit_merge(self, tenant: str, user_id: str, version: int | None, groups: list[list[MemoryCube]]) -> int:

@@ -192,7 +192,7 @@ class SqlRecordStore(JobRows, EpisodeRows):
         while True:
             page = list(conds)
             if after is not None:
-                # `created_at >= …` beside the OR lets SQLite seek the index to the page's start; with the OR
+                # `by >= …` beside the OR lets SQLite seek the index to the page's start; with the OR
                 # alone it walked the scope from its first row on every page (quadratic: minutes at 1M)
                 page += [col >= after[0], or_(col > after[0], and_(col == after[0], m.c.id > after[1]))]
             stmt = select(*columns).where(*page).order_by(col, m.c.id).limit(CHUNK)
