@@ -1,4 +1,4 @@
-"""The merge job at scale: one user scope with N derived (semantic) memories, after a restart.
+"""The merge and profile jobs at scale: one user scope with N derived (semantic) memories, after a restart.
 
     MEMSVC_JOBS__KIND=inprocess MEMSVC_JOBS__WORKERS=0 python benchmarks/merge.py --sizes 5000,20000 --cache eval-out/scale-cache
 
@@ -6,7 +6,8 @@ The scope is filled through the bulk path of `scale.py` (its generated notes and
 semantic memories. A new process then runs the merge job twice: first on the whole scope (nothing
 compared yet), then after `--new` more memories arrive, a tenth of them near-copies of old ones.
 Prints seconds and the process's peak RSS per run; the second run is what every digest's merge job
-costs once a scope is large.
+costs once a scope is large. Then the profile job, twice (it builds the profile, then finds it
+unchanged): every memory is a fact of a profile skill with its own importance, the worst case for it.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ def put(os_: MemoryOS, texts: list[str], vecs: list[list[float]], first: int, no
         for k in range(lo, min(lo + 2000, len(texts))):
             when = utcnow() if now else T0 + timedelta(minutes=11 * (first + k))
             cubes.append(MemoryCube(tenant=TENANT, user_id=USER, type=MemoryType.SEMANTIC, content=texts[k],
-                                    created_at=when, updated_at=when, importance=0.5,
-                                    embedding_model=os_.embedder.model_name, written_by="bench-bulk"))
+                                    created_at=when, updated_at=when, importance=(first + k) * 7919 % 10007 / 10007,
+                                    embedding_model=os_.embedder.model_name, written_by="capture-personal-facts"))
         with os_.records.unit_of_work() as uow:
             uow.touch_scope(TENANT, USER)
             uow.insert_memories(cubes)
@@ -86,6 +87,11 @@ def main() -> None:
             second = os_.lifecycle.merge_scope(TENANT, USER)
             row.update(second_s=round(time.perf_counter() - t, 2), second_merged=second["merged"],
                        rss_mb_second=peak_mb())
+            for run in ("profile_s", "profile_again_s"):
+                t = time.perf_counter()
+                os_.lifecycle.profile_scope(TENANT, USER)
+                row[run] = round(time.perf_counter() - t, 3)
+            row["rss_mb_profile"] = peak_mb()
         finally:
             os_.close()
         print(json.dumps(row), flush=True)

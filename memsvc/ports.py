@@ -137,6 +137,10 @@ class RecordStore(Protocol):
         """Active cubes of `types` in the scope updated after `since` (all of them for None), by
         `updated_at`, fetched in batches: what the merge job compares since its last mark."""
 
+    def ranked_memories(self, tenant: str, user_id: str, written_by: Sequence[str], limit: int) -> list[MemoryCube]:
+        """The scope's active memories written by these skills, at most `limit`: the most important
+        first, then the newest by `valid_from` (else `created_at`), then by id (the profile's order)."""
+
     def merge_mark(self, tenant: str, user_id: str) -> datetime | None:
         """Up to when the merge job has compared the scope's memories (`UnitOfWork.set_merge_mark`)."""
 
@@ -263,9 +267,11 @@ class RecordStore(Protocol):
     def episodes(self, tenant: str, user_id: str, numbers: Sequence[int] | None = None) -> list[Episode]:
         """The scope's episodes (those numbered `numbers`, else all), in order."""
 
-    def undigested_episodes(self, idle_before: datetime, limit: int = 500) -> list[Episode]:
-        """Episodes, across tenants, with turns no digest covers yet that are closed or were last
-        written before `idle_before`; oldest first."""
+    def undigested_episodes(self, idle_before: datetime, limit: int = 500, *,
+                            scope: tuple[str, str] | None = None) -> list[Episode]:
+        """Episodes with turns no digest covers yet that are closed or were last written before
+        `idle_before`: across tenants, oldest first; or of one (tenant, user) `scope`, in order.
+        Indexed: the cost follows the episodes waiting, not the scope's size."""
 
     def episode_turns(self, tenant: str, user_id: str, episodes: Sequence[int]) -> list[MemoryCube]:
         """The active episodic turns of these episodes, in stream order."""

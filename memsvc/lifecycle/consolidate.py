@@ -69,6 +69,7 @@ MERGE_BATCH = 256  # changed memories embedded (or taken from the writer's cache
 MARK_SLACK = timedelta(seconds=60)  # changes this far behind the merge mark are compared again (clock skew)
 ACTOR = "lifecycle"
 TURN_BATCH = 200  # episodes whose turns one query loads
+PROFILE_SEEK = 4  # the profile job reads this many times the profile's size of top facts (and grows it so)
 
 VectorsOf = Callable[[Sequence[MemoryCube]], np.ndarray]
 
@@ -201,10 +202,10 @@ class Consolidator:
         """Digest every waiting episode of the scope, one commit each; then queue merge and profile."""
         idle_before = utcnow() + timedelta(seconds=1) if idle else utcnow() - timedelta(seconds=self.config.idle_s)
         written = noops = 0
-        waiting = [ep for ep in self.records.episodes(tenant, user_id)
-                   if ep.digest_turns != ep.turns and (ep.closed_at is not None or ep.updated_at < idle_before)]
-        for start in range(0, len(waiting), TURN_BATCH):
-            batch = waiting[start:start + TURN_BATCH]
+        done: set[tuple[int, int]] = set()  # (episode, turns) tried: a rerun of the query never repeats one
+        while batch := [ep for ep in self.records.undigested_episodes(idle_before, TURN_BATCH, scope=(tenant, user_id))
+                        if (ep.episode, ep.turns) not in done]:
+            done.update((ep.episode, ep.turns) for ep in batch)
             by_episode: dict[int, list[MemoryCube]] = {}
             for turn in self.records.episode_turns(tenant, user_id, [ep.episode for ep in batch]):
                 by_episode.setdefault(int(turn.metadata[EPISODE_KEY]), []).append(turn)
@@ -387,10 +388,10 @@ class Consolidator:
     def profile_scope(self, tenant: str, user_id: str) -> dict[str, Any]:
         for _ in range(ATTEMPTS):
             version = self.records.scope_version(tenant, user_id)
-            active = [c for c in self.records.iter_memories(tenant, user_id) if c.status is MemoryStatus.ACTIVE]
-            current = next((c for c in active if c.metadata.get(PROFILE_KEY)), None)
-            facts = [c for c in active if c.written_by in PROFILE_SKILLS and not structural(c)]
-            content, listed = profile_content(facts, self.config.profile_max_facts)
+            # the job is the only writer of memories written by ACTOR: the active one is the profile
+            current = next((c for c in self.records.ranked_memories(tenant, user_id, [ACTOR], 8)
+                            if c.metadata.get(PROFILE_KEY)), None)
+            content, listed = self._profile_of(tenant, user_id)
             if not content or (current is not None and current.content == content):
                 return {"profile": current.id if current else None, "changed": False}
             try:
@@ -399,6 +400,19 @@ class Consolidator:
                 continue
             return {"profile": new.id, "changed": True, "facts": len(listed)}
         raise ScopeChanged(f"user {user_id} kept changing while the profile was built")
+
+    def _profile_of(self, tenant: str, user_id: str) -> tuple[str, list[MemoryCube]]:
+        """The profile's text and facts, read from the top of the scope's facts (the most important
+        first, as the profile ranks them): a few times the profile's size, more only while one slot or
+        wording repeats so often that too few are left; never the whole scope."""
+        limit = self.config.profile_max_facts
+        fetch = limit * PROFILE_SEEK
+        while True:
+            ranked = self.records.ranked_memories(tenant, user_id, sorted(PROFILE_SKILLS), fetch)
+            content, listed = profile_content([c for c in ranked if not structural(c)], limit)
+            if len(listed) == limit or len(ranked) < fetch:
+                return content, listed
+            fetch *= PROFILE_SEEK
 
     def _commit_profile(self, tenant: str, user_id: str, version: int | None, content: str,
                         listed: list[MemoryCube], current: MemoryCube | None) -> MemoryCube:

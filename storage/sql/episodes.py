@@ -48,11 +48,17 @@ class EpisodeRows:
         with self._read() as conn:
             return [Episode.model_validate(r._mapping) for r in conn.execute(stmt)]
 
-    def undigested_episodes(self, idle_before: datetime, limit: int = 500) -> list[Episode]:
+    def undigested_episodes(self, idle_before: datetime, limit: int = 500, *,
+                            scope: tuple[str, str] | None = None) -> list[Episode]:
         e = t.episodes
-        stmt = select(e).where(
-            e.c.digest_turns != e.c.turns, or_(e.c.closed_at.is_not(None), e.c.updated_at < idle_before),
-        ).order_by(e.c.updated_at, e.c.tenant, e.c.user_id, e.c.episode).limit(limit)
+        # `digest_turns != turns` as the partial indexes state it, so both queries walk only those
+        stmt = select(e).where(e.c.digest_turns != e.c.turns,
+                               or_(e.c.closed_at.is_not(None), e.c.updated_at < idle_before))
+        if scope is None:
+            stmt = stmt.order_by(e.c.updated_at, e.c.tenant, e.c.user_id, e.c.episode)
+        else:
+            stmt = stmt.where(e.c.tenant == scope[0], e.c.user_id == scope[1]).order_by(e.c.episode)
+        stmt = stmt.limit(limit)
         with self._read() as conn:
             return [Episode.model_validate(r._mapping) for r in conn.execute(stmt)]
 

@@ -223,6 +223,15 @@ class SqlRecordStore(JobRows, EpisodeRows):
         for rows in self._oldest_first([m], conds, by="updated_at"):
             yield from (_cube(r) for r in rows)
 
+    def ranked_memories(self, tenant: str, user_id: str, written_by: Sequence[str], limit: int) -> list[MemoryCube]:
+        m = t.memories
+        stmt = select(m).where(
+            m.c.tenant == tenant, m.c.user_id == user_id, m.c.written_by.in_(list(written_by)),
+            m.c.status == MemoryStatus.ACTIVE.value,
+        ).order_by(m.c.importance.desc(), func.coalesce(m.c.valid_from, m.c.created_at).desc(), m.c.id).limit(limit)
+        with self._read() as conn:
+            return [_cube(r) for r in conn.execute(stmt)]
+
     def merge_mark(self, tenant: str, user_id: str) -> datetime | None:
         sc = t.scopes
         with self._read() as conn:

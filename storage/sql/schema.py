@@ -25,6 +25,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -122,6 +123,8 @@ memories = Table(
     Index(None, "tenant", "user_id", "turn"),
     # what changed in a scope since a mark (the merge job)
     Index(None, "tenant", "user_id", "updated_at"),
+    # a scope's memories by the skill that wrote them, most important first (the profile job)
+    Index(None, "tenant", "user_id", "written_by", "importance"),
 )
 
 memory_versions = Table(
@@ -191,6 +194,8 @@ episode_state = Table(
     PrimaryKeyConstraint("tenant", "user_id"),
 )
 
+UNDIGESTED = text("digest_turns != turns")  # an episode with turns no digest covers yet
+
 episodes = Table(
     "episodes",
     metadata,
@@ -207,7 +212,11 @@ episodes = Table(
     Column("digest_turns", Integer(), nullable=False),
     Column("updated_at", UTCDateTime(), nullable=False),
     PrimaryKeyConstraint("tenant", "user_id", "episode"),
-    Index(None, "digest_turns", "updated_at"),
+    # episodes waiting for a digest (a few per scope), oldest first (the sweep) and per scope (the job):
+    # partial, so neither query walks the episodes already digested
+    Index("ix_episodes_undigested_updated_at", "updated_at", sqlite_where=UNDIGESTED, postgresql_where=UNDIGESTED),
+    Index("ix_episodes_undigested_scope", "tenant", "user_id", "episode",
+          sqlite_where=UNDIGESTED, postgresql_where=UNDIGESTED),
 )
 
 api_keys = Table(

@@ -160,6 +160,24 @@ def test_the_profile_follows_supersession_and_is_rebuilt_only_on_change(memory_o
     assert "m2" in new.source_ids and "m0" not in new.source_ids
 
 
+def test_the_profile_reads_the_top_facts_and_reads_on_while_wordings_repeat(memory_os: MemoryOS) -> None:
+    """The job reads the most important facts, a few times the profile's size; when the top ones
+    repeat one wording it reads further, so the profile still lists `profile_max_facts` facts."""
+    memory_os.lifecycle.config.profile_max_facts = 2
+
+    def pref(i: int, content: str, importance: float) -> dict:  # type: ignore[type-arg]
+        return {**fact(f"00000000-0000-4000-9000-{i:012d}", content, T0 + timedelta(minutes=i)),
+                "importance": importance, "written_by": "capture-preferences"}
+
+    memory_os.import_records("t", [pref(i, "I love jazz.", 0.9) for i in range(12)]
+                             + [pref(20, "I live in Paris.", 0.8), pref(21, "I like tea.", 0.7),
+                                pref(22, "I play chess.", 0.1), {**pref(23, "I hate noise.", 0.95), "written_by": "other"}])
+    out = memory_os.lifecycle.profile_scope("t", "ann")
+    profile = memory_os.get("t", out["profile"])
+    assert profile.content == "I love jazz.\nI live in Paris."
+    assert out["facts"] == 2 and memory_os.lifecycle.profile_scope("t", "ann")["changed"] is False
+
+
 def test_jobs_run_on_the_runner_and_the_structured_presets_recall_through_episodes(memory_os: MemoryOS) -> None:
     write(memory_os, HIKE, 0, T0, "s1")
     write(memory_os, CAT, 6, T0 + timedelta(days=2), "s2")

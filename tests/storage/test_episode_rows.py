@@ -113,3 +113,65 @@ def test_a_turns_position_columns_follow_its_metadata(record_store: SqlRecordSto
         uow.save_memory(moved, ChangeKind.UPDATE)
     assert [c.id for c in record_store.episode_turns("acme", "alice", [3])] == ["t001"]
     assert record_store.episode_turns("acme", "alice", [0]) == []
+
+
+def test_undigested_episodes_of_one_scope(record_store: SqlRecordStore) -> None:
+    """The digest job asks for one scope's waiting episodes (closed, or idle), in order, and no others."""
+    later = datetime.now(UTC) + timedelta(seconds=5)
+    for user_id, n in (("alice", 4), ("bob", 2)):
+        state = EpisodeState(tenant="acme", user_id=user_id, episode=n - 1, turns=1, seq=n)
+        with record_store.unit_of_work() as uow:
+            uow.save_episodes(state, [Episode(tenant="acme", user_id=user_id, episode=i, turns=2, started_at=T0,
+                                              closed_at=T0 if i < n - 1 else None) for i in range(n)])
+    with record_store.unit_of_work() as uow:
+        uow.mark_digested("acme", "alice", 1, 2, "d1", expected=0)
+    assert [e.episode for e in record_store.undigested_episodes(T0, scope=("acme", "alice"))] == [0, 2]
+    assert [e.episode for e in record_store.undigested_episodes(later, scope=("acme", "alice"))] == [0, 2, 3]
+    assert [e.episode for e in record_store.undigested_episodes(later, 2, scope=("acme", "alice"))] == [0, 2]
+    assert [e.user_id for e in record_store.undigested_episodes(later, scope=("acme", "bob"))] == ["bob", "bob"]
+    assert record_store.undigested_episodes(later, scope=("other", "alice")) == []
+    assert len(record_store.undigested_episodes(later)) == 5
+
+
+def test_ranked_memories_follow_the_profiles_order(record_store: SqlRecordStore) -> None:
+    def fact(i: int, importance: float, written_by: str, *, status: MemoryStatus = MemoryStatus.ACTIVE,
+             valid_from: datetime | None = None, user_id: str = "alice") -> MemoryCube:
+        return MemoryCube(id=f"f{i}", tenant="acme", user_id=user_id, type=MemoryType.SEMANTIC, content=f"fact {i}",
+                          importance=importance, written_by=written_by, status=status, valid_from=valid_from,
+                          created_at=T0 + timedelta(minutes=i))
+    with record_store.unit_of_work() as uow:
+        uow.insert_memories([
+            fact(1, 0.5, "a"), fact(2, 0.9, "b"), fact(3, 0.5, "a", valid_from=T0 + timedelta(days=1)),
+            fact(4, 0.5, "a"), fact(5, 0.99, "c"), fact(6, 0.99, "a", status=MemoryStatus.SUPERSEDED),
+            fact(7, 0.99, "a", user_id="bob"),
+        ])
+    assert [c.id for c in record_store.ranked_memories("acme", "alice", ["a", "b"], 10)] == ["f2", "f3", "f4", "f1"]
+    assert [c.id for c in record_store.ranked_memories("acme", "alice", ["a", "b"], 2)] == ["f2", "f3"]
+    assert record_store.ranked_memories("acme", "alice", ["x"], 10) == []
+
+
+def test_consolidation_lookups_seek_an_index_instead_of_scanning(record_store: SqlRecordStore) -> None:
+    """The digest job's and the sweep's waiting episodes come from the partial indexes (only the
+    episodes not yet digested), the profile's facts from the (written_by, importance) index."""
+    if record_store.engine.dialect.name != "sqlite":
+        pytest.skip("the plan is read with SQLite's EXPLAIN QUERY PLAN")
+    from sqlalchemy import select
+
+    from storage.sql import schema as t
+
+    e, m = t.episodes, t.memories
+    waiting = e.c.digest_turns != e.c.turns
+    cases = [
+        (select(e.c.episode).where(waiting, e.c.tenant == "acme", e.c.user_id == "alice").order_by(e.c.episode),
+         "ix_episodes_undigested_scope"),
+        (select(e.c.episode).where(waiting, e.c.closed_at.is_not(None)).order_by(e.c.updated_at),
+         "ix_episodes_undigested_updated_at"),
+        (select(m.c.id).where(m.c.tenant == "acme", m.c.user_id == "alice", m.c.written_by.in_(["a", "b"]),
+                              m.c.status == "active").order_by(m.c.importance.desc()),
+         "ix_memories_tenant_user_id_written_by_importance"),
+    ]
+    for stmt, index in cases:
+        sql = str(stmt.compile(record_store.engine, compile_kwargs={"literal_binds": True}))
+        with record_store.engine.connect() as conn:
+            plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+        assert index in plan, (sql, plan)
