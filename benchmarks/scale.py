@@ -116,6 +116,7 @@ def fill(os_: MemoryOS, texts: list[str], vecs: np.ndarray, start: int) -> float
                                       timestamp=when))
             cubes.append(MemoryCube(tenant=TENANT, user_id=USER, type=MemoryType.EPISODIC, content=texts[k],
                                     source_ids=[f"m{k}"], event_time=when, valid_from=when, importance=0.5,
+                                    created_at=when, updated_at=when,  # written over time, as a stream is
                                     embedding_model=os_.embedder.model_name, written_by="bench-bulk",
                                     metadata={EPISODE_KEY: k // EPISODE_TURNS, TURN_KEY: k}))
         with os_.records.unit_of_work() as uow:

@@ -233,7 +233,10 @@ class OutboxConfig(_Section):
 class ReconcileConfig(_Section):
     """The periodic job comparing SQL with the vector index and the graph, and repairing drift."""
 
-    interval_s: float = Field(3600.0, gt=0.0, description="how often reconciliation runs (once across all nodes)")
+    interval_s: float = Field(3600.0, gt=0.0, description="how often reconciliation runs (once across all nodes); "
+                              "a run reads what changed since the last, or everything when a full pass is due")
+    full_interval_s: float = Field(86400.0, gt=0.0, description="how often a run reads every point and memory "
+                                   "of a tenant (finding what no change marks: orphan points, the graph)")
 
 
 class LifecycleConfig(_Section):

@@ -138,7 +138,7 @@ class MemoryOS:
         self.jobs.register(OUTBOX_JOB, self.outbox.run, max_attempts=1)
         self.jobs.every("outbox", settings.outbox.interval_s, OUTBOX_JOB, due=self.outbox.due)
         self.jobs.register(COMPACT_JOB, lambda job, ctx: self.vectors.compact(), max_attempts=3)
-        self.reconciler = Reconciler(records, vectors, self.indexer, graph)
+        self.reconciler = Reconciler(records, vectors, self.indexer, graph, settings.reconcile.full_interval_s)
         self.jobs.register(RECONCILE_JOB, self.reconciler.run, max_attempts=3)
         self.jobs.every(RECONCILE_JOB, settings.reconcile.interval_s, RECONCILE_JOB)
         self.llm = llm

@@ -141,6 +141,15 @@ class RecordStore(Protocol):
         """The scope's active memories written by these skills, at most `limit`: the most important
         first, then the newest by `valid_from` (else `created_at`), then by id (the profile's order)."""
 
+    def changed_memory_states(self, tenant: str, since: datetime) -> Iterator[tuple[str, str, str]]:
+        """(id, status, user_id) of the tenant's memories updated after `since`, any status, oldest
+        change first, read in pages (incremental reconciliation)."""
+
+    def job_mark(self, kind: str, tenant: str) -> datetime | None:
+        """Up to when the periodic job `kind` has checked the tenant (None: never)."""
+
+    def set_job_mark(self, kind: str, tenant: str, at: datetime) -> None: ...
+
     def merge_mark(self, tenant: str, user_id: str) -> datetime | None:
         """Up to when the merge job has compared the scope's memories (`UnitOfWork.set_merge_mark`)."""
 

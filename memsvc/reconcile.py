@@ -14,6 +14,15 @@ Memories with an outbox entry not done yet are left alone (that entry is on its 
 read before SQL, so a point written meanwhile belongs to a memory SQL already shows. A memory
 whose graph extraction never ran cannot be told from one that names no entity, so missing graph
 records are not detected (the outbox and its dead letters cover them).
+
+Two kinds of pass, per tenant. A **full** pass does all of the above, reading every point and every
+memory; it runs when the tenant has never had one, when the last is `full_interval_s` old, or when
+asked (`full=True`). In between, a pass reads only the memories **changed** since the tenant's last
+pass (`updated_at` after its start, less `MARK_SLACK` for other nodes' clocks and for a write whose
+commit came after its timestamp) and checks their points: missing, stale, or left behind by a delete.
+Drift that no SQL change marks (a point without any memory, a restored vector backup, a dead letter
+of an old change, the graph) waits for the next full pass. The marks (`job_marks`) move to a pass's
+start when it completes.
 """
 
 from __future__ import annotations
@@ -22,22 +31,26 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from memsvc.indexer import Indexer, indexed, indexed_status, payload_of
 from memsvc.jobs import JobContext
-from memsvc.models import Job, OutboxEntry, OutboxOp
+from memsvc.models import Job, OutboxEntry, OutboxOp, utcnow
 from memsvc.ports import GraphStore, RecordStore, VectorFilter, VectorIndex
 
 log = logging.getLogger(__name__)
 
 RECONCILE_JOB = "reconcile"
+FULL_MARK, CHANGED_MARK = "reconcile.full", "reconcile.changed"  # job_marks kinds
+MARK_SLACK = timedelta(seconds=60)
 PAGE = 500
 
 
 @dataclass
 class ReconcileResult:
     tenants: int = 0
+    full_passes: int = 0  # tenants read whole; the others had only their changes read
     points_scanned: int = 0
     memories_scanned: int = 0
     orphan_points: int = 0
@@ -55,28 +68,42 @@ class ReconcileResult:
 
 
 class Reconciler:
-    def __init__(self, records: RecordStore, vectors: VectorIndex, indexer: Indexer, graph: GraphStore | None) -> None:
+    def __init__(self, records: RecordStore, vectors: VectorIndex, indexer: Indexer, graph: GraphStore | None,
+                 full_interval_s: float = 86400.0) -> None:
         self.records = records
         self.vectors = vectors
         self.indexer = indexer
         self.graph = graph
+        self.full_interval = timedelta(seconds=full_interval_s)
 
     def run(self, job: Job, ctx: JobContext) -> dict[str, Any]:
         """The periodic job (`memsvc.jobs` Handler); the counts are the job's result."""
-        return self.reconcile(cancelled=ctx.cancelled, heartbeat=ctx.heartbeat).as_dict()
+        full = bool(job.request.get("full"))
+        return self.reconcile(full=full, cancelled=ctx.cancelled, heartbeat=ctx.heartbeat).as_dict()
 
     def reconcile(
-        self, *, cancelled: threading.Event | None = None, heartbeat: Callable[[], None] | None = None,
+        self, *, full: bool = False, cancelled: threading.Event | None = None,
+        heartbeat: Callable[[], None] | None = None,
     ) -> ReconcileResult:
+        """A pass over every tenant: full where due (or `full`), else over what changed since the last."""
         result = ReconcileResult()
         for tenant in self.records.tenants():
             if cancelled is not None and cancelled.is_set():
                 result.interrupted = True
                 break
             result.tenants += 1
-            self._points(tenant, result)
-            self._memories(tenant, result)
-            self._graph(tenant, result)
+            started = utcnow()
+            last_full = self.records.job_mark(FULL_MARK, tenant)
+            last = self.records.job_mark(CHANGED_MARK, tenant)
+            if full or last_full is None or last is None or started - last_full >= self.full_interval:
+                result.full_passes += 1
+                self._points(tenant, result)
+                self._memories(tenant, result)
+                self._graph(tenant, result)
+                self.records.set_job_mark(FULL_MARK, tenant, started)
+            else:
+                self._changed(tenant, last - MARK_SLACK, result)
+            self.records.set_job_mark(CHANGED_MARK, tenant, started)
             if heartbeat is not None:
                 heartbeat()
         if result.repaired:
@@ -122,7 +149,41 @@ class Reconciler:
     def _index_missing(self, tenant: str, memories: list[tuple[str, str]], result: ReconcileResult) -> None:
         busy = self._in_flight()
         have = self.vectors.states([i for i, _ in memories])
-        missing = [(i, u) for i, u in memories if i not in have and i not in busy]
+        self._index(tenant, [(i, u) for i, u in memories if i not in have and i not in busy], result)
+
+    def _changed(self, tenant: str, since: datetime, result: ReconcileResult) -> None:
+        batch: list[tuple[str, str, str]] = []
+        for row in self.records.changed_memory_states(tenant, since):
+            result.memories_scanned += 1
+            batch.append(row)
+            if len(batch) >= PAGE:
+                self._check_changed(tenant, batch, result)
+                batch = []
+        if batch:
+            self._check_changed(tenant, batch, result)
+
+    def _check_changed(self, tenant: str, rows: list[tuple[str, str, str]], result: ReconcileResult) -> None:
+        """Changed memories against their points: a deleted one's point goes, a missing point is
+        indexed, a point whose status or user differs gets SQL's payload."""
+        have = self.vectors.states([i for i, _, _ in rows])
+        busy = self._in_flight()
+        result.points_scanned += len(have)
+        live = [(i, s, u) for i, s, u in rows if i not in busy]
+        gone = [i for i, s, _ in live if not indexed_status(s) and i in have]
+        if gone:  # as SQL holds them now (a memory deleted and then restored must keep its point)
+            now = self.records.memory_states(tenant, gone)
+            gone = [i for i in gone if i not in now or not indexed_status(now[i][0])]
+        drifted = [i for i, s, u in live if indexed_status(s) and i in have and (have[i].status, have[i].user_id) != (s, u)]
+        if gone:
+            self.vectors.delete(gone)
+            result.orphan_points += len(gone)
+        if drifted:
+            stale = [c for c in self.records.get_memories(tenant, drifted) if indexed(c)]
+            self.vectors.set_payload([(c.id, payload_of(c)) for c in stale])
+            result.stale_points += len(stale)
+        self._index(tenant, [(i, u) for i, s, u in live if indexed_status(s) and i not in have], result)
+
+    def _index(self, tenant: str, missing: list[tuple[str, str]], result: ReconcileResult) -> None:
         for user_id in sorted({u for _, u in missing}):
             ids = [i for i, u in missing if u == user_id]
             self.indexer.apply(OutboxEntry(tenant=tenant, op=OutboxOp.UPSERT_VECTORS,

@@ -185,7 +185,8 @@ class SqlRecordStore(JobRows, EpisodeRows):
     def _oldest_first(self, columns: Sequence[Any], conds: Sequence[ColumnElement[bool]],
                       by: str = "created_at") -> Iterator[list[Row[Any]]]:
         """Pages of `CHUNK` memory rows (`columns` must include `by` and id), oldest first by (`by`, id),
-        each read in its own short transaction; `by` is created_at or updated_at (both indexed per scope)."""
+        each read in its own short transaction; `by` is created_at or updated_at (both indexed per
+        scope and per tenant)."""
         m = t.memories
         col = m.c[by]
         after: tuple[datetime, str] | None = None
@@ -231,6 +232,23 @@ class SqlRecordStore(JobRows, EpisodeRows):
         ).order_by(m.c.importance.desc(), func.coalesce(m.c.valid_from, m.c.created_at).desc(), m.c.id).limit(limit)
         with self._read() as conn:
             return [_cube(r) for r in conn.execute(stmt)]
+
+    def changed_memory_states(self, tenant: str, since: datetime) -> Iterator[tuple[str, str, str]]:
+        m = t.memories
+        for rows in self._oldest_first([m.c.id, m.c.status, m.c.user_id, m.c.updated_at],
+                                       [m.c.tenant == tenant, m.c.updated_at > since], by="updated_at"):
+            yield from ((r.id, str(r.status), r.user_id) for r in rows)
+
+    def job_mark(self, kind: str, tenant: str) -> datetime | None:
+        jm = t.job_marks
+        with self._read() as conn:
+            return conn.execute(select(jm.c.mark).where(jm.c.kind == kind, jm.c.tenant == tenant)).scalar_one_or_none()
+
+    def set_job_mark(self, kind: str, tenant: str, at: datetime) -> None:
+        jm = t.job_marks
+        stmt = dialect_insert(self._engine.dialect.name, jm).values(kind=kind, tenant=tenant, mark=at)
+        with self._write() as conn:
+            conn.execute(stmt.on_conflict_do_update(index_elements=[jm.c.kind, jm.c.tenant], set_={"mark": at}))
 
     def merge_mark(self, tenant: str, user_id: str) -> datetime | None:
         sc = t.scopes

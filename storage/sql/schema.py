@@ -125,6 +125,8 @@ memories = Table(
     Index(None, "tenant", "user_id", "updated_at"),
     # a scope's memories by the skill that wrote them, most important first (the profile job)
     Index(None, "tenant", "user_id", "written_by", "importance"),
+    # what changed in a tenant since a mark (incremental reconciliation)
+    Index(None, "tenant", "updated_at", "id"),
 )
 
 memory_versions = Table(
@@ -171,6 +173,17 @@ scopes = Table(
     # the merge job compared every active derived memory changed up to here (memsvc.lifecycle.consolidate)
     Column("merged_through", UTCDateTime()),
     PrimaryKeyConstraint("tenant", "user_id"),
+)
+
+# Per periodic job and tenant: up to when the job has checked the tenant (memsvc.reconcile: the last
+# full pass and the last pass over what changed).
+job_marks = Table(
+    "job_marks",
+    metadata,
+    Column("kind", String(), nullable=False),
+    Column("tenant", String(), nullable=False),
+    Column("mark", UTCDateTime(), nullable=False),
+    PrimaryKeyConstraint("kind", "tenant"),
 )
 
 # Per user scope: where episode segmentation stands after the last write (memsvc.lifecycle.episodes),

@@ -43,3 +43,47 @@ def test_reconciliation_repairs_missing_orphan_and_stale_points_and_orphan_graph
         assert (second.repaired, second.points_scanned, second.memories_scanned) == (0, 2, 2)
     finally:
         os_.close()
+
+
+def test_between_full_passes_a_run_reads_only_what_changed(tmp_path: Path) -> None:
+    """After the first (full) pass, a run reads the memories changed since the last pass and repairs
+    their points (a point a change left missing, or one a lost delete left behind); drift that no
+    change marks waits for the next full pass, which comes when due or when asked."""
+    from datetime import UTC, datetime, timedelta
+
+    from memsvc.reconcile import CHANGED_MARK, FULL_MARK, Reconciler
+
+    os_ = build_memory_os(make_settings(tmp_path), start=False)
+    try:
+        old = (datetime.now(UTC) - timedelta(days=1)).isoformat()
+        kept = new_id()
+        os_.import_records("t", [{"kind": "memory", "id": kept, "user_id": "alice", "type": "semantic",
+                                  "content": "Alice keeps bees.", "source_ids": [], "created_at": old, "updated_at": old,
+                                  "importance": 0.5, "version": 1, "status": "active", "metadata": {}, "access_count": 0}])
+        first = os_.reconciler.reconcile()
+        assert (first.full_passes, first.repaired, first.memories_scanned) == (1, 0, 1)
+        assert os_.records.job_mark(FULL_MARK, "t") is not None and os_.records.job_mark(CHANGED_MARK, "t") is not None
+
+        os_.vectors.delete([kept])  # drift on an old, unchanged memory
+        os_.add("t", turn("m1", "I play the cello on Sundays."))
+        (cello,) = [c.id for c in os_.records.list_memories("t", MemoryQuery(user_id="alice")).items if c.id != kept]
+        os_.vectors.delete([cello])  # a point missing after a change
+        second = os_.reconciler.reconcile()
+        assert (second.full_passes, second.memories_scanned, second.missing_points, second.repaired) == (0, 1, 1, 1)
+        assert set(os_.vectors.states([kept, cello])) == {cello}
+
+        point = VectorPoint(cello, [1.0] + [0.0] * 383, "cello", payload_of(os_.get("t", cello)))
+        os_.delete("t", cello)
+        os_.vectors.upsert([point])  # a delete whose point stayed behind
+        third = os_.reconciler.reconcile()
+        assert (third.full_passes, third.orphan_points, third.repaired) == (0, 1, 1)
+        assert os_.vectors.states([cello]) == {}
+
+        forced = os_.reconciler.reconcile(full=True)  # asked for: the old memory's point comes back
+        assert (forced.full_passes, forced.missing_points) == (1, 1) and set(os_.vectors.states([kept])) == {kept}
+
+        os_.vectors.delete([kept])
+        due = Reconciler(os_.records, os_.vectors, os_.indexer, os_.graph, full_interval_s=1e-6).reconcile()
+        assert (due.full_passes, due.missing_points) == (1, 1)  # the last full pass is older than the interval
+    finally:
+        os_.close()

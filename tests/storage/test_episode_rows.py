@@ -175,3 +175,34 @@ def test_consolidation_lookups_seek_an_index_instead_of_scanning(record_store: S
         with record_store.engine.connect() as conn:
             plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
         assert index in plan, (sql, plan)
+
+
+def test_changed_memory_states_and_job_marks(record_store: SqlRecordStore) -> None:
+    """Incremental reconciliation reads a tenant's memories changed after a time, any status, oldest
+    change first, through the (tenant, updated_at, id) index; and keeps a mark per job and tenant."""
+    def cube(i: int, minutes: int, status: MemoryStatus = MemoryStatus.ACTIVE, tenant: str = "acme") -> MemoryCube:
+        at = T0 + timedelta(minutes=minutes)
+        return MemoryCube(id=f"c{i}", tenant=tenant, user_id=f"u{i % 2}", type=MemoryType.EPISODIC, content=f"c {i}",
+                          status=status, created_at=T0, updated_at=at)
+    with record_store.unit_of_work() as uow:
+        uow.insert_memories([cube(1, 5), cube(2, 1), cube(3, 9, MemoryStatus.DELETED), cube(4, 7, tenant="other")])
+    assert list(record_store.changed_memory_states("acme", T0 + timedelta(minutes=2))) == [
+        ("c1", "active", "u1"), ("c3", "deleted", "u1")]
+    assert [r[0] for r in record_store.changed_memory_states("acme", T0)] == ["c2", "c1", "c3"]
+    assert record_store.job_mark("reconcile.changed", "acme") is None
+    record_store.set_job_mark("reconcile.changed", "acme", T0)
+    record_store.set_job_mark("reconcile.changed", "acme", T0 + timedelta(hours=1))
+    record_store.set_job_mark("reconcile.full", "acme", T0)
+    assert record_store.job_mark("reconcile.changed", "acme") == T0 + timedelta(hours=1)
+    assert (record_store.job_mark("reconcile.full", "acme"), record_store.job_mark("reconcile.changed", "other")) == (T0, None)
+    if record_store.engine.dialect.name == "sqlite":
+        from sqlalchemy import select
+
+        from storage.sql import schema as t
+
+        m = t.memories
+        stmt = select(m.c.id).where(m.c.tenant == "acme", m.c.updated_at > T0).order_by(m.c.updated_at, m.c.id)
+        sql = str(stmt.compile(record_store.engine, compile_kwargs={"literal_binds": True}))
+        with record_store.engine.connect() as conn:
+            plan = " ".join(str(r[-1]) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+        assert "ix_memories_tenant_updated_at_id" in plan, plan
