@@ -70,6 +70,7 @@ QUERIES = ["Where does my sister live?", "Who recommended the ramen place?", "Wh
            "What did I buy in March?", "Who works in architecture?", "What book did I finish?",
            "Which workshop did I sign up for?", "Who will drive to the salsa class?", "What happened in Lisbon?"]
 T0 = datetime(2020, 1, 1, tzinfo=UTC)
+WRITTEN = datetime(2025, 1, 1, tzinfo=UTC)  # the bulk memories' write times start here (1M seconds: 12 days)
 
 
 def note(rng: random.Random) -> str:
@@ -116,7 +117,9 @@ def fill(os_: MemoryOS, texts: list[str], vecs: np.ndarray, start: int) -> float
                                       timestamp=when))
             cubes.append(MemoryCube(tenant=TENANT, user_id=USER, type=MemoryType.EPISODIC, content=texts[k],
                                     source_ids=[f"m{k}"], event_time=when, valid_from=when, importance=0.5,
-                                    created_at=when, updated_at=when,  # written over time, as a stream is
+                                    # written a second apart, in the past (event times run 11 minutes apart,
+                                    # into the future at 1M: a write time may not)
+                                    created_at=WRITTEN + timedelta(seconds=k), updated_at=WRITTEN + timedelta(seconds=k),
                                     embedding_model=os_.embedder.model_name, written_by="bench-bulk",
                                     metadata={EPISODE_KEY: k // EPISODE_TURNS, TURN_KEY: k}))
         with os_.records.unit_of_work() as uow:
