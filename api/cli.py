@@ -427,6 +427,21 @@ def purge(
     typer.echo(json.dumps({"user_id": user, "deleted": counts}))
 
 
+@app.command()
+def reconcile(
+    full: Annotated[bool, typer.Option("--full", help="read every point and memory (after restoring a backup)")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Compare SQL with the vector index and the graph now and repair drift; print the counts.
+    Without `--full`, tenants checked before read only what changed since their last run."""
+    os_ = _memory_os(data_dir)
+    try:
+        result = os_.reconciler.reconcile(full=full)
+    finally:
+        os_.close()
+    typer.echo(json.dumps(result.as_dict()))
+
+
 def _mount_eval() -> None:
     try:
         from evals.cli import eval_app
