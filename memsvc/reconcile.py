@@ -124,13 +124,7 @@ class Reconciler:
             busy = self._in_flight()
             orphans = [p.id for p in page if p.id not in busy and p.id not in held]
             drifted = [p.id for p in page if p.id in held and p.id not in busy and (p.status, p.user_id) != held[p.id]]
-            if orphans:
-                self.vectors.delete(orphans)
-                result.orphan_points += len(orphans)
-            if drifted:
-                stale = [c for c in self.records.get_memories(tenant, drifted) if indexed(c)]
-                self.vectors.set_payload([(c.id, payload_of(c)) for c in stale])
-                result.stale_points += len(stale)
+            self._repair(tenant, orphans, drifted, result)
             if cursor is None:
                 return
 
@@ -174,14 +168,18 @@ class Reconciler:
             now = self.records.memory_states(tenant, gone)
             gone = [i for i in gone if i not in now or not indexed_status(now[i][0])]
         drifted = [i for i, s, u in live if indexed_status(s) and i in have and (have[i].status, have[i].user_id) != (s, u)]
-        if gone:
-            self.vectors.delete(gone)
-            result.orphan_points += len(gone)
+        self._repair(tenant, gone, drifted, result)
+        self._index(tenant, [(i, u) for i, s, u in live if indexed_status(s) and i not in have], result)
+
+    def _repair(self, tenant: str, orphans: list[str], drifted: list[str], result: ReconcileResult) -> None:
+        """Delete points SQL does not index; give drifted points their memory's payload, read from SQL."""
+        if orphans:
+            self.vectors.delete(orphans)
+            result.orphan_points += len(orphans)
         if drifted:
             stale = [c for c in self.records.get_memories(tenant, drifted) if indexed(c)]
             self.vectors.set_payload([(c.id, payload_of(c)) for c in stale])
             result.stale_points += len(stale)
-        self._index(tenant, [(i, u) for i, s, u in live if indexed_status(s) and i not in have], result)
 
     def _index(self, tenant: str, missing: list[tuple[str, str]], result: ReconcileResult) -> None:
         for user_id in sorted({u for _, u in missing}):
