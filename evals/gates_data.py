@@ -31,7 +31,7 @@ from memsvc.write.stages import heuristic_gate
 POOLS = ("hybrid", "hybrid_ppr")
 RETRIEVERS = ("dense", "keyword", "graph")
 TENANT = "train"
-CACHE_VERSION = 2
+CACHE_VERSION = 3
 
 
 @dataclass
@@ -52,6 +52,8 @@ class QueryExample:
     ranks: np.ndarray  # (n, 3) rank of the candidate in each retriever's own list (0 = absent)
     query_embedding: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     route_side: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    contents: list[str] = field(default_factory=list)  # each candidate's text, as a cross-encoder reads it
+    dates: list[str] = field(default_factory=list)  # each candidate's event date (ISO day; "" when none)
 
     @property
     def group(self) -> str:
@@ -74,6 +76,11 @@ class TaskData:
     files: list[Path]
     queries: list[QueryExample]
     turns: TurnExamples | None
+
+
+def _day(cube: Any) -> str:
+    when = cube.event_time or cube.valid_from
+    return when.date().isoformat() if when is not None else ""
 
 
 def collect_task(task: Task, os_: Any, *, progress: bool = True) -> TaskData:
@@ -105,6 +112,7 @@ def collect_task(task: Task, os_: Any, *, progress: bool = True) -> TaskData:
                 sources=[tuple(c.cube.source_ids) for c in cands],
                 ranks=np.array([[c.fused.ranks.get(r, 0) for r in RETRIEVERS] for c in cands], dtype=np.int32),
                 query_embedding=qvec, route_side=route_features(q.text),
+                contents=[c.cube.content for c in cands], dates=[_day(c.cube) for c in cands],
             ))
     turns = None
     if task.infer:  # conversations (streams of turns), not document corpora

@@ -473,6 +473,7 @@ class MemoryOS:
                 "query_kind": {"kind": "rules", "kinds": ["temporal", "preference", "procedural", "multi_hop", "factual"]},
                 "reranker": (
                     {"kind": "learned", "head": "rerank", "depth": self.settings.search.rerank_depth,
+                     "order": "expected evidence per token (why.rerank.per_token)",
                      "presets": [p for p, v in PRESETS.items() if v.rerank],
                      "metrics": (gates or {}).get("metrics", {}).get("rerank", {})}
                     if self.reader.gate is not None else {"kind": "none", "note": "rerank presets use fused order"}

@@ -12,7 +12,7 @@ import numpy as np
 
 from memsvc.config import Limits, SearchConfig
 from memsvc.errors import InvalidInput
-from memsvc.learn.features import ROUTES, Candidate, rerank_features, route_features
+from memsvc.learn.features import ROUTES, Candidate, per_length, rerank_features, route_features
 from memsvc.models import (
     DIGEST_KEY,
     SPEAKER_KEY,
@@ -62,10 +62,12 @@ class _Candidate:
     tokens: int
     fused_rank: int = 0
     rerank: float | None = None  # the read gate's score, when it ran
+    per_token: float | None = None  # its order: log expected evidence per token (`per_length`)
 
     @property
     def score(self) -> float:
-        return self.rerank if self.rerank is not None else self.fused.score
+        """What a result reports as its `score`, monotone in the order results are shown in."""
+        return _sigmoid(self.per_token) if self.per_token is not None else self.fused.score
 
 
 @dataclass(frozen=True)
@@ -301,7 +303,9 @@ class ReadPipeline:
         if cset.features is None or self.gate is None:
             return cset.candidates
         scores = self.gate.rerank([cset.features])[0]
-        scored = [replace(c, rerank=_sigmoid(float(s))) for c, s in zip(cset.candidates, scores, strict=True)]
+        keys = per_length(scores, [c.tokens for c in cset.candidates])
+        scored = [replace(c, rerank=_sigmoid(float(s)), per_token=float(k))
+                  for c, s, k in zip(cset.candidates, scores, keys, strict=True)]
         return sorted(scored, key=lambda c: (-c.score, c.fused_rank))
 
     def _stream(self, tenant: str, flt: VectorFilter, fused: Sequence[Fused], *, first: int) -> Iterator[_Candidate]:
@@ -342,7 +346,7 @@ class ReadPipeline:
             }
             if cset.preset.rerank:
                 why["rerank"] = (
-                    {"score": round(c.rerank, 6)} if c.rerank is not None
+                    {"score": round(c.rerank, 6), "per_token": round(c.per_token or 0.0, 6)} if c.rerank is not None
                     else {"skipped": "no read gate loaded: fused order"}
                 )
             if cset.route is not None:

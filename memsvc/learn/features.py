@@ -150,6 +150,24 @@ WRITE_FEATURES: tuple[str, ...] = (
 )
 
 
+LENGTH_FLOOR = 8
+
+
+def per_length(scores: np.ndarray, lengths: Sequence[int] | np.ndarray) -> np.ndarray:
+    """The read gate's order for a context budget: expected evidence per unit of length.
+
+    The reranker is trained listwise (softmax over a query's candidates), so exp(score) is
+    proportional to a candidate's chance of being the evidence; dividing by its length (tokens in
+    the service, words in the evaluation; at least `LENGTH_FLOOR`) is the knapsack's greedy order
+    for packing a budget. Measured (5-fold by conversation, 2026-12-04): ordering by the raw score
+    favoured long memories (episode digests, restated facts: top-10 mean 66 words against the fused
+    order's 23) and lost WR@500 to the fused order (LoCoMo 59.7 vs 68.7); per length it gains
+    (75.6)."""
+    out: np.ndarray = np.asarray(scores, dtype=np.float64) - np.log(
+        np.maximum(np.asarray(lengths, dtype=np.float64), LENGTH_FLOOR))
+    return out
+
+
 def write_features(role: str, text: str) -> np.ndarray:
     """The heuristic signals of a message, as the write gate's side features."""
     words = _WORD.findall(text)

@@ -46,12 +46,16 @@ HYBRID_TEMPORAL = RetrievalPreset("hybrid_temporal", {**HYBRID.weights, "tempora
 # Both time-based rankings (neighbours in the stream, the period a query names), without the episodes.
 HYBRID_TIME = RetrievalPreset("hybrid_time", {**HYBRID.weights, "neighbours": 0.5, "temporal": 1.0},
                               expand_neighbours=1, temporal=True)
+# `hybrid_temporal` (the default's candidates) reordered by the read gate: the head never saw the
+# `temporal` ranking as a feature, only the fused rank it moved.
+HYBRID_TEMPORAL_RERANK = RetrievalPreset("hybrid_temporal_rerank", HYBRID_TEMPORAL.weights, temporal=True, rerank=True)
 STRUCTURED = RetrievalPreset("structured", {**HYBRID.weights, "episodes": 0.5, "neighbours": 0.5, "temporal": 1.0},
                              episodes=3, expand_neighbours=1, temporal=True)
 
 PRESETS: dict[str, RetrievalPreset] = {
     p.name: p for p in (DENSE, KEYWORD, HYBRID, HYBRID_PPR, HYBRID_RERANK, HYBRID_PPR_RERANK,
-                        HYBRID_EPISODES, HYBRID_NEIGHBOURS, HYBRID_TEMPORAL, HYBRID_TIME, STRUCTURED)
+                        HYBRID_EPISODES, HYBRID_NEIGHBOURS, HYBRID_TEMPORAL, HYBRID_TEMPORAL_RERANK, HYBRID_TIME,
+                        STRUCTURED)
 }
 # `hybrid` plus the period a query names: wins or ties `hybrid` on LoCoMo, REALTALK, TMD and
 # KnowMe-Bench in WR@500, ER@10 and nDCG@10 (README "Lifecycle"), so it is the default.

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
 
 from memsvc.learn import gates as G
-from memsvc.learn.features import write_features
+from memsvc.learn.features import LENGTH_FLOOR, write_features
 from memsvc.memory_os import MemoryOS
 from memsvc.models import Role
 from memsvc.write.pipeline import episodic_content
@@ -35,12 +36,19 @@ async def test_rerank_preset_orders_by_the_read_gate_and_explains_it(client: Cli
     assert results and "Berlin" in results[0]["content"]
     for res in results:
         assert res["why"]["preset"] == "hybrid_rerank"
-        assert res["score"] == res["why"]["rerank"]["score"]
         assert res["why"]["fused"]["rank"] >= 1
         assert set(res["why"]["router"]) == {"dense", "keyword", "graph"}
         assert all(0.0 < v < 1.0 for v in res["why"]["router"].values())
-    scores = [x["score"] for x in results]
-    assert scores == sorted(scores, reverse=True)
+    # Ordered by expected evidence per token: the read gate's logit less log(tokens) (at least 8); the
+    # result's score is that key through a sigmoid, so scores fall with rank.
+    keys = [x["why"]["rerank"]["per_token"] for x in results]
+    assert keys == sorted(keys, reverse=True)
+    assert [x["score"] for x in results] == sorted((x["score"] for x in results), reverse=True)
+    for res in results:
+        p = res["why"]["rerank"]["score"]
+        assert res["why"]["rerank"]["per_token"] == pytest.approx(
+            math.log(p / (1.0 - p)) - math.log(max(res["why"]["tokens"], LENGTH_FLOOR)), abs=1e-3)
+        assert res["score"] == pytest.approx(1.0 / (1.0 + math.exp(-res["why"]["rerank"]["per_token"])), abs=1e-5)
 
 
 async def test_importance_is_the_write_gates_memorability(client: ClientFactory, keys: dict[str, str],
@@ -64,4 +72,4 @@ async def test_policies_report_the_loaded_gates_with_their_manifest_metrics(clie
     assert body["write_gate"]["kind"] == "learned"
     assert body["write_gate"]["metrics"] == manifest["metrics"]["write"]
     assert body["read_gate"]["reranker"]["kind"] == "learned"
-    assert set(body["read_gate"]["reranker"]["presets"]) == {"hybrid_rerank", "hybrid_ppr_rerank"}
+    assert set(body["read_gate"]["reranker"]["presets"]) == {"hybrid_rerank", "hybrid_ppr_rerank", "hybrid_temporal_rerank"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,15 @@ import torch
 
 from memsvc.learn import gates as G
 from memsvc.learn.artefact import Manifest, read_manifest, sha256_file
-from memsvc.learn.features import RERANK_FEATURES, WRITE_FEATURES, Candidate, rerank_features, write_features
+from memsvc.learn.features import (
+    LENGTH_FLOOR,
+    RERANK_FEATURES,
+    WRITE_FEATURES,
+    Candidate,
+    per_length,
+    rerank_features,
+    write_features,
+)
 from memsvc.learn.train import ListGroup, auroc, fit_reranker, folds_by_group, score_lists
 from memsvc.models import MemoryCube, MemoryType
 from memsvc.read import _Candidate, restated
@@ -113,3 +122,12 @@ def test_a_head_trained_on_other_features_is_not_loaded(tmp_path: Path) -> None:
     spec = {**G.head_spec("rerank", hidden=64), "features": [*RERANK_FEATURES[:-1], "something_else"]}
     G.save(tmp_path, {"rerank": model}, Manifest(name=G.NAME, version="test", heads={"rerank": spec}))
     assert G.load(tmp_path)[1] == {}
+
+
+def test_per_length_orders_by_expected_evidence_per_token() -> None:
+    # Equal scores: the shorter memory first; a memory twice as likely and twice as long ties.
+    scores = np.array([0.0, 0.0, math.log(2.0)])
+    keys = per_length(scores, [20, 10, 20])
+    assert keys[1] == pytest.approx(keys[2]) and keys[0] < keys[1]
+    # Below the floor, length no longer helps: a 1-token memory is not 8 times better than an 8-token one.
+    assert per_length(np.zeros(2), [1, LENGTH_FLOOR])[0] == per_length(np.zeros(2), [1, LENGTH_FLOOR])[1]
