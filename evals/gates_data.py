@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pickle
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,7 @@ class TaskData:
     files: list[Path]
     queries: list[QueryExample]
     turns: TurnExamples | None
+    seconds: float = 0.0  # how long collecting took (kept in the cache, so a cached run still reports it)
 
 
 def _day(cube: Any) -> str:
@@ -142,12 +144,14 @@ def load_or_collect(task: Task, cache: Path, *, progress: bool = True) -> TaskDa
     from evals.client import build_in_process
     from memsvc.config import NoGates
 
+    started = time.time()
     with tempfile.TemporaryDirectory(prefix="memsvc-gates-") as folder:
         client = build_in_process(folder, tenant=TENANT, gates=NoGates())
         try:
             data = collect_task(task, client._os, progress=progress)
         finally:
             client.close()
+    data.seconds = round(time.time() - started, 1)
     cache.mkdir(parents=True, exist_ok=True)
     with path.open("wb") as fh:
         pickle.dump(data, fh)
