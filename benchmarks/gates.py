@@ -31,7 +31,8 @@ from memsvc.config import SearchConfig, Settings
 from memsvc.schemas import SearchRequest, WriteRequest
 from storage.registry import build_memory_os
 
-PRESETS = ("hybrid", "hybrid_rerank", "hybrid_ppr", "hybrid_ppr_rerank")
+PRESETS = ("hybrid", "hybrid_rerank", "hybrid_temporal", "hybrid_temporal_rerank", "hybrid_ppr", "hybrid_ppr_rerank")
+MONTHS = ("January", "February")  # the synthetic turns are 7 minutes apart from 2024-01-01: 10k span Jan-Feb
 
 
 def main() -> None:
@@ -43,8 +44,11 @@ def main() -> None:
     args = ap.parse_args()
     rng = random.Random(7)
     t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    # half ask where/when/with whom, a quarter who recommended what, a quarter name a month (so the
+    # `temporal` presets search the period too)
     queries = [f"{rng.choice(['Where', 'When', 'With whom'])} did Sam go {rng.choice(ACTS)} near "
-               f"{rng.choice(PLACES)}?" if i % 2 else f"What did {rng.choice(NAMES)} recommend?"
+               f"{rng.choice(PLACES)}?" if i % 2 else f"What did {rng.choice(NAMES)} recommend?" if i % 4 == 0
+               else f"Where did Sam go {rng.choice(ACTS)} in {rng.choice(MONTHS)} 2024?"
                for i in range(args.queries)]
     rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="memsvc-bench-gates-") as folder:
@@ -62,14 +66,15 @@ def main() -> None:
                 reader.config = SearchConfig(**{**reader.config.model_dump(), "rerank_depth": depth})
                 feats, fwd = [], []
                 for q in queries:
-                    req = SearchRequest(user_id="u", query=q, top_k=10, preset="hybrid_rerank")
+                    req = SearchRequest(user_id="u", query=q, top_k=10, preset="hybrid_temporal_rerank")
                     cset = reader.candidates("bench", req)
                     assert cset is not None and cset.features is not None
                     flt = reader.filter_for("bench", req)
                     assert flt is not None
                     qvec = os_.embedder.embed_query(q).tolist()  # computed once per search anyway
+                    window = reader._window("bench", req) is not None  # found by the retrieval stage
                     t = time.perf_counter()
-                    reader._features(q, qvec, flt, cset.candidates)
+                    reader._features(q, qvec, flt, cset.candidates, window=window)
                     feats.append((time.perf_counter() - t) * 1000)
                     t = time.perf_counter()
                     reader.rank(cset)

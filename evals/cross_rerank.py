@@ -28,7 +28,7 @@ from tqdm import tqdm
 from evals.cli import DEV_SUITE
 from evals.cross_encoder import PairGroup, fit_cross, pair_text
 from evals.datasets.base import default_data_root
-from evals.gates_data import QueryExample, load_or_collect
+from evals.gates_data import BASE_POOL, QueryExample, load_or_collect
 from evals.tasks import build_task
 from evals.train_gates import _mean_rows, query_metrics
 from memsvc.learn.features import per_length
@@ -146,7 +146,7 @@ def main(
     layers: Annotated[int, typer.Option(help="MiniLM layers kept")] = 3,
     negatives: Annotated[int, typer.Option()] = 5,
     epochs: Annotated[int, typer.Option()] = 1,
-    pools: Annotated[str, typer.Option()] = "hybrid",
+    pools: Annotated[str, typer.Option()] = BASE_POOL,
     out: Annotated[Path | None, typer.Option()] = None,
     folds_only: Annotated[int | None, typer.Option(help="run only the first N folds (quick looks)")] = None,
 ) -> None:

@@ -2,7 +2,7 @@
 
 Every training task (development data only; the HippoRAG samples are evaluation-only and never
 collected) is written into a fresh in-process `MemoryOS` exactly as `memsvc eval` writes it; then
-for every query and pool (`hybrid`, `hybrid_ppr`) the read path's own candidate stage is asked for
+for every query and pool (`hybrid_temporal`, `hybrid_ppr`) the read path's own candidate stage is asked for
 its fused top `rerank_depth` with the read gate's features (`ReadPipeline.candidates`). Each
 candidate is labelled with the gold evidence it is credited with (`evals.runner.to_hits`: the
 memory must state the source). Dialogue turns also give the write gate's examples: the turn's
@@ -29,10 +29,14 @@ from memsvc.schemas import SearchRequest
 from memsvc.write.pipeline import episodic_content
 from memsvc.write.stages import heuristic_gate
 
-POOLS = ("hybrid", "hybrid_ppr")
+# The default's candidates (`hybrid`, plus the `temporal` ranking when a query names a period; the
+# same as `hybrid` otherwise) and the graph's. The temporal rank is a read-gate feature, so the head
+# learns to keep what the named period brought up instead of undoing it.
+POOLS = ("hybrid_temporal", "hybrid_ppr")
+BASE_POOL, GRAPH_POOL = POOLS
 RETRIEVERS = ("dense", "keyword", "graph")
 TENANT = "train"
-CACHE_VERSION = 3
+CACHE_VERSION = 4
 
 
 @dataclass

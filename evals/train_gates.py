@@ -27,7 +27,7 @@ from tqdm import tqdm
 from evals import metrics as M
 from evals.cli import DEV_SUITE
 from evals.datasets.base import default_data_root
-from evals.gates_data import POOLS, RETRIEVERS, QueryExample, TaskData, load_or_collect
+from evals.gates_data import BASE_POOL, GRAPH_POOL, POOLS, RETRIEVERS, QueryExample, TaskData, load_or_collect
 from evals.runner import RunOptions, score_hits
 from evals.tasks import build_task
 from memsvc.learn import gates as G
@@ -208,17 +208,17 @@ def route_simulation(rows: list[dict[str, Any]], p_graph: dict[tuple[str, str], 
     both = {q: v for q, v in by_query.items() if len(v) == len(POOLS) and q in p_graph}
     out: dict[str, Any] = {}
     for tau in thresholds:
-        chosen = [v["hybrid_ppr"] if p_graph[q] >= tau else v["hybrid"] for q, v in both.items()]
+        chosen = [v[GRAPH_POOL] if p_graph[q] >= tau else v[BASE_POOL] for q, v in both.items()]
         out[f"p_graph>={tau}"] = {**_mean_rows(chosen), "graph_share": round(
             float(np.mean([p_graph[q] >= tau for q in both])), 4)}
-    out["always_graph"] = {**_mean_rows([v["hybrid_ppr"] for v in both.values()]), "graph_share": 1.0}
-    out["never_graph"] = {**_mean_rows([v["hybrid"] for v in both.values()]), "graph_share": 0.0}
+    out["always_graph"] = {**_mean_rows([v[GRAPH_POOL] for v in both.values()]), "graph_share": 1.0}
+    out["never_graph"] = {**_mean_rows([v[BASE_POOL] for v in both.values()]), "graph_share": 0.0}
     return out
 
 
 def cv_route(data: list[TaskData], k: int) -> tuple[dict[str, Any], np.ndarray, np.ndarray, np.ndarray,
                                                     dict[tuple[str, str], float]]:
-    exs = [ex for d in data for ex in d.queries if ex.pool == "hybrid_ppr"]
+    exs = [ex for d in data for ex in d.queries if ex.pool == GRAPH_POOL]
     emb = np.stack([ex.query_embedding for ex in exs])
     side = np.stack([ex.route_side for ex in exs])
     y = np.stack([route_targets(ex) for ex in exs])

@@ -80,6 +80,7 @@ class _Retrieved:
     paths: dict[str, list[str]]
     rerank: bool
     qvec: list[float] | None
+    window: bool = False  # the query named a period and the `temporal` ranking ran
 
 
 @dataclass
@@ -215,6 +216,7 @@ class ReadPipeline:
             paths = {h.memory_id: h.path for h in hits}
         if preset.episodes and qvec is not None:
             rankings["episodes"] = self._episodes(tenant, req, flt, qvec, preset.episodes)
+        window = None
         if preset.temporal and qvec is not None and flt.event_from is None and flt.event_to is None:
             window = self._window(tenant, req)
             if window is not None:
@@ -225,7 +227,7 @@ class ReadPipeline:
             rankings["neighbours"] = self._neighbours(tenant, req.user_id, fused, preset.expand_neighbours)
             fused = rrf(rankings, k=k, weights=preset.weights, tie_tolerance=preset.tie_tolerance)
         depth = max(self.config.rerank_depth if rerank else n, req.top_k)
-        return _Retrieved(preset, flt, fused[:depth], paths, rerank, qvec)
+        return _Retrieved(preset, flt, fused[:depth], paths, rerank, qvec, window=window is not None)
 
     def _complete(self, tenant: str, req: SearchRequest, found: _Retrieved) -> CandidateSet:
         """The whole fused pool loaded, with the read gate's features and the router's view when due."""
@@ -233,7 +235,7 @@ class ReadPipeline:
         candidates = self._load(tenant, flt, found.fused)
         cset = CandidateSet(preset, candidates, paths=found.paths)
         if found.rerank and candidates and qvec is not None:
-            cset.features = self._features(req.query, qvec, flt, candidates)
+            cset.features = self._features(req.query, qvec, flt, candidates, window=found.window)
             if self.router is not None:
                 p = self.router.route(np.asarray([qvec], dtype=np.float32), route_features(req.query)[None])[0]
                 cset.route = {name: round(float(x), 4) for name, x in zip(ROUTES, p, strict=True)}
@@ -280,7 +282,8 @@ class ReadPipeline:
         by_id = {c.id: c for c in self.records.get_memories(tenant, ids)}
         return [by_id[i] for i in ids if i in by_id]
 
-    def _features(self, query: str, qvec: list[float], flt: VectorFilter, cands: list[_Candidate]) -> np.ndarray:
+    def _features(self, query: str, qvec: list[float], flt: VectorFilter, cands: list[_Candidate], *,
+                  window: bool = False) -> np.ndarray:
         """The read gate's inputs; the dense score of every candidate comes from one id-restricted search."""
         ids = [c.cube.id for c in cands]
         cosine = dict(self.vectors.search(qvec, replace(flt, ids=ids), len(ids)))
@@ -294,9 +297,9 @@ class ReadPipeline:
                 event_epoch=when.timestamp() if when else None,
                 dense=cosine.get(c.cube.id, sc.get("dense")), keyword=sc.get("keyword"), graph=sc.get("graph"),
                 dense_rank=r.get("dense"), keyword_rank=r.get("keyword"), graph_rank=r.get("graph"),
-                fused=c.fused.score, fused_rank=c.fused_rank,
+                fused=c.fused.score, fused_rank=c.fused_rank, temporal_rank=r.get("temporal"),
             ))
-        return rerank_features(query, views)
+        return rerank_features(query, views, window=window)
 
     def rank(self, cset: CandidateSet) -> list[_Candidate]:
         """Best first: the read gate's order when it ran, else the fused order."""

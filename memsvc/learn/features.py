@@ -74,6 +74,7 @@ class Candidate:
     graph_rank: int | None
     fused: float
     fused_rank: int
+    temporal_rank: int | None = None  # rank in the `temporal` ranking (dated in the period the query names)
 
 
 RERANK_FEATURES: tuple[str, ...] = (
@@ -84,6 +85,7 @@ RERANK_FEATURES: tuple[str, ...] = (
     *(f"type_{t}" for t in TYPES), "derived", "tokens",
     "query_cover", "speaker_named", "names_in_content", "has_digit", "has_date",
     "q_temporal", "q_temporal_x_date", "q_multi", "q_words", "recency",
+    "q_window", "temporal_rank", "temporal_missing",
 )
 
 
@@ -91,8 +93,9 @@ def _rank_feature(rank: int | None, missing: float) -> float:
     return math.log1p(rank) / 6.0 if rank is not None else missing
 
 
-def rerank_features(query: str, cands: Sequence[Candidate]) -> np.ndarray:
-    """One row of `RERANK_FEATURES` per candidate (float32)."""
+def rerank_features(query: str, cands: Sequence[Candidate], *, window: bool = False) -> np.ndarray:
+    """One row of `RERANK_FEATURES` per candidate (float32). `window`: the query named a period and
+    the `temporal` ranking ran (its rank is then a feature; absent from it = not dated in the period)."""
     n = len(cands)
     out = np.zeros((n, len(RERANK_FEATURES)), dtype=np.float32)
     if n == 0:
@@ -135,6 +138,8 @@ def rerank_features(query: str, cands: Sequence[Candidate]) -> np.ndarray:
             *(float(c.type == t) for t in TYPES), float(c.derived), math.log1p(c.tokens) / 5.0,
             cover, named, in_content, 1.0 if _DIGIT.search(c.content) else 0.0, has_date,
             temporal, temporal * has_date, multi, q_words, float(recency[i]),
+            float(window), _rank_feature(c.temporal_rank, missing) if window else missing,
+            float(window and c.temporal_rank is None),
         )
     return out
 

@@ -3,7 +3,8 @@
 Each feedback event (a query and the memories that helped) becomes a labelled candidate list by
 asking the read path for that query's candidates again. The most recent `holdout` share of the
 events is held back; the fine-tuned reranker replaces the loaded one only when it ranks the
-held-back events' helpful memories higher (mean reciprocal rank of the first helpful memory).
+held-back events' helpful memories higher (mean reciprocal rank of the first helpful memory), in
+the order the read path serves: expected evidence per token (`per_length`), ties in fused order.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from memsvc.learn.features import per_length
 from memsvc.learn.nets import RerankHead
 from memsvc.learn.train import ListGroup, fit_reranker, score_lists
 from memsvc.ports import RecordStore
@@ -59,15 +61,18 @@ def feedback_groups(records: RecordStore, reader: ReadPipeline, tenant: str, pre
         used = set(body["used_memory_ids"])
         labels = np.array([c.cube.id in used for c in cset.candidates], dtype=np.float32)
         if labels.any():
-            groups.append(ListGroup(cset.features, labels))
+            lengths = np.array([c.tokens for c in cset.candidates], dtype=np.float32)
+            groups.append(ListGroup(cset.features, labels, lengths=lengths))
     return len(events), groups
 
 
 def ranking_quality(model: RerankHead, groups: list[ListGroup]) -> dict[str, float]:
-    """MRR of the first helpful memory and the share of helpful memories in the top 10."""
+    """MRR of the first helpful memory and the share of helpful memories in the top 10, in the read
+    path's order (per token where the group knows its candidates' lengths; ties in fused order)."""
     rr, r10 = [], []
     for g, s in zip(groups, score_lists(model, [g.features for g in groups]), strict=True):
-        order = np.argsort(-s, kind="stable")
+        key = per_length(s, g.lengths) if g.lengths is not None else s
+        order = np.argsort(-key, kind="stable")
         hits = g.labels[order].astype(bool)
         rr.append(1.0 / (1 + int(np.argmax(hits))))
         r10.append(float(hits[:10].sum() / hits.sum()))

@@ -26,6 +26,7 @@ class ListGroup:
     features: np.ndarray  # (n, f)
     labels: np.ndarray  # (n,) 0/1
     weight: float = 1.0  # the query's share of the loss (e.g. 1 / queries of its task)
+    lengths: np.ndarray | None = None  # (n,) tokens per candidate, where judged in the read path's per-token order
 
 
 def auroc(scores: Sequence[float] | np.ndarray, labels: Sequence[int] | np.ndarray) -> float:

@@ -46,8 +46,8 @@ HYBRID_TEMPORAL = RetrievalPreset("hybrid_temporal", {**HYBRID.weights, "tempora
 # Both time-based rankings (neighbours in the stream, the period a query names), without the episodes.
 HYBRID_TIME = RetrievalPreset("hybrid_time", {**HYBRID.weights, "neighbours": 0.5, "temporal": 1.0},
                               expand_neighbours=1, temporal=True)
-# `hybrid_temporal` (the default's candidates) reordered by the read gate: the head never saw the
-# `temporal` ranking as a feature, only the fused rank it moved.
+# `hybrid_temporal` (the default's candidates) reordered by the read gate, which is trained on this
+# pool and sees whether the query named a period and each candidate's rank in the `temporal` ranking.
 HYBRID_TEMPORAL_RERANK = RetrievalPreset("hybrid_temporal_rerank", HYBRID_TEMPORAL.weights, temporal=True, rerank=True)
 STRUCTURED = RetrievalPreset("structured", {**HYBRID.weights, "episodes": 0.5, "neighbours": 0.5, "temporal": 1.0},
                              episodes=3, expand_neighbours=1, temporal=True)

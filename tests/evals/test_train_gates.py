@@ -29,7 +29,7 @@ def test_bounded_training_writes_a_loadable_artefact_with_its_manifest(data_root
     assert all(sums[f] == h for f, h in manifest["data"].items())
     assert manifest["name"] == "memsvc-gates" and manifest["config"]["folds"] == 2
     assert set(manifest["metrics"]) == {"rerank", "write", "route"}
-    pooled = manifest["metrics"]["rerank"]["locomo/hybrid"]
+    pooled = manifest["metrics"]["rerank"]["locomo/hybrid_temporal"]
     assert set(pooled) >= {"fused", "fused+dedup", "rerank", "by_category"} and pooled["rerank"]["n"] >= 1
     assert set(manifest["config"]["folds_of"].values()) <= {0, 1}
     assert len(G.load_folds(out)) == 2

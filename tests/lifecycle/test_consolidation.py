@@ -7,8 +7,10 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
+from memsvc.learn.features import RERANK_FEATURES
 from memsvc.lifecycle.consolidate import DIGEST_JOB, MERGE_JOB, PROFILE_JOB, SWEEP_JOB
 from memsvc.memory_os import MemoryOS
 from memsvc.models import (
@@ -200,6 +202,16 @@ def test_jobs_run_on_the_runner_and_the_structured_presets_recall_through_episod
     temporal = memory_os.search("t", SearchRequest(user_id="ann", query="What did Ann do in May 2023?",
                                                    preset="hybrid_temporal", explain=True))
     assert any("temporal" in r["why"]["retrievers"] for r in temporal.results)
+    # the read gate sees the named period: which candidates the `temporal` ranking brought up
+    col = {name: i for i, name in enumerate(RERANK_FEATURES)}
+    for query, named in (("What did Ann do in May 2023?", True), ("Who joins the hiking trip?", False)):
+        cset = memory_os.reader.candidates("t", SearchRequest(user_id="ann", query=query, preset="hybrid_temporal"),
+                                           features=True)
+        assert cset is not None and cset.features is not None
+        in_period = np.array(["temporal" in c.fused.ranks for c in cset.candidates])
+        assert (cset.features[:, col["q_window"]] == float(named)).all()
+        assert (cset.features[:, col["temporal_missing"]] == (named & ~in_period)).all()
+        assert in_period.any() == named
 
 
 @pytest.mark.anyio

@@ -6,7 +6,7 @@ import numpy as np
 
 from memsvc.learn.features import RERANK_FEATURES
 from memsvc.learn.feedback import ranking_quality, tune_on_feedback
-from memsvc.learn.train import ListGroup, fit_reranker
+from memsvc.learn.train import ListGroup, fit_reranker, score_lists
 
 
 def _groups(n: int, column: int, sign: float, seed: int) -> list[ListGroup]:
@@ -43,3 +43,18 @@ def test_too_little_feedback_trains_nothing() -> None:
     base = fit_reranker(_groups(20, 0, 1.0, seed=1), steps=20)
     result = tune_on_feedback(base, _groups(5, 3, 1.0, seed=2), events=5)
     assert result.kept == "base" and result.base == {} and result.model is None
+
+
+def test_feedback_is_judged_in_the_order_the_read_path_serves() -> None:
+    model = fit_reranker(_groups(80, 0, 1.0, seed=1), steps=150)
+    group = _groups(1, 0, 1.0, seed=5)[0]
+    gold = int(np.argmax(group.labels))
+    group.features[gold, 0] += 10.0  # the signal the model learned, loud
+    scores = score_lists(model, [group.features])[0]
+    assert int(np.argmax(scores)) == gold  # by the raw score the helpful memory comes first
+    # ... but every memory is short and the helpful one long: per token it comes last
+    lengths = np.full(len(scores), 8.0, dtype=np.float32)
+    lengths[gold] = 8.0 * float(np.exp(scores[gold] - scores.min() + 1.0))
+    long_gold = ListGroup(group.features, group.labels, lengths=lengths)
+    assert ranking_quality(model, [group])["mrr"] == 1.0
+    assert ranking_quality(model, [long_gold])["mrr"] == round(1.0 / len(scores), 4)

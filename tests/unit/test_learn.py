@@ -69,6 +69,22 @@ def test_rerank_features_read_names_words_and_scores() -> None:
     assert rerank_features("anything", []).shape == (0, len(RERANK_FEATURES))
 
 
+def test_rerank_features_mark_the_period_a_query_names() -> None:
+    cands = [_cand("Caroline: we talked about the trip.", "Caroline", 0.5, 1, temporal_rank=1),
+             _cand("Melanie: I painted a sunset.", "Melanie", 0.6, 2)]
+    col = {name: i for i, name in enumerate(RERANK_FEATURES)}
+    named = rerank_features("What did we chat about on February 21st?", cands, window=True)
+    assert named[0, col["q_window"]] == 1.0 and named[1, col["q_window"]] == 1.0
+    # dated in the period (ranked first there) vs not dated in it
+    assert named[0, col["temporal_missing"]] == 0.0 and named[1, col["temporal_missing"]] == 1.0
+    assert named[0, col["temporal_rank"]] < named[1, col["temporal_rank"]]
+    # no period named: the temporal columns say nothing about any candidate
+    plain = rerank_features("What did we chat about?", cands)
+    assert plain[0, col["q_window"]] == 0.0
+    assert plain[0, col["temporal_missing"]] == plain[1, col["temporal_missing"]] == 0.0
+    assert plain[0, col["temporal_rank"]] == plain[1, col["temporal_rank"]]
+
+
 def test_write_features_flag_phatic_and_role() -> None:
     col = {name: i for i, name in enumerate(WRITE_FEATURES)}
     phatic = write_features("user", "thanks!")
