@@ -262,7 +262,8 @@ def finetune_from_feedback(tenant: str, data_dir: Path | None, out: Path, holdou
         gate = os_.gate
         if not isinstance(gate, TorchGateModel) or not gate.has("rerank"):
             raise typer.BadParameter("--from-feedback needs a local gate artefact with a rerank head")
-        preset = settings.search.preset if PRESETS[settings.search.preset].rerank else "hybrid_rerank"
+        # the configured preset when it reranks, else the default's candidates reranked (the head's pool)
+        preset = settings.search.preset if PRESETS[settings.search.preset].rerank else "hybrid_temporal_rerank"
         n_events, groups = feedback_groups(os_.records, os_.reader, tenant, preset)
         result = tune_on_feedback(gate.heads["rerank"].float().cpu(), groups, n_events, holdout=holdout)
         report = {"tenant": tenant, "preset": preset, "base_artefact": str(gate.path), **result.report()}

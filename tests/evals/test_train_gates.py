@@ -36,3 +36,50 @@ def test_bounded_training_writes_a_loadable_artefact_with_its_manifest(data_root
     model = TorchGateModel(out, device="cpu")
     assert all(model.has(h) for h in G.HEADS)
     assert model.describe()["metrics"] == manifest["metrics"]
+
+
+FACTS = [
+    ("Caroline", "I moved to Berlin in May.", "Where did Caroline move?"),
+    ("Melanie", "We went camping by the lake last weekend.", "Where did Melanie go camping?"),
+    ("Jon", "My sister Anna is a nurse in Leeds.", "What does Jon's sister do?"),
+    ("Priya", "I adopted a grey cat called Miso.", "What is Priya's cat called?"),
+    ("Tom", "I started learning the cello in March.", "Which instrument is Tom learning?"),
+    ("Lena", "Our team won the regional chess final.", "What did Lena's team win?"),
+    ("Omar", "I bake sourdough bread every Sunday.", "What does Omar bake on Sundays?"),
+    ("Sara", "I am allergic to peanuts.", "What is Sara allergic to?"),
+]
+
+
+def test_feedback_finetuning_reads_the_tenants_events_and_keeps_a_model_nothing_beats(tmp_path: Path) -> None:
+    from evals.train_gates import finetune_from_feedback
+    from memsvc.config import Settings
+    from memsvc.schemas import FeedbackRequest, MessageIn, WriteRequest
+    from storage.registry import build_memory_os
+
+    data_dir = tmp_path / "data"
+    os_ = build_memory_os(Settings(data_dir=data_dir))
+    try:
+        written = os_.add("t", WriteRequest(user_id="u", infer=False, messages=[
+            MessageIn(id=f"m{i}", role="user", name=name, content=text) for i, (name, text, _) in enumerate(FACTS)
+        ])).written
+        by_source = {w["source_ids"][0]: w["id"] for w in written}
+        for _ in range(2):  # 16 helpful events, then one unhelpful, then one of another tenant
+            for i, (_, _, question) in enumerate(FACTS):
+                os_.feedback("t", FeedbackRequest(user_id="u", query=question, used_memory_ids=[by_source[f"m{i}"]],
+                                                  helpful=True))
+        os_.feedback("t", FeedbackRequest(user_id="u", query=FACTS[0][2], used_memory_ids=[by_source["m1"]],
+                                          helpful=False))
+        other = os_.add("other", WriteRequest(user_id="u", infer=False, messages=[
+            MessageIn(id="x", role="user", name="Caroline", content="I moved to Rome.")])).written
+        os_.feedback("other", FeedbackRequest(user_id="u", query=FACTS[0][2], used_memory_ids=[other[0]["id"]]))
+    finally:
+        os_.close()  # the command runs with the server stopped
+    out = tmp_path / "gates-t"
+    report = finetune_from_feedback("t", data_dir, out, holdout=0.25)
+    assert report["tenant"] == "t" and report["preset"] == "hybrid_temporal_rerank"
+    assert (report["events"], report["usable"], report["train"], report["held_back"]) == (17, 16, 12, 4)
+    assert set(report["base"]) == set(report["tuned"]) == {"mrr", "recall@10"}
+    # the shipped reranker already puts every helpful memory first: nothing to gain, nothing written
+    # (the branch that keeps a better model is covered in tests/unit/test_feedback_tuning.py)
+    assert report["base"]["mrr"] == 1.0 and report["kept"] == "base"
+    assert "written" not in report and not out.exists()
