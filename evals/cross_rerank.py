@@ -31,7 +31,7 @@ from evals.datasets.base import default_data_root
 from evals.gates_data import BASE_POOL, QueryExample, load_or_collect
 from evals.tasks import build_task
 from evals.train_gates import _mean_rows, query_metrics
-from memsvc.learn.features import per_length
+from memsvc.learn.features import per_token_order
 from memsvc.learn.train import ListGroup, fit_reranker, folds_by_group, score_lists
 
 SYSTEMS = ("fused", "rerank", "cross", "rerank+cross")
@@ -89,16 +89,15 @@ def run(tasks: list[str], cache: Path, data: Path | None, k: int, depth: int, la
         s_held = score_lists(stage1, [examples[i].features for i in held])
         for i, s1 in tqdm(list(zip(held, s_held, strict=True)), desc=f"score fold {f}", unit="q"):
             ex = examples[i]
-            order = _order(per_length(s1, ex.words))
+            order = per_token_order(s1, ex.words)
             top = order[:depth]
             t1 = time.time()
             ce = np.array(model.score(ex.text, _texts(ex, top)))
             timing["score_s"] += time.time() - t1
             timing["pairs_scored"] += len(top)
             s1_top = np.array([float(s1[j]) for j in top])
-            both = per_length(s1_top + ce, [ex.words[j] for j in top])
             by_ce = [top[j] for j in np.argsort(-ce, kind="stable")] + order[depth:]
-            by_both = [top[j] for j in np.argsort(-both, kind="stable")] + order[depth:]
+            by_both = [top[j] for j in per_token_order(s1_top + ce, [ex.words[j] for j in top])] + order[depth:]
             rows.append({"task": ex.task, "pool": ex.pool, "category": ex.category, "fold": f,
                          "fused": query_metrics(ex, list(range(len(s1)))), "rerank": query_metrics(ex, order),
                          "cross": query_metrics(ex, by_ce), "rerank+cross": query_metrics(ex, by_both)})

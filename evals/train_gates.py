@@ -32,7 +32,7 @@ from evals.runner import RunOptions, score_hits
 from evals.tasks import build_task
 from memsvc.learn import gates as G
 from memsvc.learn.artefact import Manifest, checksums
-from memsvc.learn.features import RERANK_FEATURES, ROUTE_FEATURES, WRITE_FEATURES, per_length
+from memsvc.learn.features import RERANK_FEATURES, ROUTE_FEATURES, WRITE_FEATURES, per_token_order
 from memsvc.learn.nets import RerankHead
 from memsvc.learn.train import (
     ListGroup,
@@ -121,8 +121,7 @@ def cv_rerank(data: list[TaskData], main: dict[str, tuple[str, ...] | None], k: 
     for ex, s, fold in zip(examples, scores, folds, strict=True):
         assert s is not None
         fused = list(range(len(ex.labels)))
-        key = per_length(s, ex.words)
-        reranked = sorted(fused, key=lambda i: (-float(key[i]), i))
+        reranked = per_token_order(s, ex.words)
         rows.append({"task": ex.task, "pool": ex.pool, "category": ex.category, "fold": fold,
                      "fused": query_metrics(ex, fused, dedup=False), "fused+dedup": query_metrics(ex, fused),
                      "rerank": query_metrics(ex, reranked), "query_id": ex.query_id})

@@ -173,6 +173,12 @@ def per_length(scores: np.ndarray, lengths: Sequence[int] | np.ndarray) -> np.nd
     return out
 
 
+def per_token_order(scores: np.ndarray, lengths: Sequence[int] | np.ndarray) -> list[int]:
+    """Candidate indices in the read gate's order (`per_length`, best first); ties keep the given
+    (fused) order."""
+    return [int(i) for i in np.argsort(-per_length(scores, lengths), kind="stable")]
+
+
 def write_features(role: str, text: str) -> np.ndarray:
     """The heuristic signals of a message, as the write gate's side features."""
     words = _WORD.findall(text)

@@ -4,7 +4,7 @@ Each feedback event (a query and the memories that helped) becomes a labelled ca
 asking the read path for that query's candidates again. The most recent `holdout` share of the
 events is held back; the fine-tuned reranker replaces the loaded one only when it ranks the
 held-back events' helpful memories higher (mean reciprocal rank of the first helpful memory), in
-the order the read path serves: expected evidence per token (`per_length`), ties in fused order.
+the order the read path serves: expected evidence per token (`per_token_order`), ties in fused order.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from memsvc.learn.features import per_length
+from memsvc.learn.features import per_token_order
 from memsvc.learn.nets import RerankHead
 from memsvc.learn.train import ListGroup, fit_reranker, score_lists
 from memsvc.ports import RecordStore
@@ -71,8 +71,7 @@ def ranking_quality(model: RerankHead, groups: list[ListGroup]) -> dict[str, flo
     path's order (per token where the group knows its candidates' lengths; ties in fused order)."""
     rr, r10 = [], []
     for g, s in zip(groups, score_lists(model, [g.features for g in groups]), strict=True):
-        key = per_length(s, g.lengths) if g.lengths is not None else s
-        order = np.argsort(-key, kind="stable")
+        order = per_token_order(s, g.lengths) if g.lengths is not None else np.argsort(-s, kind="stable")
         hits = g.labels[order].astype(bool)
         rr.append(1.0 / (1 + int(np.argmax(hits))))
         r10.append(float(hits[:10].sum() / hits.sum()))
