@@ -53,6 +53,10 @@ class Encoder:
             self._model = SentenceTransformerEmbedder(self._config)
         return self._model
 
+    @property
+    def model_name(self) -> str:
+        return self._load().model_name
+
     def encode_query(self, text: str) -> np.ndarray:
         """Not cached: each system pays for its own query encoding, so latencies compare."""
         return self._load().embed_query(text)

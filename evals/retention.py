@@ -12,9 +12,10 @@ ones, as memsvc's index keeps archived points and filters them out by status; ev
 500 words (WR@500) and ER@10 are `evals.metrics`' functions.
 
 Policies: `learned` (cross-validated: a model never scores a conversation it was trained on; five
-folds by conversation), `importance` (the write gate's P(needed later), itself cross-fitted: the
-importance a conversation gets comes from a write head that never saw it), `lru`, `fifo`, `random`,
-plus `unbudgeted` (everything active) and `oracle` (keeps the turns with the most survival value,
+folds by conversation), `evidence` (an ablation: the learned model's evidence head alone, as a
+policy that ranks by it with the same guarantee), `importance` (the write gate's P(needed later),
+itself cross-fitted: the importance a conversation gets comes from a write head that never saw it),
+`lru`, `fifo`, `random`, plus `unbudgeted` (everything active) and `oracle` (keeps the turns with the most survival value,
 knowing the questions: an upper bound).
 """
 
@@ -26,7 +27,7 @@ import math
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,11 +45,11 @@ from evals.train_gates import train_app
 from memsvc.learn import retention as R
 from memsvc.learn.artefact import Manifest, checksums
 from memsvc.learn.features import write_features
-from memsvc.learn.nets import RetentionHead
 from memsvc.learn.train import fit_binary, folds_by_group, predict_binary
 from memsvc.lifecycle.retention import (
     FEATURES,
     ScopeStream,
+    context_inputs,
     heuristic_scores,
     keep_scores,
     protected_mask,
@@ -62,11 +63,11 @@ TASKS = ("locomo", "realtalk", "tmd")
 # (the gate model's write head leaves it out for the same reason).
 LABELLED = ("locomo", "realtalk")
 FRACTIONS = (0.25, 0.5)
-POLICIES = ("learned", "importance", "lru", "fifo", "random", "oracle", "unbudgeted")
+POLICIES = ("learned", "evidence", "importance", "lru", "fifo", "random", "oracle", "unbudgeted")
 RECALL_K = 5  # memories an agent's recall returns per incoming turn (counted as accesses)
 SWEEPS = 50  # sweeps per stream (one every 2 % of the turns)
 BUDGET_WORDS = 500
-PROTECT = 0.05  # share of the budget the learned policy may not archive (newest and most recently used)
+PROTECT = 0.02  # share of the budget the learned policy may not archive (newest and most recently used)
 
 
 @dataclass
@@ -80,10 +81,26 @@ class Conversation:
     queries: list[tuple[list[int], list[int]]]  # (ranking over all turns, gold turn indices)
     words: np.ndarray
     importance: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    # the evidence head that scores this conversation (one that never saw it)
+    evidence: Callable[[np.ndarray], np.ndarray] | None = None
+    _context: np.ndarray | None = None
 
     @property
     def cited(self) -> np.ndarray:
         return self.value > 0
+
+    def stream(self, m: int, access: np.ndarray | None = None, last_used: np.ndarray | None = None) -> ScopeStream:
+        """The first m memories as a scope stream (never recalled unless told)."""
+        return ScopeStream(self.texts[:m], self.emb[:m], self.importance[:m],
+                           access if access is not None else np.zeros(m, dtype=np.int64),
+                           last_used if last_used is not None else np.arange(m, dtype=np.int64))
+
+    @property
+    def context(self) -> np.ndarray:
+        """The evidence head's inputs as of the end of the stream (what it is trained on)."""
+        if self._context is None:
+            self._context = context_inputs(self.stream(len(self.ids)))
+        return self._context
 
 
 def _rankings(texts: list[str], emb: np.ndarray, queries: list[str], qemb: np.ndarray) -> list[list[int]]:
@@ -168,6 +185,22 @@ def cross_fit_importance(convs: Sequence[Conversation], fold: Sequence[int], k: 
                 c.importance = predict_binary(head, c.emb, c.side).astype(np.float32)
 
 
+def fit_evidence(convs: Sequence[Conversation]) -> Any:
+    return R.fit_evidence(np.concatenate([c.context for c in convs]), np.concatenate([c.cited for c in convs]))
+
+
+def cross_fit_evidence(convs: Sequence[Conversation], fold: Sequence[int], k: int, exclude: int | None = None) -> None:
+    """Each conversation's evidence head is one trained on no conversation of its own fold (nor of
+    fold `exclude`), so the ranking head trains on the evidence it will see on new conversations."""
+    for g in range(k):
+        if g == exclude:
+            continue
+        head = fit_evidence([c for c, f in zip(convs, fold, strict=True) if f != g and f != exclude and labelled(c)])
+        for c, f in zip(convs, fold, strict=True):
+            if f == g:
+                c.evidence = R.evidence_logit(head)
+
+
 def labelled(conv: Conversation) -> bool:
     return conv.group.split("/", 1)[0] in LABELLED
 
@@ -181,7 +214,7 @@ class Replay:
     captured: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = field(default_factory=dict)
 
 
-def replay(conv: Conversation, policy: str, fraction: float, model: RetentionHead | None = None,
+def replay(conv: Conversation, policy: str, fraction: float, model: R.RetentionModel | None = None,
            protect: float = PROTECT, capture: Sequence[int] = ()) -> Replay:
     """Stream the conversation under the policy's sweeps; the state at the end."""
     n = len(conv.ids)
@@ -191,7 +224,6 @@ def replay(conv: Conversation, policy: str, fraction: float, model: RetentionHea
     access = np.zeros(n, dtype=np.int64)
     last_used = np.arange(n, dtype=np.int64)
     sims = conv.emb @ conv.emb.T
-    beta_logit = (lambda x: R.predict_z(model, x)) if model is not None else None
     rng_ids = [f"{conv.group}:{i}" for i in range(n)]
     state = Replay(active, access, last_used)
     for t in range(n):
@@ -206,13 +238,16 @@ def replay(conv: Conversation, policy: str, fraction: float, model: RetentionHea
         if active.sum() <= budget or ((t + 1) % step and t != n - 1):
             continue
         m = t + 1
-        stream = ScopeStream(conv.texts[:m], conv.emb[:m], conv.importance[:m], access[:m], last_used[:m])
+        stream = conv.stream(m, access[:m], last_used[:m])
         if policy == "oracle":
             scores = conv.value[:m] * (m + 1.0) + np.arange(m) / (m + 1.0)
             prot = None
         elif policy == "learned":
-            scores = keep_scores("learned", stream, beta_logit=beta_logit)
-            prot = protected_mask(stream, active[:m], math.ceil(protect * budget)) if beta_logit is not None else None
+            scores = keep_scores("learned", stream, beta_logit=model)
+            prot = protected_mask(stream, active[:m], math.ceil(protect * budget)) if model is not None else None
+        elif policy == "evidence":
+            scores = stream_features(stream, evidence=conv.evidence)[:, FEATURES.index("evidence")].astype(np.float64)
+            prot = protected_mask(stream, active[:m], math.ceil(protect * budget))
         else:
             scores = heuristic_scores(policy, stream, rng_ids[:m])
             prot = None
@@ -248,17 +283,19 @@ def snapshots(conv: Conversation, points: int = 8, behaviour: str = "importance"
         state = replay(conv, behaviour, frac, capture=places)
         for m in places:
             access, used, active = state.captured[m]
-            stream = ScopeStream(conv.texts[:m], conv.emb[:m], conv.importance[:m], access, used)
+            stream = conv.stream(m, access, used)
             keep = np.flatnonzero(active)
-            feats = stream_features(stream)[keep]
+            feats = stream_features(stream, evidence=conv.evidence)[keep]
             age = (m - 1 - keep).astype(np.float32)
             out.append(R.Snapshot(feats, age, conv.value[:m][keep], 1.0 / (points * len(fractions))))
     return out
 
 
-def fit_model(convs: Sequence[Conversation], steps: int, seed: int = 0) -> RetentionHead:
+def fit_model(convs: Sequence[Conversation], steps: int, seed: int = 0) -> R.RetentionModel:
+    """The ranking head on snapshots whose evidence is cross-fitted (each conversation's own
+    `evidence`, set beforehand), and the evidence head on all of `convs`."""
     snaps = [s for c in convs for s in snapshots(c)]
-    return R.fit_retention(snaps, steps=steps, seed=seed)
+    return R.RetentionModel(R.fit_retention(snaps, steps=steps, seed=seed), fit_evidence(convs))
 
 
 def cross_validate(convs: list[Conversation], k: int, steps: int, protect: float,
@@ -273,10 +310,13 @@ def cross_validate(convs: list[Conversation], k: int, steps: int, protect: float
             continue
         train = [c for c, g in zip(convs, fold, strict=True) if g != f and labelled(c)]
         cross_fit_importance(convs, fold, k, exclude=f)
+        cross_fit_evidence(convs, fold, k, exclude=f)
         head = fit_importance(train)
         for c in held:
             c.importance = predict_binary(head, c.emb, c.side).astype(np.float32)
         model = fit_model(train, steps)
+        for c in held:
+            c.evidence = R.evidence_logit(model.evidence)
         for c in held:
             task = c.group.split("/", 1)[0]
             for policy in POLICIES:
@@ -304,14 +344,14 @@ def table(results: dict[str, Any], metric: str = "WR@500") -> str:
     return "\n".join(lines)
 
 
-def load_all(names: Sequence[str], data: Path, cache: Path) -> tuple[list[Conversation], list[Path]]:
+def load_all(names: Sequence[str], data: Path, cache: Path, scenes: int | None = None) -> tuple[list[Conversation], list[Path]]:
     from evals.baselines import Encoder
 
     encoder = Encoder(torch_threads=2)
     convs: list[Conversation] = []
     files: list[Path] = []
     for name in names:
-        task = build_task(name, data)
+        task = build_task(name, data).select(None, scenes)
         files += list(task.files)
         convs += prepare(task, cache, encoder)
     return convs, files
@@ -320,6 +360,10 @@ def load_all(names: Sequence[str], data: Path, cache: Path) -> tuple[list[Conver
 DataOpt = Annotated[Path | None, typer.Option("--data", help="data root (default $MEMSVC_DATA or ../shared/data)")]
 CacheOpt = Annotated[Path, typer.Option("--cache", help="embeddings and rankings (reused when present)")]
 TasksOpt = Annotated[str, typer.Option("--tasks", help="comma-separated conversation tasks")]
+# k >= 3: each outer fold's training conversations get their importance and evidence from heads trained
+# on the other inner folds, so at least one fold must be left besides the held-out one and the scored one
+FoldsOpt = Annotated[int, typer.Option("--folds", min=3)]
+ScenesOpt = Annotated[int | None, typer.Option("--scenes", help="at most N conversations per task (quick runs)")]
 
 app = typer.Typer(add_completion=False, help="Retention under a budget, replayed on the development conversations.")
 
@@ -329,13 +373,13 @@ app = typer.Typer(add_completion=False, help="Retention under a budget, replayed
 def evaluate(
     data: DataOpt = None, out: Annotated[Path, typer.Option("--out")] = Path("eval-out/retention"),
     cache: CacheOpt = Path("eval-out/retention-cache"), tasks: TasksOpt = ",".join(TASKS),
-    folds: Annotated[int, typer.Option("--folds", min=2)] = 5, steps: Annotated[int, typer.Option("--steps")] = 300,
+    folds: FoldsOpt = 5, scenes: ScenesOpt = None, steps: Annotated[int, typer.Option("--steps")] = 300,
     protect: Annotated[float, typer.Option("--protect", min=0.0, max=1.0)] = PROTECT,
 ) -> None:
     """Replay every conversation under each policy at 25 % and 50 % budgets; write results.json and report.md."""
     started = time.time()
     names = [t.strip() for t in tasks.split(",") if t.strip()]
-    convs, files = load_all(names, data or default_data_root(), cache)
+    convs, files = load_all(names, data or default_data_root(), cache, scenes)
     results = cross_validate(convs, folds, steps, protect)
     results["seconds"] = round(time.time() - started, 1)
     results["command"] = shlex.join(["memsvc", "eval", "retention", *sys.argv[1:]])
@@ -350,31 +394,35 @@ def evaluate(
 def train(
     data: DataOpt = None, out: Annotated[Path, typer.Option("--out", help="artefact folder")] = R.PACKAGED,
     cache: CacheOpt = Path("eval-out/retention-cache"), tasks: TasksOpt = ",".join(TASKS),
-    folds: Annotated[int, typer.Option("--folds", min=2)] = 5, steps: Annotated[int, typer.Option("--steps")] = 300,
+    folds: FoldsOpt = 5, scenes: ScenesOpt = None, steps: Annotated[int, typer.Option("--steps")] = 300,
     protect: Annotated[float, typer.Option("--protect", min=0.0, max=1.0)] = PROTECT,
 ) -> None:
     """Cross-validate the retention model by conversation, train it on every conversation, write the artefact."""
     started = time.time()
     root = data or default_data_root()
     names = [t.strip() for t in tasks.split(",") if t.strip()]
-    convs, files = load_all(names, root, cache)
+    convs, files = load_all(names, root, cache, scenes)
     results = cross_validate(convs, folds, steps, protect)
     typer.echo("WR@500 (x100), cross-validated:\n" + table(results), err=True)
     k = folds
     fold = folds_by_group([c.group for c in convs], k)
     cross_fit_importance(convs, fold, k)  # importance as a write gate that never saw the conversation
+    cross_fit_evidence(convs, fold, k)  # and evidence as a head that never saw it
     model = fit_model([c for c in convs if labelled(c)], steps)
+    from evals.baselines import Encoder
+
+    embedder = Encoder().model_name  # the vectors the evidence head was trained on (prepare's encoder)
     manifest = Manifest(
         name=R.NAME, version=R.VERSION, command=shlex.join(["memsvc", "train", "retention", *sys.argv[3:]]),
         data=checksums(files, root),
-        config={"tasks": names, "trained_on": [n for n in names if n in LABELLED], "folds": k, "steps": steps, "protect": protect, "recall_k": RECALL_K,
+        config={"tasks": names, "scenes": scenes, "trained_on": [n for n in names if n in LABELLED], "folds": k, "steps": steps, "protect": protect, "recall_k": RECALL_K,
                 "sweeps": SWEEPS, "fractions": list(FRACTIONS), "folds_of": results["folds_of"],
                 "seconds": round(time.time() - started, 1), "trained": datetime.now(UTC).isoformat()},
         metrics={"WR@500": {t: {p: {f: v["WR@500"] for f, v in fr.items()} for p, fr in pols.items()}
                             for t, pols in results["tasks"].items()},
                  "ER@10": {t: {p: {f: v["ER@10"] for f, v in fr.items()} for p, fr in pols.items()}
                            for t, pols in results["tasks"].items()}},
-        heads={"retention": R.head_spec(32)},
+        heads={"retention": R.head_spec(32, int(convs[0].emb.shape[1]), embedder)},
     )
     R.save(out, model, manifest)
     typer.echo(f"wrote {out} ({', '.join(FEATURES)})")

@@ -148,7 +148,7 @@ class MemoryOS:
         self.lifecycle.register(self.jobs)
         self.writer.on_episodes_closed = self.lifecycle.episodes_closed
         self.retention = RetentionSweeper(records, embedder, self.outbox, settings.retention,
-                                          *_retention_model(settings))
+                                          *_retention_model(settings, embedder))
         self.jobs.register(SWEEP_JOB, self.retention.run, max_attempts=3)
         self.jobs.every("retention", settings.retention.interval_s, SWEEP_JOB, due=lambda: self.retention.enabled)
 
@@ -570,16 +570,21 @@ class MemoryOS:
         return len(cubes)
 
 
-def _retention_model(settings: Settings) -> tuple[Any, dict[str, Any] | None]:
+def _retention_model(settings: Settings, embedder: Embedder) -> tuple[Any, dict[str, Any] | None]:
     """(z function, manifest summary) of the retention model. The summary is reported whatever the
     policy (what `learned` would run, and its measured figures); the function only with `learned`.
     Without a loadable artefact `learned` ranks by importance, unless an artefact was configured
-    explicitly: that must load."""
+    explicitly: that must load. The model reads the service's embeddings, so it runs only with the
+    embedder it was trained on (another one's vectors mean nothing to its evidence head)."""
     cfg = settings.retention
     from memsvc.learn import retention as artefact
 
     try:
         manifest, model = artefact.load(cfg.model_path or artefact.PACKAGED)
+        trained_on = manifest.heads["retention"].get("embedder")
+        if trained_on != embedder.model_name or int(manifest.heads["retention"]["dim"]) != embedder.dim:
+            raise ValueError(f"the retention model was trained on {trained_on} embeddings, "
+                             f"this service embeds with {embedder.model_name}")
     except (FileNotFoundError, ValueError, KeyError) as exc:
         if cfg.model_path is not None:
             raise ValueError(f"MEMSVC_RETENTION__MODEL_PATH: {exc}") from None
@@ -589,7 +594,7 @@ def _retention_model(settings: Settings) -> tuple[Any, dict[str, Any] | None]:
         return None, None
     info = {"name": manifest.name, "version": manifest.version, "created": manifest.created.isoformat(),
             "command": manifest.command, "loaded": cfg.policy == "learned", "metrics": manifest.metrics}
-    return ((lambda x: artefact.predict_z(model, x)) if cfg.policy == "learned" else None), info
+    return (model if cfg.policy == "learned" else None), info
 
 
 _GRAPH_CURSOR = "g1."

@@ -10,6 +10,13 @@ share of later questions' evidence it holds: sum over the questions it is eviden
 is pairwise (RankNet) within a snapshot: every memory with survival value should outrank every
 memory without, weighted by its value, which is the decision a sweep makes at the budget's edge
 (which to keep, not which is best).
+
+One of those features is itself learned: `evidence`, the logit of a linear head over the memory's
+embedding and signals and those of its stream neighbours (`context_inputs`), trained first with a
+class-balanced logistic loss on "is evidence for a later question" (L2 as a logistic regression with
+C = `EVIDENCE_C`). For training the ranking head, every conversation's evidence comes from a head
+that never saw it (cross-fitted, as the write gate's importance is), so the ranking head learns how
+far to trust it on unseen conversations.
 """
 
 from __future__ import annotations
@@ -24,11 +31,12 @@ import torch
 import torch.nn.functional as F
 
 from memsvc.learn.artefact import Manifest, read_manifest, write_manifest
-from memsvc.learn.nets import RetentionHead
-from memsvc.lifecycle.retention import FEATURES
+from memsvc.learn.nets import EvidenceHead, RetentionHead
+from memsvc.lifecycle.retention import FEATURES, STRUCTURE, ScopeStream, context_width, stream_features
 
 NAME = "memsvc-retention"
-VERSION = "1"
+VERSION = "2"
+EVIDENCE_C = 0.1  # inverse L2 strength of the evidence head, per example as in scikit-learn's LogisticRegression
 PACKAGED = Path(__file__).resolve().parent / "artefacts" / "retention"
 Progress = Callable[[int, int, float], None]
 
@@ -87,6 +95,60 @@ def fit_retention(
     return model
 
 
+def fit_evidence(inputs: np.ndarray, labels: np.ndarray, *, c: float = EVIDENCE_C, steps: int = 200) -> EvidenceHead:
+    """The evidence head: class-balanced logistic loss plus |w|^2 / (2 c n), full batch (L-BFGS);
+    deterministic for the same data."""
+    x = torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))
+    y = torch.from_numpy(np.asarray(labels, dtype=np.float32))
+    n, pos = len(y), float(y.sum())
+    if pos == 0 or pos == n:
+        raise ValueError("the evidence head needs both evidence and other memories to learn from")
+    weight = torch.where(y > 0, n / (2.0 * pos), n / (2.0 * (n - pos)))
+    model = EvidenceHead(x.shape[1])
+    with torch.no_grad():
+        model.linear.weight.zero_()
+        model.linear.bias.zero_()
+    opt = torch.optim.LBFGS(model.parameters(), lr=1.0, max_iter=steps, history_size=20,
+                            line_search_fn="strong_wolfe", tolerance_grad=1e-6, tolerance_change=1e-9)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        logits = model(x)
+        loss = (weight * F.binary_cross_entropy_with_logits(logits, y, reduction="none")).mean()
+        loss = loss + model.linear.weight.pow(2).sum() / (2.0 * c * n)
+        loss.backward()  # type: ignore[no-untyped-call]
+        return loss
+
+    opt.step(closure)  # type: ignore[no-untyped-call]
+    model.eval()
+    return model
+
+
+def evidence_logit(head: EvidenceHead) -> Callable[[np.ndarray], np.ndarray]:
+    def run(inputs: np.ndarray) -> np.ndarray:
+        if len(inputs) == 0:
+            return np.zeros(0, dtype=np.float32)
+        with torch.inference_mode():
+            out: np.ndarray = head(torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float32))).numpy()
+        return out
+    return run
+
+
+@dataclass
+class RetentionModel:
+    """The shipped model: the evidence head feeds the `evidence` feature of the ranking head."""
+
+    head: RetentionHead
+    evidence: EvidenceHead
+
+    def features(self, stream: ScopeStream) -> np.ndarray:
+        return stream_features(stream, evidence=evidence_logit(self.evidence))
+
+    def __call__(self, stream: ScopeStream) -> np.ndarray:
+        """z per memory of the stream (beta = exp(-e^-z)), as of the stream's end."""
+        return predict_z(self.head, self.features(stream))
+
+
 def predict_z(model: RetentionHead, features: np.ndarray) -> np.ndarray:
     """z per row: beta = exp(-e^-z)."""
     if len(features) == 0:
@@ -96,24 +158,33 @@ def predict_z(model: RetentionHead, features: np.ndarray) -> np.ndarray:
     return out
 
 
-def save(folder: Path, model: RetentionHead, manifest: Manifest) -> None:
+def save(folder: Path, model: RetentionModel, manifest: Manifest) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    torch.save({"retention": model.state_dict()}, folder / manifest.weights)
+    torch.save({"retention": model.head.state_dict(), "evidence": model.evidence.state_dict()},
+               folder / manifest.weights)
     write_manifest(folder, manifest)
 
 
-def head_spec(hidden: int) -> dict[str, Any]:
-    return {"features": list(FEATURES), "hidden": hidden}
+def head_spec(hidden: int, dim: int, embedder: str) -> dict[str, Any]:
+    return {"features": list(FEATURES), "hidden": hidden, "structure": list(STRUCTURE), "dim": dim, "embedder": embedder,
+            "evidence_inputs": context_width(dim), "evidence_c": EVIDENCE_C}
 
 
-def load(folder: Path) -> tuple[Manifest, RetentionHead]:
-    """The manifest and the head; one trained on other features than this code computes raises
+def load(folder: Path) -> tuple[Manifest, RetentionModel]:
+    """The manifest and the model; one trained on other features than this code computes raises
     ValueError (it must not be loaded)."""
     manifest = read_manifest(folder)
     spec: dict[str, Any] = manifest.heads["retention"]
-    if spec.get("features") != list(FEATURES):
+    if spec.get("features") != list(FEATURES) or spec.get("structure") != list(STRUCTURE):
         raise ValueError(f"{folder}: the retention model was trained on other features than this code computes")
-    model = RetentionHead(len(FEATURES), hidden=int(spec.get("hidden", 32)))
-    model.load_state_dict(torch.load(folder / manifest.weights, map_location="cpu", weights_only=True)["retention"])
-    model.eval()
-    return manifest, model
+    dim = int(spec["dim"])
+    if spec.get("evidence_inputs") != context_width(dim):
+        raise ValueError(f"{folder}: the evidence head was trained on other inputs than this code computes")
+    head = RetentionHead(len(FEATURES), hidden=int(spec.get("hidden", 32)))
+    evidence = EvidenceHead(context_width(dim))
+    state = torch.load(folder / manifest.weights, map_location="cpu", weights_only=True)
+    head.load_state_dict(state["retention"])
+    evidence.load_state_dict(state["evidence"])
+    head.eval()
+    evidence.eval()
+    return manifest, RetentionModel(head, evidence)

@@ -9,10 +9,11 @@ Policies rank the active memories (higher = keep); over budget, the lowest go to
 - `learned`: the retention score r(t) = beta^(t - t_ref) of TRIM-KV, with t - t_ref = age + 1 and
   beta = exp(-e^-z), z predicted per memory by a small torch model (`memsvc.learn.retention`) from `FEATURES` as of
   the sweep (importance, access count and recency, how strongly and how often later memories restate
-  it, recurrence of its words and names). Wrapped as in "paging with predictions": the newest
-  `protected` memories and the `protected` most recently used ones (written or returned by a search)
-  are never archived by the model's ranking (they have no later context to be judged by yet, and LRU
-  would keep them); when no model is loaded, `importance` decides.
+  it, recurrence of its words and names, and `evidence`: a logistic head over the memory's embedding
+  and signals and those of its neighbours in the stream, `context_inputs`). Wrapped as in "paging
+  with predictions": the newest `protected` memories and the `protected` most recently used ones
+  (written or returned by a search) are never archived by the model's ranking (they have no later
+  context to be judged by yet, and LRU would keep them); when no model is loaded, `importance` decides.
 - `importance`: the stored importance (the write gate's P(needed later)); ties keep the newer.
 - `lru`: the most recently recalled (or, never recalled, created) stay.
 - `fifo`: the newest stay.
@@ -31,15 +32,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from memsvc.learn.features import STOP, content_stems
+from memsvc.learn.features import STOP, WRITE_FEATURES, content_stems, write_features
 
 POLICIES: tuple[str, ...] = ("learned", "importance", "lru", "fifo", "random", "keep_all")
 SERVICE_POLICIES: tuple[str, ...] = ("learned", "importance", "lru", "fifo", "keep_all")
 
 FEATURES: tuple[str, ...] = (
     "importance", "log_age", "log_access", "log_since_access", "max_cos_later", "similar_later",
-    "max_cos_earlier", "recurrence", "names_later", "log_words",
+    "max_cos_earlier", "recurrence", "names_later", "log_words", "evidence",
 )
+STRUCTURE: tuple[str, ...] = ("max_cos_later", "similar_later", "max_cos_earlier", "recurrence", "names_later")
+"""The `FEATURES` the evidence head reads besides the embeddings and signals of a memory and its neighbours."""
 SIMILAR = 0.5  # MiniLM cosine above which a later memory counts as restating this one
 COMMON_NAME = 0.2  # a name in more than this share of the scope's memories (a speaker) says nothing
 
@@ -53,20 +56,37 @@ class ScopeStream:
 
     `access_count` counts recalls that returned the memory; `last_used` is the stream position
     (index of the newest memory written at that moment) of its last recall, or its own index when
-    never recalled. `embeddings` are L2-normalised rows (MiniLM)."""
+    never recalled. `embeddings` are L2-normalised rows (MiniLM). `previous` / `following` give each memory's neighbour in the stream (-1: none; None: the adjacent positions), so that the
+    service can link a turn to the turns of its own session rather than to the facts derived between."""
 
     texts: Sequence[str]
     embeddings: np.ndarray
     importance: np.ndarray
     access_count: np.ndarray
     last_used: np.ndarray
+    previous: np.ndarray | None = None
+    following: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
 
+    def neighbours(self) -> tuple[np.ndarray, np.ndarray]:
+        """(previous, following) position per memory, -1 where there is none (as of this stream's end)."""
+        n = len(self)
+        if n == 0:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        prev = np.arange(-1, n - 1) if self.previous is None else np.asarray(self.previous, dtype=np.int64)
+        nxt = np.r_[np.arange(1, n), -1] if self.following is None else np.asarray(self.following, dtype=np.int64)
+        return prev, np.where(nxt < n, nxt, -1)
 
-def stream_features(stream: ScopeStream, *, block: int = 1024) -> np.ndarray:
-    """`FEATURES` of every memory of the stream, as of its end (what a sweep now can know)."""
+
+EvidenceLogit = Callable[[np.ndarray], np.ndarray]
+"""The evidence head: `context_inputs` rows -> logit that the memory is evidence for a later question."""
+
+
+def stream_features(stream: ScopeStream, *, block: int = 1024, evidence: EvidenceLogit | None = None) -> np.ndarray:
+    """`FEATURES` of every memory of the stream, as of its end (what a sweep now can know); the
+    `evidence` column is the head's logit (0 without one)."""
     n = len(stream)
     out = np.zeros((n, len(FEATURES)), dtype=np.float32)
     if n == 0:
@@ -95,7 +115,41 @@ def stream_features(stream: ScopeStream, *, block: int = 1024) -> np.ndarray:
     out[:, 7] = recurrence(stream.texts)
     out[:, 8] = names_later(stream.texts)
     out[:, 9] = [math.log1p(len(_WORD.findall(t))) / 5.0 for t in stream.texts]
+    if evidence is not None:
+        out[:, 10] = evidence(context_inputs(stream, out))
     return out
+
+
+def context_inputs(stream: ScopeStream, features: np.ndarray | None = None) -> np.ndarray:
+    """The evidence head's inputs per memory: its embedding and write-gate signals, the same of its
+    previous and following neighbour (zeros where there is none, with a flag), the cosine to each,
+    and the `STRUCTURE` columns of `features` (computed when not given). What comes before a turn (the
+    question it answers) and after it (the reaction to news) says whether it holds a fact: on the
+    development conversations (5 folds by conversation) the neighbours lift the per-conversation AUROC
+    of "is evidence" from 0.82 to 0.84 on LoCoMo."""
+    n = len(stream)
+    emb = np.asarray(stream.embeddings, dtype=np.float32)
+    if n == 0:
+        return np.zeros((0, context_width(emb.shape[1] if emb.ndim == 2 else 0)), dtype=np.float32)
+    if features is None:
+        features = stream_features(stream)
+    side = np.stack([write_features("user", t) for t in stream.texts])  # the role the model was trained on
+    prev, nxt = stream.neighbours()
+    blocks: list[np.ndarray] = [emb, side]
+    cos = []
+    for nb in (prev, nxt):
+        has = nb >= 0
+        e = np.where(has[:, None], emb[np.maximum(nb, 0)], 0.0)
+        s = np.where(has[:, None], side[np.maximum(nb, 0)], 0.0)
+        blocks += [e, s]
+        cos += [np.where(has, (e * emb).sum(1), 0.0), has.astype(np.float32)]
+    structure = features[:, [FEATURES.index(f) for f in STRUCTURE]]
+    return np.hstack([*blocks, np.stack(cos, 1), structure]).astype(np.float32)
+
+
+def context_width(dim: int) -> int:
+    """Columns of `context_inputs` for embeddings of `dim`."""
+    return 3 * (dim + len(WRITE_FEATURES)) + 4 + len(STRUCTURE)
 
 
 def recurrence(texts: Sequence[str]) -> np.ndarray:
@@ -196,17 +250,16 @@ def select_archive(scores: np.ndarray, active: np.ndarray, budget: int, protecte
     return np.asarray(sorted(chosen), dtype=np.int64)
 
 
-BetaLogit = Callable[[np.ndarray], np.ndarray]
-"""The learned model: `FEATURES` rows -> z per row, beta = exp(-e^-z) (see `decay_scores`)."""
+BetaLogit = Callable[[ScopeStream], np.ndarray]
+"""The learned model: a stream -> z per memory, beta = exp(-e^-z) (see `decay_scores`)."""
 
 
 def keep_scores(policy: str, stream: ScopeStream, ids: Sequence[str] | None = None,
                 beta_logit: BetaLogit | None = None) -> np.ndarray:
     """Keep scores of any policy but `keep_all`; `learned` without a model is `importance`."""
     if policy == "learned" and beta_logit is not None:
-        feats = stream_features(stream)
         age = len(stream) - 1 - np.arange(len(stream))
-        return decay_scores(beta_logit(feats), age)
+        return decay_scores(beta_logit(stream), age)
     if policy == "learned":
         policy = "importance"
     return heuristic_scores(policy, stream, ids)

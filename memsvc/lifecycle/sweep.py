@@ -60,6 +60,22 @@ class SweepStats:
     durations: list[float] = field(default_factory=list)
 
 
+def chain_neighbours(cubes: Sequence[MemoryCube]) -> tuple[np.ndarray, np.ndarray]:
+    """Each memory's previous and following memory (stream positions, -1 for none) of the same type
+    and session: a turn's neighbours are the turns before and after it in its conversation, not the
+    facts and digests written between them (the retention model learned from turn streams)."""
+    previous = np.full(len(cubes), -1, dtype=np.int64)
+    following = np.full(len(cubes), -1, dtype=np.int64)
+    last: dict[tuple[str, str | None], int] = {}
+    for i, c in enumerate(cubes):
+        key = (c.type.value, c.session_id)
+        j = last.get(key)
+        if j is not None:
+            previous[i], following[j] = j, i
+        last[key] = i
+    return previous, following
+
+
 class RetentionSweeper:
     def __init__(self, records: RecordStore, embedder: Embedder, outbox: Outbox, config: RetentionConfig,
                  beta_logit: BetaLogit | None = None, model_info: dict[str, Any] | None = None) -> None:
@@ -171,11 +187,12 @@ class RetentionSweeper:
             last.append(i if at is None else max(i, int(np.searchsorted(created, at.timestamp(), side="right")) - 1))
         need_vectors = self.effective_policy == "learned"
         emb = self._embed(cubes) if need_vectors else np.zeros((len(cubes), 1), dtype=np.float32)
+        previous, following = chain_neighbours(cubes)
         return ScopeStream(
             texts=[c.content for c in cubes], embeddings=emb,
             importance=np.array([c.importance for c in cubes], dtype=np.float32),
             access_count=np.array([c.access_count for c in cubes], dtype=np.float32),
-            last_used=np.array(last, dtype=np.int64),
+            last_used=np.array(last, dtype=np.int64), previous=previous, following=following,
         )
 
     def _embed(self, cubes: Sequence[MemoryCube]) -> np.ndarray:

@@ -202,6 +202,26 @@ def test_bad_retention_settings_are_refused(tmp_path: Path) -> None:
         build_memory_os(settings, start=False)
 
 
+def test_learned_model_runs_only_with_the_embedder_it_was_trained_on(tmp_path: Path) -> None:
+    """The evidence head reads the service's vectors: another embedder's vectors would be read as
+    MiniLM's. The packaged model is then not used (importance ranks); configured explicitly, it is refused."""
+    from memsvc.config import OpenAIEmbedder
+    from memsvc.learn import retention as artefact
+    from memsvc.memory_os import _retention_model
+    from storage.embedders import OpenAIEmbeddings
+
+    other = OpenAIEmbeddings(OpenAIEmbedder(base_url="http://127.0.0.1:9/v1", model="text-embedding-3-small", dim=384))
+    settings = make_settings(tmp_path).model_copy(update={"retention": RetentionConfig(policy="learned")})
+    assert _retention_model(settings, other) == (None, None)
+    explicit = settings.model_copy(update={"retention": RetentionConfig(policy="learned", model_path=artefact.PACKAGED)})
+    with pytest.raises(ValueError, match="trained on all-MiniLM-L6-v2 embeddings"):
+        _retention_model(explicit, other)
+    from storage.registry import build_embedder
+
+    model, info = _retention_model(explicit, build_embedder(settings))
+    assert model is not None and info is not None and info["loaded"]
+
+
 def test_no_budget_archives_nothing(tmp_path: Path) -> None:
     os_ = build_memory_os(make_settings(tmp_path))
     try:

@@ -6,9 +6,14 @@ import numpy as np
 import pytest
 
 from memsvc.config import Settings
+from memsvc.learn import retention as R
+from memsvc.learn.features import WRITE_FEATURES
 from memsvc.lifecycle.retention import (
     FEATURES,
+    STRUCTURE,
     ScopeStream,
+    context_inputs,
+    context_width,
     decay_scores,
     heuristic_scores,
     keep_scores,
@@ -111,12 +116,81 @@ def test_decay_and_learned_fallback(stream: ScopeStream) -> None:
     assert keep_scores("learned", stream).tolist() == heuristic_scores("importance", stream).tolist()
     called = {}
 
-    def beta_logit(x: np.ndarray) -> np.ndarray:
-        called["shape"] = x.shape
-        return np.full(len(x), 1.0)
+    def beta_logit(s: ScopeStream) -> np.ndarray:
+        called["n"] = len(s)
+        return np.full(len(s), 1.0)
 
     out = keep_scores("learned", stream, beta_logit=beta_logit)
-    assert called["shape"] == (8, len(FEATURES))
+    assert called["n"] == 8
     assert out.tolist() == pytest.approx((1.0 - np.log1p(np.arange(7, -1, -1))).tolist())
     with pytest.raises(ValueError):
         heuristic_scores("keep_all", stream)
+
+
+def test_context_inputs_carry_the_neighbours(stream: ScopeStream) -> None:
+    x = context_inputs(stream)
+    d, w = stream.embeddings.shape[1], len(WRITE_FEATURES)
+    assert x.shape == (8, context_width(d)) and np.isfinite(x).all()
+    emb = stream.embeddings
+    prev = slice(d + w, 2 * d + w)
+    nxt = slice(2 * (d + w), 3 * d + 2 * w)
+    flags = 3 * (d + w)
+    assert np.allclose(x[1, prev], emb[0]) and np.allclose(x[0, prev], 0.0)
+    assert np.allclose(x[6, nxt], emb[7]) and np.allclose(x[7, nxt], 0.0)
+    assert x[0, flags + 1] == 0.0 and x[1, flags + 1] == 1.0  # has a previous
+    assert x[1, flags] == pytest.approx(float(emb[1] @ emb[0]), abs=1e-5)
+    # the structure columns are those of stream_features
+    assert np.allclose(x[:, -len(STRUCTURE):], stream_features(stream)[:, [FEATURES.index(f) for f in STRUCTURE]])
+    # explicit neighbours (the service's chain of a session's turns) replace the adjacent positions
+    chained = ScopeStream(stream.texts, emb, stream.importance, stream.access_count, stream.last_used,
+                          previous=np.array([-1, -1, 0, -1, 2, -1, 4, -1]),
+                          following=np.array([2, -1, 4, -1, 6, -1, -1, -1]))
+    y = context_inputs(chained)
+    assert np.allclose(y[2, prev], emb[0]) and np.allclose(y[2, nxt], emb[4]) and np.allclose(y[1, prev], 0.0)
+    empty = ScopeStream([], np.zeros((0, d), np.float32), np.zeros(0), np.zeros(0), np.zeros(0, np.int64))
+    assert context_inputs(empty).shape == (0, context_width(d))
+
+
+def test_evidence_head_learns_and_the_model_round_trips(stream: ScopeStream, tmp_path) -> None:
+    from memsvc.learn.artefact import Manifest
+
+    x = context_inputs(stream)
+    facts = np.array([1, 0, 0, 1, 1, 0, 1, 0], dtype=bool)  # the turns that state something
+    head = R.fit_evidence(x, facts, c=10.0)
+    logit = R.evidence_logit(head)(x)
+    assert logit[facts].min() > logit[~facts].max()
+    assert np.allclose(R.evidence_logit(R.fit_evidence(x, facts, c=10.0))(x), logit)  # deterministic
+    with pytest.raises(ValueError):
+        R.fit_evidence(x, np.zeros(8, dtype=bool))
+    snaps = [R.Snapshot(stream_features(stream, evidence=R.evidence_logit(head)), np.arange(7, -1, -1).astype(np.float32),
+                        facts.astype(np.float64))]
+    model = R.RetentionModel(R.fit_retention(snaps, steps=20), head)
+    feats = model.features(stream)
+    assert np.allclose(feats[:, FEATURES.index("evidence")], logit, atol=1e-5)
+    manifest = Manifest(name=R.NAME, version=R.VERSION, command="test", data={}, config={}, metrics={},
+                        heads={"retention": R.head_spec(32, stream.embeddings.shape[1], "all-MiniLM-L6-v2")})
+    R.save(tmp_path, model, manifest)
+    _, loaded = R.load(tmp_path)
+    assert np.allclose(loaded(stream), model(stream))
+    manifest.heads["retention"]["structure"] = ["recurrence"]
+    R.save(tmp_path, model, manifest)
+    with pytest.raises(ValueError):
+        R.load(tmp_path)
+
+
+def test_service_streams_chain_a_sessions_turns() -> None:
+    """In a scope, derived facts and digests sit between the turns they came from: a turn's neighbours
+    are the turns before and after it in its own session, as in the conversations the model learned from."""
+    from datetime import UTC, datetime, timedelta
+
+    from memsvc.lifecycle.sweep import chain_neighbours
+    from memsvc.models import MemoryCube, MemoryType
+
+    t0 = datetime(2024, 5, 1, tzinfo=UTC)
+    kinds = [(MemoryType.EPISODIC, "s1"), (MemoryType.SEMANTIC, "s1"), (MemoryType.EPISODIC, "s1"),
+             (MemoryType.EPISODIC, "s2"), (MemoryType.SEMANTIC, "s1"), (MemoryType.EPISODIC, "s1")]
+    cubes = [MemoryCube(tenant="t", user_id="u", type=k, session_id=s, content=f"m{i}",
+                        created_at=t0 + timedelta(seconds=i)) for i, (k, s) in enumerate(kinds)]
+    previous, following = chain_neighbours(cubes)
+    assert previous.tolist() == [-1, -1, 0, -1, 1, 2]
+    assert following.tolist() == [2, 4, 5, -1, -1, -1]

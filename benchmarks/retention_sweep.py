@@ -1,0 +1,73 @@
+"""What a retention sweep's ranking costs per policy, at N memories in one scope.
+
+    python benchmarks/retention_sweep.py --sizes 1000,5000,10000
+
+The scope's memories are generated notes (`scale.py`'s templates), embedded once by the service's
+embedder (timed: what the `learned` policy pays for memories its sweeper has not embedded since the
+process started; later sweeps take them from its cache). Then each policy ranks the scope as
+`RetentionSweeper.rank` does (`keep_scores`, plus the guarantee's mask for `learned`), `--repeat`
+times; the table gives the median milliseconds. `learned` runs the packaged model (its evidence head and
+ranking head); `importance`, `lru` and `fifo` read stored numbers only. Prints a table and one JSON
+line per size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from scale import note  # noqa: E402
+
+from memsvc.config import Settings  # noqa: E402
+from memsvc.learn import retention as artefact  # noqa: E402
+from memsvc.lifecycle.retention import ScopeStream, keep_scores, protected_mask  # noqa: E402
+from storage.registry import build_embedder  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", default="1000,5000,10000")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=7)
+    args = ap.parse_args()
+    sizes = sorted(int(s) for s in args.sizes.split(","))
+    rng = random.Random(args.seed)
+    texts = [note(rng) for _ in range(sizes[-1])]
+    embedder = build_embedder(Settings())
+    _, model = artefact.load(artefact.PACKAGED)
+    t = time.perf_counter()
+    vectors = embedder.embed(texts)
+    embed_rate = len(texts) / (time.perf_counter() - t)
+    print("| memories | embed (cold, s) | learned (ms) | importance (ms) | lru (ms) | fifo (ms) |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    for n in sizes:
+        gen = np.random.default_rng(n)
+        stream = ScopeStream(texts[:n], vectors[:n], gen.random(n).astype(np.float32),
+                             gen.integers(0, 5, n).astype(np.float32), np.arange(n, dtype=np.int64))
+        row: dict[str, float | int] = {"memories": n, "embed_s": round(n / embed_rate, 2)}
+        for policy in ("learned", "importance", "lru", "fifo"):
+            runs = []
+            for _ in range(args.repeat):
+                t = time.perf_counter()
+                keep_scores(policy, stream, beta_logit=model if policy == "learned" else None)
+                if policy == "learned":
+                    protected_mask(stream, np.ones(n, dtype=bool), math.ceil(0.05 * n // 4))
+                runs.append(time.perf_counter() - t)
+            row[f"{policy}_ms"] = round(1000 * statistics.median(runs), 2)
+        print(f"| {n:,} | {row['embed_s']} | {row['learned_ms']} | {row['importance_ms']} | {row['lru_ms']} | "
+              f"{row['fifo_ms']} |", flush=True)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+
+
+if __name__ == "__main__":
+    main()
