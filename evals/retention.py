@@ -45,6 +45,7 @@ from evals.train_gates import train_app
 from memsvc.learn import retention as R
 from memsvc.learn.artefact import Manifest, checksums
 from memsvc.learn.features import write_features
+from memsvc.learn.nets import EvidenceHead
 from memsvc.learn.train import fit_binary, folds_by_group, predict_binary
 from memsvc.lifecycle.retention import (
     FEATURES,
@@ -185,7 +186,7 @@ def cross_fit_importance(convs: Sequence[Conversation], fold: Sequence[int], k: 
                 c.importance = predict_binary(head, c.emb, c.side).astype(np.float32)
 
 
-def fit_evidence(convs: Sequence[Conversation]) -> Any:
+def fit_evidence(convs: Sequence[Conversation]) -> EvidenceHead:
     return R.fit_evidence(np.concatenate([c.context for c in convs]), np.concatenate([c.cited for c in convs]))
 
 

@@ -77,7 +77,7 @@ class ScopeStream:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         prev = np.arange(-1, n - 1) if self.previous is None else np.asarray(self.previous, dtype=np.int64)
         nxt = np.r_[np.arange(1, n), -1] if self.following is None else np.asarray(self.following, dtype=np.int64)
-        return prev, np.where(nxt < n, nxt, -1)
+        return prev, nxt
 
 
 EvidenceLogit = Callable[[np.ndarray], np.ndarray]

@@ -187,7 +187,7 @@ class RetentionSweeper:
             last.append(i if at is None else max(i, int(np.searchsorted(created, at.timestamp(), side="right")) - 1))
         need_vectors = self.effective_policy == "learned"
         emb = self._embed(cubes) if need_vectors else np.zeros((len(cubes), 1), dtype=np.float32)
-        previous, following = chain_neighbours(cubes)
+        previous, following = chain_neighbours(cubes) if need_vectors else (None, None)  # read by the model only
         return ScopeStream(
             texts=[c.content for c in cubes], embeddings=emb,
             importance=np.array([c.importance for c in cubes], dtype=np.float32),
