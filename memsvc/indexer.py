@@ -33,6 +33,7 @@ from memsvc.ports import (
     VectorIndex,
     VectorPayload,
     VectorPoint,
+    text_digest,
 )
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ def payload_of(cube: MemoryCube) -> VectorPayload:
         valid_from=cube.valid_from,
         valid_to=cube.valid_to,
         metadata=cube.metadata,
+        digest=text_digest(cube.content),
     )
 
 
@@ -91,6 +93,24 @@ class Indexer:
 
     def embed(self, cubes: Sequence[MemoryCube]) -> np.ndarray:
         return self.embedder.embed([c.content for c in cubes])
+
+    def stored_or_embedded(self, cubes: Sequence[MemoryCube]) -> np.ndarray:
+        """The cubes' vectors as the index holds them where they embed the cube's current text (the
+        payload's digest says so), the rest embedded now: a sweep over a scope reads its vectors back
+        instead of running the model over every memory again."""
+        if not cubes:
+            return np.zeros((0, self.embedder.dim), dtype=np.float32)
+        stored = self.vectors.vectors([c.id for c in cubes])
+        out: list[np.ndarray | None] = []
+        for c in cubes:
+            hit = stored.get(c.id)
+            current = hit is not None and hit[0] == text_digest(c.content) and hit[1].shape == (self.embedder.dim,)
+            out.append(hit[1] if current and hit is not None else None)
+        todo = [i for i, v in enumerate(out) if v is None]
+        if todo:
+            for i, v in zip(todo, self.embed([cubes[i] for i in todo]), strict=True):
+                out[i] = np.asarray(v, dtype=np.float32)
+        return np.stack([v for v in out if v is not None])
 
     def apply(self, entry: OutboxEntry, embeddings: Mapping[str, np.ndarray] | None = None) -> None:
         """Apply one entry (see the module doc); raises when a derived store fails."""

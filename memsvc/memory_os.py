@@ -147,7 +147,7 @@ class MemoryOS:
                                       self._vectors_of)
         self.lifecycle.register(self.jobs)
         self.writer.on_episodes_closed = self.lifecycle.episodes_closed
-        self.retention = RetentionSweeper(records, embedder, self.outbox, settings.retention,
+        self.retention = RetentionSweeper(records, self._vectors_of, embedder.dim, self.outbox, settings.retention,
                                           *_retention_model(settings, embedder))
         self.jobs.register(SWEEP_JOB, self.retention.run, max_attempts=3)
         self.jobs.every("retention", settings.retention.interval_s, SWEEP_JOB, due=lambda: self.retention.enabled)
@@ -232,11 +232,12 @@ class MemoryOS:
         return out
 
     def _vectors_of(self, cubes: Sequence[MemoryCube]) -> np.ndarray:
-        """The cubes' vectors: those this process wrote lately from its cache, the rest embedded."""
+        """The cubes' vectors: those this process wrote lately from its cache, then the index's own
+        where current, the rest embedded."""
         known = {c.id: v for c in cubes if c.version == 1 and (v := self.writer._recent.get(c.id)) is not None}
         todo = [c for c in cubes if c.id not in known]
         if todo:
-            known.update(zip((c.id for c in todo), self.indexer.embed(todo), strict=True))
+            known.update(zip((c.id for c in todo), self.indexer.stored_or_embedded(todo), strict=True))
         return np.stack([known[c.id] for c in cubes]) if cubes else np.zeros((0, self.embedder.dim), np.float32)
 
     def _write_job(self, job: Job, ctx: JobContext) -> dict[str, Any]:

@@ -6,7 +6,8 @@ All calls are synchronous; the API runs them in its thread pool.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -302,7 +303,9 @@ class RecordStore(Protocol):
 
 @dataclass(frozen=True)
 class VectorPayload:
-    """What the vector index stores beside each vector, for filtering."""
+    """What the vector index stores beside each vector, for filtering; `digest` is the
+    `text_digest` of the text the vector embeds, so that a reader can tell a current vector from
+    one of an earlier version of the memory."""
 
     tenant: str
     user_id: str
@@ -315,6 +318,12 @@ class VectorPayload:
     valid_from: datetime | None = None
     valid_to: datetime | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    digest: str | None = None
+
+
+def text_digest(text: str) -> str:
+    """A short digest of a memory's text (the vector payload's `digest`)."""
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -379,6 +388,10 @@ class VectorIndex(Protocol):
     def states(self, ids: Sequence[str]) -> dict[str, PointState]:
         """The points among `ids` that the index holds."""
 
+    def vectors(self, ids: Sequence[str]) -> dict[str, tuple[str | None, np.ndarray]]:
+        """The dense vectors (float32) of the points among `ids`, each with its payload's `digest`
+        (None for a point stored without one)."""
+
     def flush(self) -> None: ...
 
     def compact(self) -> None:
@@ -386,6 +399,10 @@ class VectorIndex(Protocol):
         on its own does nothing."""
 
     def close(self) -> None: ...
+
+
+VectorsOf = Callable[[Sequence[MemoryCube]], np.ndarray]
+"""Memories -> their embeddings (one row each, in order), read where they are stored, embedded where not."""
 
 
 class Embedder(Protocol):

@@ -113,17 +113,26 @@ def parse_triples(text: str) -> list[tuple[str, str, str]]:
     return out
 
 
-def to_extraction(entities: Sequence[str], triples: Sequence[tuple[str, str, str]]) -> GraphExtraction:
-    """Entities (named ones, then triple ends) and triples keyed by normalised names."""
+def to_extraction(entities: Sequence[str], triples: Sequence[tuple[str, str, str]],
+                  text: str | None = None) -> GraphExtraction:
+    """Entities (named ones, then triple ends) and triples keyed by normalised names. With the
+    passage's `text`, only names grounded in it are kept (every word of the normalised name is a
+    word of the normalised passage), and only triples between kept names: a model that copies its
+    prompt's example or invents a date writes nothing of it into the user's graph."""
+    words = set(normalize_name(text).split()) if text is not None else None
+
+    def keep(key: str) -> bool:
+        return bool(key) and (words is None or set(key.split()) <= words)
+
     ents: dict[str, ExtractedEntity] = {}
     for name in [*entities, *(x for s, _, o in triples for x in (s, o))]:
         key = normalize_name(name)
-        if key and key not in ents:
+        if keep(key) and key not in ents:
             ents[key] = ExtractedEntity(name=name, norm_name=key)
     out: dict[Triple, None] = {}
     for s, p, o in triples:
         sk, ok, pred = normalize_name(s), normalize_name(o), " ".join(p.lower().split())
-        if sk and ok and sk != ok:
+        if keep(sk) and keep(ok) and sk != ok:
             out[Triple(sk, pred, ok)] = None
     return GraphExtraction(entities=tuple(ents.values()), triples=tuple(out))
 
@@ -139,7 +148,7 @@ class OpenIEExtractor:
         ner = self.llm.complete(ner_messages(text), max_tokens=self.max_tokens, json_mode=True)
         entities = parse_entities(ner.text)
         reply = self.llm.complete(triple_messages(text, entities), max_tokens=self.max_tokens, json_mode=True)
-        return to_extraction(entities, parse_triples(reply.text))
+        return to_extraction(entities, parse_triples(reply.text), text)
 
     def __call__(self, cubes: Sequence[MemoryCube]) -> GraphRecords:
         """Fits `GraphService(extractor=...)`: the records of every cube's OpenIE."""

@@ -26,7 +26,7 @@ episode) never make its writes plan again.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -53,7 +53,7 @@ from memsvc.models import (
     utcnow,
 )
 from memsvc.outbox import Outbox
-from memsvc.ports import RecordStore, VectorFilter
+from memsvc.ports import RecordStore, VectorFilter, VectorsOf
 from memsvc.skills.runtime import RuntimeRun, SkillRuntime
 from memsvc.skills.types import OpKind, SkillContext, Span
 
@@ -71,7 +71,6 @@ ACTOR = "lifecycle"
 TURN_BATCH = 200  # episodes whose turns one query loads
 PROFILE_SEEK = 4  # the profile job reads this many times the profile's size of top facts (and grows it so)
 
-VectorsOf = Callable[[Sequence[MemoryCube]], np.ndarray]
 
 
 def structural(cube: MemoryCube) -> bool:

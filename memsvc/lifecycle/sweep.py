@@ -40,7 +40,7 @@ from memsvc.models import (
     utcnow,
 )
 from memsvc.outbox import Outbox
-from memsvc.ports import Embedder, RecordStore
+from memsvc.ports import RecordStore, VectorsOf
 
 from .retention import BetaLogit, ScopeStream, keep_scores, protected_mask, select_archive
 
@@ -77,10 +77,11 @@ def chain_neighbours(cubes: Sequence[MemoryCube]) -> tuple[np.ndarray, np.ndarra
 
 
 class RetentionSweeper:
-    def __init__(self, records: RecordStore, embedder: Embedder, outbox: Outbox, config: RetentionConfig,
+    def __init__(self, records: RecordStore, vectors_of: VectorsOf, dim: int, outbox: Outbox, config: RetentionConfig,
                  beta_logit: BetaLogit | None = None, model_info: dict[str, Any] | None = None) -> None:
         self.records = records
-        self.embedder = embedder
+        self.vectors_of = vectors_of  # the index's vectors where current, the rest embedded
+        self.dim = dim
         self.outbox = outbox
         self.config = config
         self.beta_logit = beta_logit
@@ -199,10 +200,10 @@ class RetentionSweeper:
         keys = [(c.id, c.version) for c in cubes]
         missing = [i for i, k in enumerate(keys) if k not in self._vectors]
         if missing:
-            vecs = self.embedder.embed([cubes[i].content for i in missing])
+            vecs = self.vectors_of([cubes[i] for i in missing])
             for i, v in zip(missing, vecs, strict=True):
                 self._vectors[keys[i]] = np.asarray(v, dtype=np.float32)
-        out = np.stack([self._vectors[k] for k in keys]) if keys else np.zeros((0, self.embedder.dim), np.float32)
+        out = np.stack([self._vectors[k] for k in keys]) if keys else np.zeros((0, self.dim), np.float32)
         for k in keys:
             self._vectors.move_to_end(k)
         while len(self._vectors) > _CACHE:

@@ -24,6 +24,8 @@ from memsvc.ports import PointState, VectorFilter, VectorPayload
 
 DENSE = "dense"
 SPARSE = "bm25"
+DIGEST = "digest"  # payload key of `VectorPayload.digest`
+FETCH_BATCH = 1000  # points per retrieve when reading vectors back
 
 # Keyword fields with a payload index; the first is the tenant key.
 KEYWORD_FIELDS = ("tenant", "user_id", "type", "status", "agent_id", "session_id")
@@ -70,6 +72,8 @@ def encode_payload(payload: VectorPayload) -> dict[str, Any]:
         if value is not None:
             out[name] = epoch(value)
     out["metadata"] = _encode_value(dict(payload.metadata))
+    if payload.digest is not None:
+        out[DIGEST] = payload.digest
     return out
 
 
@@ -90,6 +94,13 @@ def _encode_value(value: Any) -> Any:
     if value is None or isinstance(value, str | int | float):
         return value
     return str(value)
+
+
+def stored_vector(point_id: Any, payload: dict[str, Any] | None, vector: Any) -> tuple[str, tuple[str | None, np.ndarray]]:
+    """(id, (digest, dense vector)) of a point retrieved with its `DIGEST` payload and `DENSE` vector."""
+    digest = (payload or {}).get(DIGEST)
+    dense_vector = vector[DENSE] if isinstance(vector, dict) else vector
+    return str(point_id), (digest if isinstance(digest, str) else None, np.asarray(dense_vector, dtype=np.float32))
 
 
 def point_state(point_id: Any, payload: dict[str, Any] | None) -> PointState:

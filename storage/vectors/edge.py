@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import qdrant_edge as qe
 
 from memsvc.ports import PointState, VectorFilter, VectorPayload, VectorPoint
@@ -170,6 +171,15 @@ class EdgeVectorIndex:
         with self._gate.enter():
             records = self._shard.retrieve(list(dict.fromkeys(ids)), _STATE_FIELDS, False)
         return {str(r.id): c.point_state(r.id, r.payload) for r in records}
+
+    def vectors(self, ids: Sequence[str]) -> dict[str, tuple[str | None, np.ndarray]]:
+        out: dict[str, tuple[str | None, np.ndarray]] = {}
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), c.FETCH_BATCH):
+            with self._gate.enter():
+                records = self._shard.retrieve(list(unique[start:start + c.FETCH_BATCH]), [c.DIGEST], [c.DENSE])
+            out.update(c.stored_vector(r.id, r.payload, r.vector) for r in records)
+        return out
 
     # ------------------------------------------------------------------ maintenance
 

@@ -14,6 +14,7 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from qdrant_client import QdrantClient, models
 
 from memsvc.errors import InvalidInput
@@ -147,6 +148,16 @@ class QdrantVectorIndex:
             records = self.client.retrieve(self.collection, list(dict.fromkeys(ids)), with_payload=_STATE_FIELDS,
                                            with_vectors=False)
         return {str(r.id): c.point_state(r.id, r.payload) for r in records}
+
+    def vectors(self, ids: Sequence[str]) -> dict[str, tuple[str | None, np.ndarray]]:
+        out: dict[str, tuple[str | None, np.ndarray]] = {}
+        unique = list(dict.fromkeys(ids))
+        for start in range(0, len(unique), c.FETCH_BATCH):
+            with self._call():
+                records = self.client.retrieve(self.collection, unique[start:start + c.FETCH_BATCH],
+                                               with_payload=[c.DIGEST], with_vectors=[c.DENSE])
+            out.update(c.stored_vector(r.id, r.payload, r.vector) for r in records)
+        return out
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -267,6 +267,41 @@ def test_learned_policy_runs_the_packaged_model_and_keeps_its_guarantee(tmp_path
         os_.close()
 
 
+def test_a_sweep_reads_current_vectors_from_the_index_and_embeds_only_stale_ones(tmp_path: Path,
+                                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """After a restart the sweep's cache is empty: it reads the scope's vectors back from the index
+    instead of running the embedder over every memory, except where the stored vector embeds an
+    earlier text than the memory's (its digest differs)."""
+    settings = make_settings(tmp_path)
+    first = build_memory_os(settings)
+    try:
+        first.writer.write(TENANT, turns("dora", 0, 12))
+        first.lifecycle.settle(TENANT)  # the episode digest too
+        first.outbox.drain()
+    finally:
+        first.close()
+    os_ = build_memory_os(settings)
+    try:
+        cubes = sorted(os_.records.iter_memories(TENANT, "dora"), key=lambda c: c.content)
+        assert len(cubes) >= 12
+        embedded: list[str] = []
+        real = os_.indexer.embedder.embed
+
+        def counting(texts: list[str]) -> object:
+            embedded.extend(texts)
+            return real(texts)
+
+        monkeypatch.setattr(os_.indexer.embedder, "embed", counting)
+        stale = cubes[0].model_copy(update={"content": "I moved from Berlin to Lisbon in March."})
+        got = os_.retention.vectors_of([stale, *cubes[1:]])
+        assert embedded == [stale.content]
+        expected = real([stale.content, *(c.content for c in cubes[1:])])
+        # the same vectors up to the batch the model saw them in (its bf16 kernels are not batch-invariant)
+        assert got.shape == expected.shape and (got * expected).sum(1).min() > 0.999
+    finally:
+        os_.close()
+
+
 def test_tenant_budget_holds_across_users(tmp_path: Path) -> None:
     retention = RetentionConfig(policy="fifo", max_active_per_tenant=5, interval_s=0.3, trigger_s=0.2)
     os_ = build_memory_os(make_settings(tmp_path).model_copy(update={"retention": retention}))

@@ -91,6 +91,20 @@ def test_extractor_runs_ner_then_triples_in_json_mode() -> None:
     )
 
 
+def test_names_the_passage_does_not_contain_are_dropped() -> None:
+    """What a 270M model answered on the live server: the passage's names plus its prompt's example
+    (Radio City) and an invented date; only what the passage says reaches the graph."""
+    ner = ('{"named_entities": ["Alice", "Berlin", "2023", "October 1, 2023", "Radio City", "Hindi", '
+           '"Her cat Miso"]}')
+    triples = ('{"triples": [["Radio City", "plays songs in", "Hindi"], ["Alice", "moved to", "Berlin"], '
+               '["Alice", "moved on", "October 1, 2023"], ["her cat Miso", "was born in", "Lyon"]]}')
+    x = OpenIEExtractor(CannedLLM([ner, triples])).extract(PASSAGE)
+    assert x.names() == ["alice", "berlin", "2023", "cat miso", "lyon"]
+    assert x.triples == (Triple("alice", "moved to", "berlin"), Triple("cat miso", "was born in", "lyon"))
+    # without the passage (a caller that has none) nothing is filtered
+    assert "radio city" in to_extraction(["Radio City"], []).names()
+
+
 def test_extractor_gives_store_records_for_cubes() -> None:
     cube = MemoryCube(id="m1", tenant="t", user_id="u", type=MemoryType.SEMANTIC, content=PASSAGE, source_ids=["s1"])
     recs = OpenIEExtractor(CannedLLM([NER_REPLY, '{"triples": [["Alice", "moved to", "Berlin"]]}']))([cube])
@@ -106,14 +120,33 @@ def test_unparseable_reply_gives_empty_extraction() -> None:
     assert x.entities == () and x.triples == ()
 
 
-@pytest.mark.llm
-@pytest.mark.skipif(not os.environ.get("MEMSVC_TEST_LLM_URL"), reason="MEMSVC_TEST_LLM_URL not set")
-def test_live_openie() -> None:
+def _live_extractor() -> OpenIEExtractor:
     from memsvc.config import OpenAILLM
     from storage.llm import OpenAIChat
 
-    cfg = OpenAILLM(base_url=os.environ["MEMSVC_TEST_LLM_URL"], api_key=os.environ.get("MEMSVC_TEST_LLM_KEY"),
+    url = os.environ.get("MEMSVC_TEST_LLM_URL")
+    if not url:
+        pytest.skip("MEMSVC_TEST_LLM_URL not set")
+    cfg = OpenAILLM(base_url=url, api_key=os.environ.get("MEMSVC_TEST_LLM_KEY"),
                     model=os.environ.get("MEMSVC_TEST_LLM_MODEL", "gpt-4o-mini"))
-    x = OpenIEExtractor(OpenAIChat(cfg)).extract(PASSAGE)
+    return OpenIEExtractor(OpenAIChat(cfg))
+
+
+@pytest.mark.llm
+def test_live_openie_keeps_only_what_the_passage_names() -> None:
+    """Whatever the model answers, the extraction holds only names the passage contains and triples
+    between them (a weak model's inventions are dropped, not stored)."""
+    x = _live_extractor().extract(PASSAGE)
+    text = PASSAGE.lower()
+    assert all(name in text for name in x.names())
+    assert all({t.subject, t.object} <= set(x.names()) for t in x.triples)
+
+
+@pytest.mark.llm
+def test_live_openie_extracts_the_move() -> None:
+    """Extraction quality: needs a capable model (`make test-llm`'s 270M local model is not one)."""
+    if os.environ.get("MEMSVC_TEST_LLM_WEAK"):
+        pytest.skip("MEMSVC_TEST_LLM_WEAK: the endpoint's model is too small to extract (see README)")
+    x = _live_extractor().extract(PASSAGE)
     assert {"alice", "berlin"} <= set(x.names())
     assert any(t.subject == "alice" and t.object == "berlin" for t in x.triples)

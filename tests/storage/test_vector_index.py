@@ -16,7 +16,8 @@ import pytest
 
 from memsvc.errors import BackendUnavailable, InvalidInput
 from memsvc.models import MemoryStatus, MemoryType
-from memsvc.ports import VectorFilter, VectorIndex, VectorPayload, VectorPoint
+from memsvc.ports import VectorFilter, VectorIndex, VectorPayload, VectorPoint, text_digest
+from storage.vectors.common import FETCH_BATCH
 from storage.vectors.edge import EdgeVectorIndex
 from storage.vectors.qdrant import QdrantVectorIndex
 
@@ -233,6 +234,36 @@ def test_set_payload_changes_filter_outcome(vector_index: VectorIndex) -> None:
     assert vector_index.search([1.0, 0.0, 0.0, 0.0], flt(ids=[mid(1)]), 1) == [(mid(1), pytest.approx(1.0))]
     assert [i for i, _ in vector_index.search_text("coffee", flt(), 5)] == [mid(1)]
     vector_index.set_payload([])
+
+
+def test_vectors_read_back_with_their_digest(vector_index: VectorIndex) -> None:
+    """What a sweep reads instead of embedding again: the stored (unit) vector and the digest of the
+    text it embeds, which a status change (payload only) keeps and a point without one lacks."""
+    v1 = np.array([0.6, 0.8, 0.0, 0.0], dtype=np.float32)
+    p1 = point(1, v1.tolist(), digest=text_digest("I moved to Paris"))
+    vector_index.upsert([p1, point(2, [0.0, 0.0, 1.0, 0.0]), point(3, [0.0, 0.0, 3.0, 4.0], digest="d3")])
+    got = vector_index.vectors([mid(1), mid(2), mid(3), mid(99), mid(1)])
+    assert set(got) == {mid(1), mid(2), mid(3)}  # unknown ids left out, duplicates once
+    digest, vector = got[mid(1)]
+    assert digest == text_digest("I moved to Paris") and vector.dtype == np.float32
+    assert vector == pytest.approx(v1, abs=1e-6)
+    assert got[mid(2)][0] is None
+    assert got[mid(3)][1] == pytest.approx([0.0, 0.0, 0.6, 0.8], abs=1e-6)  # cosine space: stored normalised
+    vector_index.set_payload([(mid(1), replace(p1.payload, status=ARCHIVED))])
+    assert vector_index.vectors([mid(1)])[mid(1)][0] == text_digest("I moved to Paris")
+    assert vector_index.vectors([]) == {}
+
+
+def test_vectors_are_read_in_batches(vector_index: VectorIndex) -> None:
+    n = FETCH_BATCH + 7
+    rng = np.random.default_rng(0)
+    vecs = rng.normal(size=(n, DIM)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    vector_index.upsert([point(i, vecs[i].tolist(), digest=str(i)) for i in range(n)])
+    got = vector_index.vectors([mid(i) for i in range(n)])
+    assert len(got) == n
+    assert all(got[mid(i)][0] == str(i) for i in range(n))
+    assert np.stack([got[mid(i)][1] for i in range(n)]) == pytest.approx(vecs, abs=1e-5)
 
 
 def test_set_payload_can_move_a_point_out_of_a_scope(vector_index: VectorIndex) -> None:
