@@ -72,7 +72,6 @@ TURN_BATCH = 200  # episodes whose turns one query loads
 PROFILE_SEEK = 4  # the profile job reads this many times the profile's size of top facts (and grows it so)
 
 
-
 def structural(cube: MemoryCube) -> bool:
     """A digest or a profile: consolidation output, never merged or listed in a profile itself."""
     return bool(cube.metadata.get(DIGEST_KEY) or cube.metadata.get(PROFILE_KEY))
