@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from memsvc.errors import BackendUnavailable
 from memsvc.models import Entity, MemoryCube, MemoryStatus, Mention, OutboxEntry, OutboxOp, Relation
 from memsvc.ports import (
     Embedder,
@@ -100,7 +101,11 @@ class Indexer:
         instead of running the model over every memory again."""
         if not cubes:
             return np.zeros((0, self.embedder.dim), dtype=np.float32)
-        stored = self.vectors.vectors([c.id for c in cubes])
+        try:
+            stored = self.vectors.vectors([c.id for c in cubes])
+        except BackendUnavailable as exc:  # a sweep or merge need not wait for the index: embed instead
+            log.warning("vector index unavailable (%s): embedding %d memories", exc, len(cubes))
+            stored = {}
         out: list[np.ndarray | None] = []
         for c in cubes:
             hit = stored.get(c.id)

@@ -271,7 +271,7 @@ def test_a_sweep_reads_current_vectors_from_the_index_and_embeds_only_stale_ones
                                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """After a restart the sweep's cache is empty: it reads the scope's vectors back from the index
     instead of running the embedder over every memory, except where the stored vector embeds an
-    earlier text than the memory's (its digest differs)."""
+    earlier text than the memory's (its digest differs); with the index down it embeds them all."""
     settings = make_settings(tmp_path)
     first = build_memory_os(settings)
     try:
@@ -298,6 +298,12 @@ def test_a_sweep_reads_current_vectors_from_the_index_and_embeds_only_stale_ones
         expected = real([stale.content, *(c.content for c in cubes[1:])])
         # the same vectors up to the batch the model saw them in (its bf16 kernels are not batch-invariant)
         assert got.shape == expected.shape and (got * expected).sum(1).min() > 0.999
+        # with the index unavailable the sweep does not fail: it embeds what it cannot read back
+        os_.vectors.close()
+        embedded.clear()
+        again = os_.retention.vectors_of(cubes)
+        assert embedded == [c.content for c in cubes]
+        assert again.shape == got.shape and (again[1:] * got[1:]).sum(1).min() > 0.999
     finally:
         os_.close()
 
