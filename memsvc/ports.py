@@ -359,6 +359,7 @@ class PointState:
     tenant: str
     user_id: str
     status: str
+    digest: str | None = None  # the payload's `digest` (None: stored before digests were)
 
 
 class VectorIndex(Protocol):

@@ -57,6 +57,9 @@ class ReconcileResult:
     stale_points: int = 0
     missing_points: int = 0
     orphan_graph_memories: int = 0
+    # points stored before payloads carried the digest of their text, given it (not drift: the
+    # vector is current, the payload only lacked what lets a sweep read it back)
+    digests_backfilled: int = 0
     interrupted: bool = False
 
     @property
@@ -125,6 +128,14 @@ class Reconciler:
             orphans = [p.id for p in page if p.id not in busy and p.id not in held]
             drifted = [p.id for p in page if p.id in held and p.id not in busy and (p.status, p.user_id) != held[p.id]]
             self._repair(tenant, orphans, drifted, result)
+            # A point with no outbox entry in flight embeds its memory's current text (the outbox
+            # applies a memory's changes in order), so its payload may say so.
+            undigested = [p.id for p in page if p.id in held and p.id not in busy and p.id not in drifted
+                          and p.digest is None]
+            if undigested:
+                cubes = [c for c in self.records.get_memories(tenant, undigested) if indexed(c)]
+                self.vectors.set_payload([(c.id, payload_of(c)) for c in cubes])
+                result.digests_backfilled += len(cubes)
             if cursor is None:
                 return
 

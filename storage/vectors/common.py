@@ -105,8 +105,9 @@ def stored_vector(point_id: Any, payload: dict[str, Any] | None, vector: Any) ->
 
 def point_state(point_id: Any, payload: dict[str, Any] | None) -> PointState:
     payload = payload or {}
+    digest = payload.get(DIGEST)
     return PointState(str(point_id), str(payload.get("tenant", "")), str(payload.get("user_id", "")),
-                      str(payload.get("status", "")))
+                      str(payload.get("status", "")), digest if isinstance(digest, str) else None)
 
 
 # --------------------------------------------------------------------------- filter tree

@@ -50,7 +50,7 @@ MIN_OPTIMIZE_AFTER = 1_000
 # GIL (with qdrant's defaults each run merged into two ever larger segments: 3-4x the time).
 MAX_SEGMENT_POINTS = 32_000
 SEGMENTS = 8
-_STATE_FIELDS = ["tenant", "user_id", "status"]
+_STATE_FIELDS = ["tenant", "user_id", "status", c.DIGEST]
 
 
 class EdgeVectorIndex:

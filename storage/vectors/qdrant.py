@@ -22,7 +22,7 @@ from memsvc.ports import PointState, VectorFilter, VectorPayload, VectorPoint
 from storage.vectors import common as c
 
 UPSERT_BATCH = 256
-_STATE_FIELDS = ["tenant", "user_id", "status"]
+_STATE_FIELDS = ["tenant", "user_id", "status", c.DIGEST]
 
 
 class QdrantVectorIndex:

@@ -3,11 +3,12 @@ and reports the counts; a second run finds nothing."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from memsvc.indexer import payload_of
 from memsvc.models import Entity, MemoryStatus, Mention, new_id
-from memsvc.ports import MemoryQuery, VectorFilter, VectorPoint
+from memsvc.ports import MemoryQuery, VectorFilter, VectorPoint, text_digest
 from memsvc.schemas import SearchRequest
 from storage.registry import build_memory_os
 from tests.api.conftest import make_settings
@@ -41,6 +42,30 @@ def test_reconciliation_repairs_missing_orphan_and_stale_points_and_orphan_graph
         assert "e-ghost" not in os_.graph.catalog("t", "alice").entity_ids
         second = os_.reconciler.reconcile()
         assert (second.repaired, second.points_scanned, second.memories_scanned) == (0, 2, 2)
+    finally:
+        os_.close()
+
+
+def test_a_full_pass_gives_points_stored_without_a_digest_their_text_digest(tmp_path: Path) -> None:
+    """Points written before payloads carried the digest of their text (an upgraded deployment) get it
+    from a full pass, so that retention sweeps read their vectors back instead of embedding them; it is
+    not drift (nothing is repaired) and a second pass finds nothing to do."""
+    os_ = build_memory_os(make_settings(tmp_path), start=False)
+    try:
+        os_.add("t", turn("m1", "My cat is called Miso."))
+        os_.add("t", turn("m2", "I play the cello on Sundays."))
+        cubes = os_.records.list_memories("t", MemoryQuery(user_id="alice")).items
+        os_.vectors.set_payload([(c.id, replace(payload_of(c), digest=None)) for c in cubes])  # as stored before
+        assert {d for d, _ in os_.vectors.vectors([c.id for c in cubes]).values()} == {None}
+
+        first = os_.reconciler.reconcile(full=True)
+        assert (first.digests_backfilled, first.repaired) == (len(cubes), 0)
+        stored = os_.vectors.vectors([c.id for c in cubes])
+        assert {i: d for i, (d, _) in stored.items()} == {c.id: text_digest(c.content) for c in cubes}
+        flt = VectorFilter(tenant="t", user_id="alice", statuses=[MemoryStatus.ACTIVE])
+        assert sorted(p.id for p in os_.vectors.scan(flt, 10)[0]) == sorted(c.id for c in cubes)  # payload intact
+        second = os_.reconciler.reconcile(full=True)
+        assert (second.digests_backfilled, second.repaired) == (0, 0)
     finally:
         os_.close()
 
