@@ -108,9 +108,9 @@ class Indexer:
             stored = {}
         out: list[np.ndarray | None] = []
         for c in cubes:
-            hit = stored.get(c.id)
-            current = hit is not None and hit[0] == text_digest(c.content) and hit[1].shape == (self.embedder.dim,)
-            out.append(hit[1] if current and hit is not None else None)
+            digest, vector = stored.get(c.id, (None, None))
+            current = digest == text_digest(c.content) and vector is not None and vector.shape == (self.embedder.dim,)
+            out.append(vector if current else None)
         todo = [i for i, v in enumerate(out) if v is None]
         if todo:
             for i, v in zip(todo, self.embed([cubes[i] for i in todo]), strict=True):

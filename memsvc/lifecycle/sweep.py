@@ -187,7 +187,7 @@ class RetentionSweeper:
             # the stream position of the newest memory written when it was last recalled
             last.append(i if at is None else max(i, int(np.searchsorted(created, at.timestamp(), side="right")) - 1))
         need_vectors = self.effective_policy == "learned"
-        emb = self._embed(cubes) if need_vectors else np.zeros((len(cubes), 1), dtype=np.float32)
+        emb = self._vectors_for(cubes) if need_vectors else np.zeros((len(cubes), 1), dtype=np.float32)
         previous, following = chain_neighbours(cubes) if need_vectors else (None, None)  # read by the model only
         return ScopeStream(
             texts=[c.content for c in cubes], embeddings=emb,
@@ -196,7 +196,7 @@ class RetentionSweeper:
             last_used=np.array(last, dtype=np.int64), previous=previous, following=following,
         )
 
-    def _embed(self, cubes: Sequence[MemoryCube]) -> np.ndarray:
+    def _vectors_for(self, cubes: Sequence[MemoryCube]) -> np.ndarray:
         keys = [(c.id, c.version) for c in cubes]
         missing = [i for i, k in enumerate(keys) if k not in self._vectors]
         if missing:
