@@ -28,6 +28,11 @@ class RowsBody(BaseModel):
     side: list[list[float]]
 
 
+class QueryBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    embeddings: list[list[float]] = Field(description="query embeddings, one per row")
+
+
 def _matrix(rows: list[list[float]], width: int | None, what: str) -> np.ndarray:
     if len(rows) > MAX_ROWS:
         raise InvalidInput(f"at most {MAX_ROWS} rows per call")
@@ -39,8 +44,9 @@ def _matrix(rows: list[list[float]], width: int | None, what: str) -> np.ndarray
 
 def create_gates_app(model: GateModel) -> FastAPI:
     app = FastAPI(title="memsvc gates", version="0.1.0",
-                  description="The learned gate heads (reranker, write gate, router) as a shared worker.")
+                  description="The learned gate heads (reranker and its query adapter, write gate, router) as a shared worker.")
     errors.install(app)
+    dim = model.describe().get("query_dim")  # the query adapter's input width (None without one)
 
     @app.get("/v1/gates")
     def describe() -> dict[str, Any]:
@@ -53,6 +59,12 @@ def create_gates_app(model: GateModel) -> FastAPI:
         lists = [_matrix(x, len(RERANK_FEATURES), "lists") if x else np.zeros((0, len(RERANK_FEATURES)), np.float32)
                  for x in body.lists]
         return {"scores": [s.tolist() for s in model.rerank(lists)]}
+
+    @app.post("/v1/gates/query")
+    def query(body: QueryBody) -> dict[str, Any]:
+        if not model.has("query"):
+            raise InvalidInput("the loaded artefact has no query adapter")
+        return {"q": model.adapt(_matrix(body.embeddings, dim, "embeddings")).tolist()}
 
     def _rows(body: RowsBody, side_width: int) -> tuple[np.ndarray, np.ndarray]:
         emb = _matrix(body.embeddings, None, "embeddings")

@@ -31,7 +31,8 @@ from memsvc.config import SearchConfig, Settings
 from memsvc.schemas import SearchRequest, WriteRequest
 from storage.registry import build_memory_os
 
-PRESETS = ("hybrid", "hybrid_rerank", "hybrid_temporal", "hybrid_temporal_rerank", "hybrid_ppr", "hybrid_ppr_rerank")
+PRESETS = ("hybrid", "hybrid_rerank", "hybrid_temporal", "hybrid_temporal_rerank", "hybrid_temporal_adapted", "hybrid_ppr",
+           "hybrid_ppr_rerank")
 MONTHS = ("January", "February")  # the synthetic turns are 7 minutes apart from 2024-01-01: 10k span Jan-Feb
 
 

@@ -39,7 +39,7 @@ from evals.tasks import BENCHMARKS, Task, build_task, write_lmeb
 MEMSVC_SYSTEMS = {"memsvc": None, "memsvc-hybrid": "hybrid", "memsvc-ppr": "hybrid_ppr", "memsvc-rerank": "hybrid_rerank",
                   "memsvc-ppr-rerank": "hybrid_ppr_rerank", "memsvc-episodes": "hybrid_episodes",
                   "memsvc-neighbours": "hybrid_neighbours", "memsvc-temporal": "hybrid_temporal",
-                  "memsvc-temporal-rerank": "hybrid_temporal_rerank",
+                  "memsvc-temporal-rerank": "hybrid_temporal_rerank", "memsvc-temporal-adapted": "hybrid_temporal_adapted",
                   "memsvc-time": "hybrid_time", "memsvc-structured": "structured"}
 SYSTEMS = (*MEMSVC_SYSTEMS, *BASELINES)
 ALL_SYSTEMS = ("memsvc", *BASELINES)  # `eval all`: the graph preset is measured per benchmark (locomo, musique)

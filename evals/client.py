@@ -113,12 +113,13 @@ class CrossValidatedClient:
         fold = self._fold_by_user.get(req.user_id)
         if fold is None or self._gate is None or fold >= len(self._models):
             return self._inner.search(req)
-        shipped = self._gate.heads["rerank"]
-        self._gate.heads["rerank"] = self._models[fold]
+        heads = self._gate.heads
+        shipped = {h: heads[h] for h in self._models[fold] if h in heads}
+        heads.update(self._models[fold])
         try:
             return self._inner.search(req)
         finally:
-            self._gate.heads["rerank"] = shipped
+            heads.update(shipped)
 
     def close(self) -> None:
         """The inner client is closed by its owner."""

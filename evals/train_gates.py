@@ -10,6 +10,7 @@ questions. The manifest's metrics are these cross-validated figures, beside the 
 from __future__ import annotations
 
 import json
+import pickle
 import shlex
 import sys
 import time
@@ -32,11 +33,21 @@ from evals.runner import RunOptions, score_hits
 from evals.tasks import build_task
 from memsvc.learn import gates as G
 from memsvc.learn.artefact import Manifest, checksums
-from memsvc.learn.features import RERANK_FEATURES, ROUTE_FEATURES, WRITE_FEATURES, per_token_order
-from memsvc.learn.nets import RerankHead
+from memsvc.learn.features import (
+    ADAPTED_FEATURES,
+    RERANK_FEATURES,
+    ROUTE_FEATURES,
+    WRITE_FEATURES,
+    adapted_columns,
+    per_token_order,
+)
+from memsvc.learn.nets import QueryAdapter, RerankHead
 from memsvc.learn.train import (
+    AdapterList,
     ListGroup,
+    adapt_queries,
     auroc,
+    fit_adapter,
     fit_binary,
     fit_reranker,
     fit_router,
@@ -91,6 +102,107 @@ def task_weights(examples: Sequence[QueryExample], balance: bool) -> dict[str, f
     return {t: 1.0 / n if balance else 1.0 for t, n in counts.items()}
 
 
+BASE_WIDTH = len(RERANK_FEATURES) - len(ADAPTED_FEATURES)  # the columns collection fills
+
+
+def with_adapted(ex: QueryExample, columns: np.ndarray) -> np.ndarray:
+    """The example's read-gate rows with the adapter's columns (the collected ones are replaced)."""
+    return np.concatenate([ex.features[:, :BASE_WIDTH], columns], axis=1).astype(np.float32)
+
+
+@dataclass
+class Vectors:
+    """Every candidate's vector as the index holds it (the embedder's, of the memory's text)."""
+
+    table: np.ndarray  # (u, d)
+    rows: list[np.ndarray]  # per example, its candidates' rows in `table`
+
+
+def candidate_vectors(examples: Sequence[QueryExample], cache: Path | None, *, progress: bool = True) -> Vectors:
+    """Embed each distinct candidate text once (kept in `cache/vectors.pkl` by text)."""
+    known: dict[str, np.ndarray] = {}
+    path = cache / "vectors.pkl" if cache is not None else None
+    if path is not None and path.exists():
+        with path.open("rb") as fh:
+            known = pickle.load(fh)  # our own cache file, written below
+    texts = list(dict.fromkeys(t for ex in examples for t in ex.contents))
+    todo = [t for t in texts if t not in known]
+    if todo:
+        from memsvc.config import Settings
+        from storage.registry import build_embedder
+
+        embedder = build_embedder(Settings())
+        for start in tqdm(range(0, len(todo), 512), desc="candidate vectors", disable=not progress, leave=False):
+            chunk = todo[start:start + 512]
+            known.update(zip(chunk, embedder.embed(chunk).astype(np.float32), strict=True))
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("wb") as fh:
+                pickle.dump(known, fh)
+    index = {t: i for i, t in enumerate(texts)}
+    table = np.stack([known[t] for t in texts]) if texts else np.zeros((0, 1), np.float32)
+    return Vectors(table, [np.array([index[t] for t in ex.contents], dtype=np.int64) for ex in examples])
+
+
+def _adapter_columns(model: QueryAdapter, examples: Sequence[QueryExample], vectors: Vectors,
+                     which: Sequence[int]) -> dict[int, np.ndarray]:
+    if not which:
+        return {}
+    moved = adapt_queries(model, np.stack([examples[i].query_embedding for i in which]))
+    return {i: adapted_columns(vectors.table[vectors.rows[i]] @ q) for i, q in zip(which, moved, strict=True)}
+
+
+@dataclass
+class AdaptedCV:
+    """The query adapter's columns for every example, cross-fitted: `outer[f][i]` is what fold f's
+    reranker sees of example i (an adapter trained without fold f nor, for a training example of
+    fold j, without fold j); `final[i]` what the shipped reranker trains on (an adapter that never
+    saw example i's fold); `model` the adapter trained on everything."""
+
+    outer: list[dict[int, np.ndarray]]
+    final: dict[int, np.ndarray]
+    model: QueryAdapter
+    fold_models: list[QueryAdapter]  # fold_models[f] never saw a scene of fold f
+    summary: dict[str, Any]
+
+
+def cv_adapter(examples: Sequence[QueryExample], vectors: Vectors, k: int, progress: bool) -> AdaptedCV:
+    folds = folds_by_group([ex.group for ex in examples], k)
+    lists = [AdapterList(ex.query_embedding, r, ex.labels.astype(np.float32))
+             for ex, r in zip(examples, vectors.rows, strict=True)]
+
+    def fit(excluded: set[int]) -> QueryAdapter:
+        return fit_adapter([x for x, fo in zip(lists, folds, strict=True) if fo not in excluded], vectors.table)
+
+    def members(f: int) -> list[int]:
+        return [i for i, fo in enumerate(folds) if fo == f]
+
+    outer: list[dict[int, np.ndarray]] = []
+    final: dict[int, np.ndarray] = {}
+    fold_models: list[QueryAdapter] = []
+    for f in tqdm(range(k), desc="adapter folds", disable=not progress):
+        fold_models.append(fit({f}))
+        cols = _adapter_columns(fold_models[-1], examples, vectors, members(f))
+        final.update(cols)
+        for j in range(k):
+            if j != f:
+                cols.update(_adapter_columns(fit({f, j}), examples, vectors, members(j)))
+        outer.append(cols)
+    # How far the adapter alone moves the dense order: the rank of the first gold candidate by the
+    # plain cosine (the collected `dense` column) and by the adapted one, held-out folds.
+    plain: list[float] = []
+    moved: list[float] = []
+    dense = RERANK_FEATURES.index("dense")
+    for i, ex in enumerate(examples):
+        if ex.labels.any():
+            for out, score in ((plain, ex.features[:, dense]), (moved, final[i][:, 0])):
+                order = np.argsort(-score, kind="stable")
+                out.append(1.0 / (1 + int(np.flatnonzero(ex.labels[order])[0])))
+    summary = {"mrr_plain": round(float(np.mean(plain)), 4) if plain else None,
+               "mrr_adapted": round(float(np.mean(moved)), 4) if moved else None, "n": len(plain)}
+    return AdaptedCV(outer, final, fit(set()), fold_models, summary)
+
+
 @dataclass
 class RerankCV:
     summary: dict[str, Any]
@@ -100,22 +212,30 @@ class RerankCV:
 
 
 def cv_rerank(data: list[TaskData], main: dict[str, tuple[str, ...] | None], k: int, steps: int,
-              progress: bool, balance: bool = False) -> RerankCV:
-    """k-fold by scene: per (task, pool) the mean metrics of fused order, fused + dedup, reranked."""
+              progress: bool, balance: bool = False, adapted: AdaptedCV | None = None) -> RerankCV:
+    """k-fold by scene: per (task, pool) the mean metrics of fused order, fused + dedup, reranked.
+    With `adapted`, fold f's reranker reads the query adapter's columns cross-fitted for fold f."""
     examples = [ex for d in data for ex in d.queries]
     folds = folds_by_group([ex.group for ex in examples], k)
     weight = task_weights(examples, balance)
     scores: list[np.ndarray | None] = [None] * len(examples)
     models: list[RerankHead] = []
+
+    def rows_of(f: int, i: int) -> np.ndarray:
+        ex = examples[i]
+        if adapted is None:
+            return with_adapted(ex, adapted_columns(np.full(len(ex.labels), np.nan)))
+        return with_adapted(ex, adapted.outer[f][i])
+
     for f in tqdm(range(k), desc="rerank folds", disable=not progress):
-        train = [ListGroup(ex.features, ex.labels, weight[ex.task]) for ex, fo in zip(examples, folds, strict=True)
+        train = [ListGroup(rows_of(f, i), ex.labels, weight[ex.task]) for i, (ex, fo) in enumerate(zip(examples, folds, strict=True))
                  if fo != f and ex.labels.any()]
         held = [i for i, fo in enumerate(folds) if fo == f]
         if not train:  # every scene is in this fold: nothing to learn from, score it with fused order
             train = [ListGroup(np.zeros((1, len(RERANK_FEATURES)), np.float32), np.ones(1))]
         model = fit_reranker(train, steps=steps)
         models.append(model)
-        for i, s in zip(held, score_lists(model, [examples[i].features for i in held]), strict=True):
+        for i, s in zip(held, score_lists(model, [rows_of(f, i) for i in held]), strict=True):
             scores[i] = s
     rows: list[dict[str, Any]] = []
     for ex, s, fold in zip(examples, scores, folds, strict=True):
@@ -328,8 +448,14 @@ def train_gates(
     collect_s = time.time() - started
 
     t0 = time.time()
-    cv = cv_rerank(collected, main, folds, steps, progress, balance_tasks)
+    everything = [ex for d in collected for ex in d.queries]
+    vectors = candidate_vectors(everything, cache, progress=progress)
+    adapted = cv_adapter(everything, vectors, folds, progress)
+    typer.echo(f"query adapter (cv, first gold's MRR by cosine): {json.dumps(adapted.summary)}", err=True)
+    plain = cv_rerank(collected, main, folds, steps, progress, balance_tasks)
+    cv = cv_rerank(collected, main, folds, steps, progress, balance_tasks, adapted=adapted)
     rerank_cv = cv.summary
+    typer.echo("without the query adapter:\n" + _fmt_table(plain.summary), err=True)
     write_cv = cv_write(collected, folds)
     route_cv, r_emb, r_side, r_y, p_graph = cv_route(collected, folds)
     route_cv["graph_skip"] = route_simulation(cv.rows, p_graph, main)
@@ -339,9 +465,9 @@ def train_gates(
     typer.echo(f"router (cv): {json.dumps(route_cv)}", err=True)
 
     t0 = time.time()
-    everything = [ex for d in collected for ex in d.queries]
     weight = task_weights(everything, balance_tasks)
-    rerank = fit_reranker([ListGroup(ex.features, ex.labels, weight[ex.task]) for ex in everything], steps=steps)
+    rerank = fit_reranker([ListGroup(with_adapted(ex, adapted.final[i]), ex.labels, weight[ex.task])
+                           for i, ex in enumerate(everything)], steps=steps)
     turns = [d.turns for d in collected if d.turns is not None]
     write_turns = [t for t in turns if t.task in WRITE_TRAIN_TASKS] or turns
     write = fit_binary(np.concatenate([t.embeddings for t in write_turns]), np.concatenate([t.side for t in write_turns]),
@@ -358,14 +484,17 @@ def train_gates(
                 "selections": {n: DEV_SUITE.get(n) for n in names},
                 "seconds": {"collect": round(collect_s, 1), "cross_validate": round(cv_s, 1), "fit": round(fit_s, 1),
                             "collected": {d.name: d.seconds for d in collected}}},
-        metrics={"rerank": rerank_cv, "write": write_cv, "route": route_cv},
-        heads={"rerank": G.head_spec("rerank", hidden=64), "write": G.head_spec("write", dim=dim, hidden=32),
+        metrics={"rerank": rerank_cv, "rerank_without_adapter": {key: {s: v[s] for s in SYSTEMS} for key, v in
+                                                                  plain.summary.items()},
+                 "query": adapted.summary, "write": write_cv, "route": route_cv},
+        heads={"rerank": G.head_spec("rerank", hidden=64), "query": G.head_spec("query", dim=dim),
+               "write": G.head_spec("write", dim=dim, hidden=32),
                "route": G.head_spec("route", dim=dim, hidden=32)},
     )
     assert manifest.heads["rerank"]["features"] == list(RERANK_FEATURES)
     assert manifest.heads["write"]["features"] == list(WRITE_FEATURES)
     assert manifest.heads["route"]["features"] == list(ROUTE_FEATURES)
     manifest.config["folds_of"] = cv.fold_of
-    G.save(out, {"rerank": rerank, "write": write, "route": route}, manifest)
-    G.save_folds(out, cv.models)
+    G.save(out, {"rerank": rerank, "query": adapted.model, "write": write, "route": route}, manifest)
+    G.save_folds(out, [{"rerank": r, "query": q} for r, q in zip(cv.models, adapted.fold_models, strict=True)])
     typer.echo(f"wrote {out} in {time.time() - started:.0f} s", err=True)

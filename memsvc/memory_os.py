@@ -479,6 +479,12 @@ class MemoryOS:
                      "metrics": (gates or {}).get("metrics", {}).get("rerank", {})}
                     if self.reader.gate is not None else {"kind": "none", "note": "rerank presets use fused order"}
                 ),
+                "query_adapter": (
+                    {"kind": "learned", "head": "query", "used_by": "the reranker's query_cosine (why.rerank) and "
+                     "the dense searches of " + ", ".join(p for p, v in PRESETS.items() if v.adapt_query),
+                     "metrics": (gates or {}).get("metrics", {}).get("query", {})}
+                    if self.reader.adapter is not None else {"kind": "none", "note": "plain query everywhere"}
+                ),
                 "router": (
                     {"kind": "learned", "head": "route", "shown_in": "why.router (rerank presets)",
                      "metrics": (gates or {}).get("metrics", {}).get("route", {})}

@@ -522,17 +522,21 @@ class JobQueue(Protocol):
 
 
 class GateModel(Protocol):
-    """The learned gates (ARCHITECTURE §6): read gate / reranker, query router, write gate.
+    """The learned gates (ARCHITECTURE §6): read gate / reranker (with its query adapter), query
+    router, write gate.
 
     Batched and stateless per call, so one GPU-hosted worker can serve several API nodes
     (`memsvc gates serve`); a head an artefact lacks answers `has(head) == False`.
     """
 
     def has(self, head: str) -> bool:
-        """Whether the loaded artefact carries `head` ("rerank", "write", "route")."""
+        """Whether the loaded artefact carries `head` ("rerank", "query", "write", "route")."""
 
     def rerank(self, lists: Sequence[np.ndarray]) -> list[np.ndarray]:
         """One score vector per candidate list (rows: `memsvc.learn.features.RERANK_FEATURES`)."""
+
+    def adapt(self, queries: np.ndarray) -> np.ndarray:
+        """Query embeddings (rows) moved by the read gate's query adapter, unit length ("query" head)."""
 
     def memorability(self, embeddings: np.ndarray, side: np.ndarray) -> np.ndarray:
         """P(the message is needed later) per row (embedding + `WRITE_FEATURES` side features)."""

@@ -12,7 +12,14 @@ import numpy as np
 
 from memsvc.config import Limits, SearchConfig
 from memsvc.errors import InvalidInput
-from memsvc.learn.features import ROUTES, Candidate, per_length, rerank_features, route_features
+from memsvc.learn.features import (
+    RERANK_FEATURES,
+    ROUTES,
+    Candidate,
+    per_length,
+    rerank_features,
+    route_features,
+)
 from memsvc.models import (
     DIGEST_KEY,
     SPEAKER_KEY,
@@ -54,6 +61,9 @@ GraphRetriever = Callable[[str, str, str, list[str], VectorFilter, int], list[Gr
 EntityResolver = Callable[[str, str, list[str]], list[str]]
 
 
+_ADAPTED = RERANK_FEATURES.index("adapted")  # the read gate's column of the adapted query's cosine
+
+
 @dataclass(frozen=True)
 class _Candidate:
     cube: MemoryCube
@@ -63,6 +73,7 @@ class _Candidate:
     fused_rank: int = 0
     rerank: float | None = None  # the read gate's score, when it ran
     per_token: float | None = None  # its order: log expected evidence per token (`per_length`)
+    adapted: float | None = None  # cosine to the query as the read gate's query adapter moved it
 
     @property
     def score(self) -> float:
@@ -125,6 +136,7 @@ class ReadPipeline:
         self.entity_resolver = entity_resolver
         self.gate = gate if gate is not None and gate.has("rerank") else None
         self.router = gate if gate is not None and gate.has("route") else None
+        self.adapter = gate if gate is not None and gate.has("query") else None
         self.preset(config.preset)  # an unknown default preset fails at start-up, not per search
 
     def preset(self, name: str | None) -> RetrievalPreset:
@@ -201,10 +213,14 @@ class ReadPipeline:
         rankings: dict[str, list[tuple[str, float]]] = {}
         dense: list[tuple[str, float]] = []
         qvec: list[float] | None = None
+        searched: list[float] = []  # what the dense searches ask with: qvec, or qvec adapted (`adapt_query`)
         rerank = (preset.rerank and self.gate is not None) or features
         if "dense" in preset.retrievers or "graph" in preset.retrievers or rerank or preset.episodes or preset.temporal:
             qvec = self.embedder.embed_query(req.query).tolist()
-            dense = self.vectors.search(qvec, flt, n)
+            searched = qvec
+            if preset.adapt_query and self.adapter is not None:
+                searched = self.adapter.adapt(np.asarray([qvec], dtype=np.float32))[0].tolist()
+            dense = self.vectors.search(searched, flt, n)
             if "dense" in preset.retrievers:
                 rankings["dense"] = dense
         if "keyword" in preset.retrievers:
@@ -220,7 +236,7 @@ class ReadPipeline:
         if preset.temporal and qvec is not None and flt.event_from is None and flt.event_to is None:
             window = self._window(tenant, req)
             if window is not None:
-                rankings["temporal"] = self.vectors.search(qvec, replace(flt, event_from=window[0], event_to=window[1]), n)
+                rankings["temporal"] = self.vectors.search(searched, replace(flt, event_from=window[0], event_to=window[1]), n)
         k = self.config.rrf_k if preset.rrf_k is None else preset.rrf_k
         fused = rrf(rankings, k=k, weights=preset.weights, tie_tolerance=preset.tie_tolerance)
         if preset.expand_neighbours and fused:
@@ -284,9 +300,15 @@ class ReadPipeline:
 
     def _features(self, query: str, qvec: list[float], flt: VectorFilter, cands: list[_Candidate], *,
                   window: bool = False) -> np.ndarray:
-        """The read gate's inputs; the dense score of every candidate comes from one id-restricted search."""
+        """The read gate's inputs; the dense score of every candidate comes from one id-restricted search,
+        its cosine to the adapted query (when the gate has a query adapter) from a second."""
         ids = [c.cube.id for c in cands]
-        cosine = dict(self.vectors.search(qvec, replace(flt, ids=ids), len(ids)))
+        only = replace(flt, ids=ids)
+        cosine = dict(self.vectors.search(qvec, only, len(ids)))
+        adapted: dict[str, float] = {}
+        if self.gate is not None and self.adapter is not None:
+            moved = self.adapter.adapt(np.asarray([qvec], dtype=np.float32))[0]
+            adapted = dict(self.vectors.search(moved.tolist(), only, len(ids)))
         views = []
         for c in cands:
             r, sc = c.fused.ranks, c.fused.scores
@@ -298,6 +320,7 @@ class ReadPipeline:
                 dense=cosine.get(c.cube.id, sc.get("dense")), keyword=sc.get("keyword"), graph=sc.get("graph"),
                 dense_rank=r.get("dense"), keyword_rank=r.get("keyword"), graph_rank=r.get("graph"),
                 fused=c.fused.score, fused_rank=c.fused_rank, temporal_rank=r.get("temporal"),
+                adapted=adapted.get(c.cube.id),
             ))
         return rerank_features(query, views, window=window)
 
@@ -307,8 +330,9 @@ class ReadPipeline:
             return cset.candidates
         scores = self.gate.rerank([cset.features])[0]
         keys = per_length(scores, [c.tokens for c in cset.candidates])
-        scored = [replace(c, rerank=_sigmoid(float(s)), per_token=float(k))
-                  for c, s, k in zip(cset.candidates, scores, keys, strict=True)]
+        cosines = cset.features[:, _ADAPTED] if self.adapter is not None else [None] * len(scores)
+        scored = [replace(c, rerank=_sigmoid(float(s)), per_token=float(k), adapted=None if a is None else float(a))
+                  for c, s, k, a in zip(cset.candidates, scores, keys, cosines, strict=True)]
         return sorted(scored, key=lambda c: (-c.score, c.fused_rank))
 
     def _stream(self, tenant: str, flt: VectorFilter, fused: Sequence[Fused], *, first: int) -> Iterator[_Candidate]:
@@ -349,7 +373,8 @@ class ReadPipeline:
             }
             if cset.preset.rerank:
                 why["rerank"] = (
-                    {"score": round(c.rerank, 6), "per_token": round(c.per_token or 0.0, 6)} if c.rerank is not None
+                    {"score": round(c.rerank, 6), "per_token": round(c.per_token or 0.0, 6)}
+                    | ({"query_cosine": round(c.adapted, 6)} if c.adapted is not None else {}) if c.rerank is not None
                     else {"skipped": "no read gate loaded: fused order"}
                 )
             if cset.route is not None:

@@ -75,6 +75,35 @@ class Candidate:
     fused: float
     fused_rank: int
     temporal_rank: int | None = None  # rank in the `temporal` ranking (dated in the period the query names)
+    adapted: float | None = None  # cosine to the query as the query adapter moves it (None: no adapter)
+
+
+# The candidate's cosine to the adapted query (`memsvc.learn.nets.QueryAdapter`), as a value, its gap
+# to the best candidate, a z-score within the list and its rank there: the last columns of the read
+# gate's rows, so training can fill them with the adapter of the right fold.
+ADAPTED_FEATURES: tuple[str, ...] = ("adapted", "adapted_gap", "adapted_z", "adapted_rank")
+
+
+def adapted_columns(cosines: np.ndarray) -> np.ndarray:
+    """`ADAPTED_FEATURES` of one candidate list from each candidate's cosine to the adapted query
+    (NaN where unknown: the list's mean stands in, ranked last)."""
+    c = np.asarray(cosines, dtype=np.float64)
+    n = len(c)
+    out = np.zeros((n, len(ADAPTED_FEATURES)), dtype=np.float32)
+    have = ~np.isnan(c)
+    if n == 0 or not have.any():
+        out[:, 3] = math.log1p(n + 1) / 6.0
+        return out
+    mean = float(c[have].mean())
+    std = float(c[have].std()) if have.sum() > 1 else 1.0
+    filled = np.where(have, c, mean)
+    rank = np.empty(n)
+    rank[np.argsort(np.where(have, -c, np.inf), kind="stable")] = np.arange(n)
+    out[:, 0] = filled
+    out[:, 1] = filled - float(c[have].max())
+    out[:, 2] = (filled - mean) / (std or 1.0)
+    out[:, 3] = np.where(have, np.log1p(rank) / 6.0, math.log1p(n + 1) / 6.0)
+    return out
 
 
 RERANK_FEATURES: tuple[str, ...] = (
@@ -86,6 +115,7 @@ RERANK_FEATURES: tuple[str, ...] = (
     "query_cover", "speaker_named", "names_in_content", "has_digit", "has_date",
     "q_temporal", "q_temporal_x_date", "q_multi", "q_words", "recency",
     "q_window", "temporal_rank", "temporal_missing",
+    *ADAPTED_FEATURES,
 )
 
 
@@ -140,7 +170,10 @@ def rerank_features(query: str, cands: Sequence[Candidate], *, window: bool = Fa
             temporal, temporal * has_date, multi, q_words, float(recency[i]),
             float(window), _rank_feature(c.temporal_rank, missing) if window else missing,
             float(window and c.temporal_rank is None),
+            *(0.0 for _ in ADAPTED_FEATURES),
         )
+    adapted = np.array([c.adapted if c.adapted is not None else np.nan for c in cands], dtype=np.float64)
+    out[:, -len(ADAPTED_FEATURES):] = adapted_columns(adapted)
     return out
 
 

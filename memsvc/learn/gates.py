@@ -9,17 +9,19 @@ import torch
 from torch import nn
 
 from memsvc.learn.artefact import Manifest, read_manifest, write_manifest
-from memsvc.learn.features import RERANK_FEATURES, ROUTE_FEATURES, ROUTES, WRITE_FEATURES
-from memsvc.learn.nets import RerankHead, RouterHead, WriteGateHead
+from memsvc.learn.features import ADAPTED_FEATURES, RERANK_FEATURES, ROUTE_FEATURES, ROUTES, WRITE_FEATURES
+from memsvc.learn.nets import QueryAdapter, RerankHead, RouterHead, WriteGateHead
 
 NAME = "memsvc-gates"
 VERSION = "1"
-HEADS = ("rerank", "write", "route")
+HEADS = ("rerank", "query", "write", "route")
 PACKAGED = Path(__file__).resolve().parent / "artefacts" / "gates"
 
 
 def head_spec(head: str, **shape: Any) -> dict[str, Any]:
     """What the manifest records of a head: its shape and the feature names it was trained on."""
+    if head == "query":  # the query adapter reads the query embedding only
+        return {**shape}
     features = {"rerank": RERANK_FEATURES, "write": WRITE_FEATURES, "route": ROUTE_FEATURES}[head]
     spec: dict[str, Any] = {"features": list(features), **shape}
     if head == "route":
@@ -30,6 +32,8 @@ def head_spec(head: str, **shape: Any) -> dict[str, Any]:
 def build_head(head: str, spec: dict[str, Any]) -> nn.Module:
     if head == "rerank":
         return RerankHead(len(spec["features"]), hidden=int(spec.get("hidden", 64)))
+    if head == "query":
+        return QueryAdapter(int(spec["dim"]))
     if head == "write":
         return WriteGateHead(int(spec["dim"]), len(spec["features"]), hidden=int(spec.get("hidden", 32)))
     if head == "route":
@@ -39,6 +43,8 @@ def build_head(head: str, spec: dict[str, Any]) -> nn.Module:
 
 def compatible(head: str, spec: dict[str, Any]) -> bool:
     """A head trained on other features than this code computes must not be loaded."""
+    if head == "query":
+        return "dim" in spec
     return spec.get("features") == head_spec(head)["features"] and (
         head != "route" or spec.get("outputs") == list(ROUTES))
 
@@ -52,20 +58,24 @@ def save(folder: Path, heads: dict[str, nn.Module], manifest: Manifest) -> None:
 FOLDS = "folds.pt"
 
 
-def save_folds(folder: Path, models: list[nn.Module]) -> None:
-    """The cross-validation's rerank heads (`folds[f]` never saw a scene of fold f), for evaluations
-    that must not score a conversation with a model trained on it."""
-    torch.save([m.state_dict() for m in models], folder / FOLDS)
+def save_folds(folder: Path, models: list[dict[str, nn.Module]]) -> None:
+    """The cross-validation's read-gate heads (`folds[f]` never saw a scene of fold f: its reranker
+    and, when the artefact has one, its query adapter), for evaluations that must not score a
+    conversation with a model trained on it."""
+    torch.save([{h: m.state_dict() for h, m in fold.items()} for fold in models], folder / FOLDS)
 
 
-def load_folds(folder: Path) -> list[nn.Module]:
+def load_folds(folder: Path) -> list[dict[str, nn.Module]]:
     manifest = read_manifest(folder)
     out = []
-    for state in torch.load(folder / FOLDS, map_location="cpu", weights_only=True):
-        module = build_head("rerank", manifest.heads["rerank"])
-        module.load_state_dict(state)
-        module.eval()
-        out.append(module)
+    for states in torch.load(folder / FOLDS, map_location="cpu", weights_only=True):
+        fold = {}
+        for head, state in states.items():
+            module = build_head(head, manifest.heads[head])
+            module.load_state_dict(state)
+            module.eval()
+            fold[head] = module
+        out.append(fold)
     return out
 
 
@@ -81,4 +91,6 @@ def load(folder: Path) -> tuple[Manifest, dict[str, nn.Module]]:
         module.load_state_dict(states[head])
         module.eval()
         heads[head] = module
+    if "rerank" in heads and "query" not in heads and ADAPTED_FEATURES[0] in manifest.heads["rerank"]["features"]:
+        del heads["rerank"]  # it reads the query adapter's columns: without the adapter it would be blind
     return manifest, heads

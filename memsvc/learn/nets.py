@@ -47,6 +47,25 @@ class RerankHead(nn.Module):
         return out
 
 
+class QueryAdapter(nn.Module):
+    """Read gate's query side: the query embedding moved to where its evidence sits, q' = unit(q + qA).
+
+    The memories keep the vectors the index holds (the packaged MiniLM's); only the query moves,
+    so an adapter can be trained, shipped and replaced without re-embedding a store. Questions and
+    the statements that answer them sit apart in MiniLM's space ("When did Caroline go to the
+    support group?" vs "I went to a LGBTQ support group yesterday"); A is zero at the start (the
+    plain query) and its L2 penalty keeps it near there."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.a = nn.Parameter(torch.zeros(dim, dim))
+
+    def forward(self, q: torch.Tensor) -> torch.Tensor:
+        moved = q + q @ self.a
+        out: torch.Tensor = moved / moved.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+        return out
+
+
 class WriteGateHead(nn.Module):
     """Write gate: the logit that a message will be needed later, from its embedding and signals."""
 

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from memsvc.learn.nets import RerankHead, RouterHead, WriteGateHead
+from memsvc.learn.nets import QueryAdapter, RerankHead, RouterHead, WriteGateHead
 
 Progress = Callable[[int, int, float], None]  # (step, total, loss)
 
@@ -113,6 +113,60 @@ def fit_reranker(
             progress(step + 1, steps, float(loss))
     model.eval()
     return model
+
+
+@dataclass(frozen=True)
+class AdapterList:
+    """One query for the query adapter: its embedding, its candidates (rows of a shared vector
+    table) and which of them hold gold evidence."""
+
+    query: np.ndarray  # (d,)
+    rows: np.ndarray  # (n,) indices into the table of candidate vectors
+    labels: np.ndarray  # (n,) 0/1
+
+
+def fit_adapter(
+    lists: Sequence[AdapterList], table: np.ndarray, *, steps: int = 300, batch: int = 256, lr: float = 3e-3,
+    penalty: float = 0.1, temperature: float = 0.05, seed: int = 0,
+) -> QueryAdapter:
+    """The query adapter: listwise softmax cross-entropy over each query's candidates by cosine to
+    the moved query (target spread over its gold), plus `penalty` * ||A||^2 (A stays near zero,
+    i.e. near the plain query, where the data does not say otherwise)."""
+    torch.manual_seed(seed)
+    train = [x for x in lists if x.labels.any()]
+    model = QueryAdapter(table.shape[1])
+    if not train:
+        return model.eval()
+    width = max(len(x.rows) for x in train)
+    rows = np.zeros((len(train), width), dtype=np.int64)
+    y = np.zeros((len(train), width), dtype=np.float32)
+    mask = np.zeros((len(train), width), dtype=bool)
+    for i, x in enumerate(train):
+        n = len(x.rows)
+        rows[i, :n], y[i, :n], mask[i, :n] = x.rows, x.labels, True
+    q = torch.from_numpy(np.stack([x.query for x in train]).astype(np.float32))
+    vecs = torch.from_numpy(np.ascontiguousarray(table, dtype=np.float32))
+    rows_t, mask_t = torch.from_numpy(rows), torch.from_numpy(mask)
+    target = torch.from_numpy(y / y.sum(1, keepdims=True))
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(steps):
+        idx = torch.randperm(len(train), generator=gen)[:batch]
+        moved = model(q[idx])  # (b, d)
+        cos = torch.einsum("bd,bnd->bn", moved, vecs[rows_t[idx]])
+        logits = (cos / temperature).masked_fill(~mask_t[idx], -1e9)
+        loss = -(target[idx] * torch.log_softmax(logits, dim=1)).sum(1).mean() + penalty * (model.a ** 2).sum()
+        opt.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        opt.step()
+    return model.eval()
+
+
+def adapt_queries(model: QueryAdapter, queries: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        out: np.ndarray = model(torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))).numpy()
+    return out
 
 
 def score_lists(model: RerankHead, lists: Sequence[np.ndarray]) -> list[np.ndarray]:

@@ -15,6 +15,14 @@ class RetrievalPreset:
     episodes: int = 0  # two-level recall: the turns of this many best digests' episodes, as the `episodes` ranking
     temporal: bool = False  # a query naming a period adds the memories dated in it, as the `temporal` ranking
     rerank: bool = False  # the learned read gate reorders the fused candidates (fused order without one)
+    # The dense and temporal rankings search with the query as the read gate's query adapter moves it
+    # (the plain query without an adapter). Not with `rerank`: the reranker learns from the candidates
+    # of plain-query searches.
+    adapt_query: bool = False
+
+    def __post_init__(self) -> None:
+        if self.adapt_query and self.rerank:
+            raise ValueError(f"preset {self.name}: adapt_query and rerank do not combine")
 
     @property
     def retrievers(self) -> tuple[str, ...]:
@@ -49,13 +57,16 @@ HYBRID_TIME = RetrievalPreset("hybrid_time", {**HYBRID.weights, "neighbours": 0.
 # `hybrid_temporal` (the default's candidates) reordered by the read gate, which is trained on this
 # pool and sees whether the query named a period and each candidate's rank in the `temporal` ranking.
 HYBRID_TEMPORAL_RERANK = RetrievalPreset("hybrid_temporal_rerank", HYBRID_TEMPORAL.weights, temporal=True, rerank=True)
+# `hybrid_temporal` whose dense searches use the adapted query (`memsvc.learn.nets.QueryAdapter`).
+HYBRID_TEMPORAL_ADAPTED = RetrievalPreset("hybrid_temporal_adapted", HYBRID_TEMPORAL.weights, temporal=True,
+                                          adapt_query=True)
 STRUCTURED = RetrievalPreset("structured", {**HYBRID.weights, "episodes": 0.5, "neighbours": 0.5, "temporal": 1.0},
                              episodes=3, expand_neighbours=1, temporal=True)
 
 PRESETS: dict[str, RetrievalPreset] = {
     p.name: p for p in (DENSE, KEYWORD, HYBRID, HYBRID_PPR, HYBRID_RERANK, HYBRID_PPR_RERANK,
-                        HYBRID_EPISODES, HYBRID_NEIGHBOURS, HYBRID_TEMPORAL, HYBRID_TEMPORAL_RERANK, HYBRID_TIME,
-                        STRUCTURED)
+                        HYBRID_EPISODES, HYBRID_NEIGHBOURS, HYBRID_TEMPORAL, HYBRID_TEMPORAL_RERANK,
+                        HYBRID_TEMPORAL_ADAPTED, HYBRID_TIME, STRUCTURED)
 }
 # `hybrid` plus the period a query names: wins or ties `hybrid` on LoCoMo, REALTALK, TMD and
 # KnowMe-Bench in WR@500, ER@10 and nDCG@10 (README "Lifecycle"), so it is the default.

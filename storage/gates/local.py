@@ -57,6 +57,12 @@ class TorchGateModel:
         scores = flat.float().cpu().numpy()
         return list(np.split(scores, np.cumsum(sizes)[:-1]))
 
+    def adapt(self, queries: np.ndarray) -> np.ndarray:
+        with self._lock, torch.inference_mode():
+            moved = self.heads["query"](self._tensor(queries))
+        out: np.ndarray = moved.float().cpu().numpy()
+        return out
+
     def memorability(self, embeddings: np.ndarray, side: np.ndarray) -> np.ndarray:
         with self._lock, torch.inference_mode():
             logits = self.heads["write"](self._tensor(embeddings), self._tensor(side))
@@ -75,6 +81,7 @@ class TorchGateModel:
             "name": m.name, "version": m.version, "created": m.created.isoformat(), "kind": "local",
             "device": self.device, "dtype": str(self.dtype).removeprefix("torch."), "heads": sorted(self.heads),
             "data": m.data, "metrics": m.metrics, "config": m.config, "command": m.command,
+            "query_dim": int(m.heads["query"]["dim"]) if "query" in self.heads else None,
         }
 
     def close(self) -> None:

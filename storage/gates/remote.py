@@ -33,6 +33,10 @@ class RemoteGateModel:
         out = self._call("POST", "/v1/gates/rerank", {"lists": [np.asarray(x).tolist() for x in lists]})
         return [np.asarray(s, dtype=np.float32) for s in out["scores"]]
 
+    def adapt(self, queries: np.ndarray) -> np.ndarray:
+        out = self._call("POST", "/v1/gates/query", {"embeddings": np.asarray(queries).tolist()})
+        return np.asarray(out["q"], dtype=np.float32)
+
     def memorability(self, embeddings: np.ndarray, side: np.ndarray) -> np.ndarray:
         out = self._call("POST", "/v1/gates/write", {"embeddings": embeddings.tolist(), "side": side.tolist()})
         return np.asarray(out["p"], dtype=np.float32)

@@ -41,6 +41,8 @@ async def test_rerank_preset_orders_by_the_read_gate_and_explains_it(client: Cli
         assert all(0.0 < v < 1.0 for v in res["why"]["router"].values())
     # Ordered by expected evidence per token: the read gate's logit less log(tokens) (at least 8); the
     # result's score is that key through a sigmoid, so scores fall with rank.
+        # the candidate's cosine to the query as the read gate's query adapter moved it
+        assert -1.0 <= res["why"]["rerank"]["query_cosine"] <= 1.0
     keys = [x["why"]["rerank"]["per_token"] for x in results]
     assert keys == sorted(keys, reverse=True)
     assert [x["score"] for x in results] == sorted((x["score"] for x in results), reverse=True)
@@ -73,3 +75,25 @@ async def test_policies_report_the_loaded_gates_with_their_manifest_metrics(clie
     assert body["write_gate"]["metrics"] == manifest["metrics"]["write"]
     assert body["read_gate"]["reranker"]["kind"] == "learned"
     assert set(body["read_gate"]["reranker"]["presets"]) == {"hybrid_rerank", "hybrid_ppr_rerank", "hybrid_temporal_rerank"}
+    adapter = body["read_gate"]["query_adapter"]
+    assert adapter["kind"] == "learned" and adapter["metrics"] == manifest["metrics"]["query"]
+    assert "hybrid_temporal_adapted" in adapter["used_by"]
+
+
+async def test_adapted_preset_searches_with_the_moved_query(client: ClientFactory, keys: dict[str, str],
+                                                            memory_os: MemoryOS) -> None:
+    c = client(keys["a"])
+    assert (await c.post("/v1/memories", json={"user_id": "u3", "messages": TURNS, "infer": False})).status_code == 200
+    query = "Where did Caroline move to?"
+    r = await c.post("/v1/memories/search", json={"user_id": "u3", "query": query, "preset": "hybrid_temporal_adapted",
+                                                  "explain": True, "top_k": 3})
+    assert r.status_code == 200
+    results = sorted(r.json()["results"], key=lambda x: x["rank"])
+    assert results and "Berlin" in results[0]["content"] and results[0]["why"]["preset"] == "hybrid_temporal_adapted"
+    # the dense retriever's score is the cosine to the adapted query, not to the plain one
+    assert memory_os.gate is not None
+    plain = memory_os.embedder.embed_query(query)
+    moved = memory_os.gate.adapt(plain[None])[0]
+    vec = memory_os.embedder.embed([results[0]["content"]])[0]
+    assert results[0]["why"]["retrievers"]["dense"]["score"] == pytest.approx(float(moved @ vec), abs=2e-3)
+    assert abs(float(moved @ vec) - float(plain @ vec)) > 1e-3

@@ -28,11 +28,13 @@ def test_bounded_training_writes_a_loadable_artefact_with_its_manifest(data_root
     assert manifest["data"]["locomo/locomo10_dev.json"] == sums["locomo/locomo10_dev.json"]
     assert all(sums[f] == h for f, h in manifest["data"].items())
     assert manifest["name"] == "memsvc-gates" and manifest["config"]["folds"] == 2
-    assert set(manifest["metrics"]) == {"rerank", "write", "route"}
+    assert set(manifest["metrics"]) == {"rerank", "rerank_without_adapter", "query", "write", "route"}
+    assert manifest["metrics"]["query"]["n"] >= 1 and 0 < manifest["metrics"]["query"]["mrr_adapted"] <= 1
     pooled = manifest["metrics"]["rerank"]["locomo/hybrid_temporal"]
     assert set(pooled) >= {"fused", "fused+dedup", "rerank", "by_category"} and pooled["rerank"]["n"] >= 1
     assert set(manifest["config"]["folds_of"].values()) <= {0, 1}
-    assert len(G.load_folds(out)) == 2
+    folds = G.load_folds(out)
+    assert len(folds) == 2 and all(set(f) == {"rerank", "query"} for f in folds)
     model = TorchGateModel(out, device="cpu")
     assert all(model.has(h) for h in G.HEADS)
     assert model.describe()["metrics"] == manifest["metrics"]

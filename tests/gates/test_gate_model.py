@@ -57,15 +57,16 @@ def gate(request: pytest.FixtureRequest, local: TorchGateModel) -> Iterator[Gate
     remote.close()
 
 
-def _candidates() -> list[Candidate]:
-    def c(content: str, speaker: str, dense: float, rank: int, kw: int | None) -> Candidate:
+def _candidates(adapted: tuple[float, float, float] = (0.38, 0.66, 0.15)) -> list[Candidate]:
+    def c(content: str, speaker: str, dense: float, rank: int, kw: int | None, moved: float) -> Candidate:
         return Candidate(type="episodic", content=content, speaker=speaker, derived=False, tokens=10,
                          event_epoch=1.7e9 + rank, dense=dense, keyword=(8.0 / kw) if kw else None, graph=None,
-                         dense_rank=rank, keyword_rank=kw, graph_rank=None, fused=2 / (60 + rank), fused_rank=rank)
+                         dense_rank=rank, keyword_rank=kw, graph_rank=None, fused=2 / (60 + rank), fused_rank=rank,
+                         adapted=moved)
     return [
-        c("Melanie: We went camping with the kids last weekend.", "Melanie", 0.41, 2, None),
-        c("Caroline: I moved to Berlin in May, I love my new flat.", "Caroline", 0.62, 1, 1),
-        c("Melanie: Pottery class was fun, I made a bowl.", "Melanie", 0.18, 3, None),
+        c("Melanie: We went camping with the kids last weekend.", "Melanie", 0.41, 2, None, adapted[0]),
+        c("Caroline: I moved to Berlin in May, I love my new flat.", "Caroline", 0.62, 1, 1, adapted[1]),
+        c("Melanie: Pottery class was fun, I made a bowl.", "Melanie", 0.18, 3, None, adapted[2]),
     ]
 
 
@@ -74,7 +75,7 @@ def test_describe_reports_the_packaged_manifest(gate: GateModel) -> None:
     manifest = json.loads((G.PACKAGED / "manifest.json").read_text())
     assert info["name"] == "memsvc-gates" and info["version"] == manifest["version"]
     assert info["metrics"] == manifest["metrics"] and info["data"] == manifest["data"]
-    assert info["heads"] == ["rerank", "route", "write"]
+    assert info["heads"] == ["query", "rerank", "route", "write"]
     assert all(gate.has(h) for h in G.HEADS) and not gate.has("nonsense")
 
 
@@ -97,15 +98,41 @@ def test_local_and_remote_answer_the_same_numbers(local: TorchGateModel, worker:
     p_local, p_remote = local.memorability(emb, side), remote.memorability(emb, side)
     np.testing.assert_allclose(p_remote, p_local, atol=1e-5)
     assert p_local.shape == (4,) and ((p_local > 0) & (p_local < 1)).all()
+    np.testing.assert_allclose(remote.adapt(emb[:2]), local.adapt(emb[:2]), atol=1e-5)
     r = local.route(emb[:2], np.zeros((2, 5), dtype=np.float32))
     np.testing.assert_allclose(remote.route(emb[:2], np.zeros((2, 5), dtype=np.float32)), r, atol=1e-5)
     assert r.shape == (2, 3)
     remote.close()
 
 
+def test_the_query_adapter_moves_questions_towards_the_turns_that_answer_them(gate: GateModel) -> None:
+    from memsvc.config import Settings
+    from storage.registry import build_embedder
+
+    embedder = build_embedder(Settings())
+    turns = ["Caroline: I went to a LGBTQ support group yesterday and it was so powerful.",
+             "Melanie: I painted a lake sunrise last year, it's my favourite.",
+             "Caroline: I'm keen on counseling or working in mental health.",
+             "Melanie: We're going camping with the kids next month."]
+    questions = ["When did Caroline go to the LGBTQ support group?", "What did Melanie paint?",
+                 "What career path is Caroline considering?", "Where is Melanie going with her kids?"]
+    d = embedder.embed(turns)
+    q = np.stack([embedder.embed_query(t) for t in questions])
+    moved = gate.adapt(q)
+    assert moved.shape == q.shape and np.allclose(np.linalg.norm(moved, axis=1), 1.0, atol=1e-4)
+    assert not np.allclose(moved, q, atol=1e-3)  # a trained adapter is not the identity
+    # every question still finds its own turn first (how much the adapter helps is measured on the
+    # held-out folds of the development data and kept in the manifest)
+    assert list(np.argmax(moved @ d.T, axis=1)) == [0, 1, 2, 3]
+    cv = gate.describe()["metrics"]["query"]
+    assert cv["mrr_adapted"] > cv["mrr_plain"]
+
+
 def test_the_worker_refuses_malformed_batches_with_the_error_shape(worker: str) -> None:
     wrong_width = {"lists": [[[0.0] * (len(RERANK_FEATURES) - 1)]]}
     r = httpx.post(f"{worker}/v1/gates/rerank", json=wrong_width)
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_input"
+    r = httpx.post(f"{worker}/v1/gates/query", json={"embeddings": [[0.0] * 383]})
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_input"
     r = httpx.post(f"{worker}/v1/gates/write", json={"embeddings": [[0.0] * 384], "side": []})
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_input"

@@ -12,15 +12,27 @@ import torch
 from memsvc.learn import gates as G
 from memsvc.learn.artefact import Manifest, read_manifest, sha256_file
 from memsvc.learn.features import (
+    ADAPTED_FEATURES,
     LENGTH_FLOOR,
     RERANK_FEATURES,
     WRITE_FEATURES,
     Candidate,
+    adapted_columns,
     per_length,
     rerank_features,
     write_features,
 )
-from memsvc.learn.train import ListGroup, auroc, fit_reranker, folds_by_group, score_lists
+from memsvc.learn.nets import QueryAdapter
+from memsvc.learn.train import (
+    AdapterList,
+    ListGroup,
+    adapt_queries,
+    auroc,
+    fit_adapter,
+    fit_reranker,
+    folds_by_group,
+    score_lists,
+)
 from memsvc.models import MemoryCube, MemoryType
 from memsvc.read import _Candidate, restated
 from memsvc.retrieval.fusion import Fused
@@ -123,8 +135,8 @@ def test_reranker_learns_a_separable_signal_and_the_artefact_round_trips(tmp_pat
     top = [int(np.argmax(s)) for s in score_lists(model, [g.features for g in groups])]
     assert np.mean([g.labels[t] for g, t in zip(groups, top, strict=True)]) >= 0.9
     manifest = Manifest(name=G.NAME, version="test", metrics={"rerank": {"x": 1}},
-                        heads={"rerank": G.head_spec("rerank", hidden=64)})
-    G.save(tmp_path, {"rerank": model}, manifest)
+                        heads={"rerank": G.head_spec("rerank", hidden=64), "query": G.head_spec("query", dim=8)})
+    G.save(tmp_path, {"rerank": model, "query": QueryAdapter(8)}, manifest)
     loaded, heads = G.load(tmp_path)
     assert read_manifest(tmp_path).metrics == {"rerank": {"x": 1}} == loaded.metrics
     assert len(sha256_file(tmp_path / "weights.pt")) == 64
@@ -147,3 +159,69 @@ def test_per_length_orders_by_expected_evidence_per_token() -> None:
     assert keys[1] == pytest.approx(keys[2]) and keys[0] < keys[1]
     # Below the floor, length no longer helps: a 1-token memory is not 8 times better than an 8-token one.
     assert per_length(np.zeros(2), [1, LENGTH_FLOOR])[0] == per_length(np.zeros(2), [1, LENGTH_FLOOR])[1]
+
+
+def test_adapted_columns_rank_within_the_list_and_stand_in_for_unknown_cosines() -> None:
+    cols = adapted_columns(np.array([0.2, 0.6, np.nan, 0.4]))
+    assert cols.shape == (4, len(ADAPTED_FEATURES))
+    value, gap, z, rank = cols.T
+    assert value[2] == pytest.approx(0.4) and gap[1] == 0.0 and gap[0] == pytest.approx(-0.4)
+    assert rank[1] < rank[3] < rank[0] < rank[2]  # best first; the unknown one last
+    assert z[1] > 0 > z[0]
+    none = adapted_columns(np.full(3, np.nan))
+    assert (none[:, :3] == 0).all() and len(set(none[:, 3])) == 1
+    assert adapted_columns(np.zeros(0)).shape == (0, len(ADAPTED_FEATURES))
+
+
+def test_rerank_rows_end_with_the_adapted_columns_of_the_candidates() -> None:
+    def c(adapted: float | None) -> Candidate:
+        return Candidate(type="episodic", content="Caroline: I moved to Berlin.", speaker="Caroline", derived=False,
+                         tokens=8, event_epoch=None, dense=0.5, keyword=None, graph=None, dense_rank=1,
+                         keyword_rank=None, graph_rank=None, fused=0.01, fused_rank=1, adapted=adapted)
+    x = rerank_features("Where did Caroline move?", [c(0.3), c(0.7), c(None)])
+    np.testing.assert_allclose(x[:, -len(ADAPTED_FEATURES):], adapted_columns(np.array([0.3, 0.7, np.nan])))
+
+
+def test_query_adapter_learns_to_move_questions_to_their_answers_and_round_trips(tmp_path: Path) -> None:
+    # A space where every question sits off its answer by the same turn: the plain cosine ranks the
+    # answer first only by chance, the adapted one almost always (held-out questions).
+    rng = np.random.default_rng(0)
+    d = 16
+    unit = lambda x: x / np.linalg.norm(x, axis=-1, keepdims=True)  # noqa: E731
+    turn = np.linalg.qr(rng.normal(size=(d, d)))[0].astype(np.float32)
+    answers = unit(rng.normal(size=(400, d))).astype(np.float32)
+    questions = unit(answers @ turn + 0.05 * rng.normal(size=(400, d))).astype(np.float32)
+    lists = []
+    for i in range(400):
+        rows = np.concatenate([[i], rng.choice(np.delete(np.arange(400), i), 19, replace=False)])
+        lists.append(AdapterList(questions[i], rows, (rows == i).astype(np.float32)))
+    model = fit_adapter(lists[:300], answers, steps=400, lr=0.02, penalty=1e-4)
+
+    def hits(q: np.ndarray) -> float:
+        return float(np.mean([int(np.argmax(answers[x.rows] @ v)) == 0 for x, v in zip(lists[300:], q, strict=True)]))
+
+    plain, moved = hits(questions[300:]), hits(adapt_queries(model, questions[300:]))
+    assert moved >= 0.9 > 0.5 > plain
+    np.testing.assert_allclose(np.linalg.norm(adapt_queries(model, questions[:3]), axis=1), 1.0, rtol=1e-5)
+    manifest = Manifest(name=G.NAME, version="test", heads={"query": G.head_spec("query", dim=d)})
+    G.save(tmp_path, {"query": model}, manifest)
+    loaded = G.load(tmp_path)[1]["query"]
+    with torch.inference_mode():
+        q = torch.from_numpy(questions[:5])
+        assert torch.allclose(loaded(q), model(q))
+
+
+def test_a_reranker_that_reads_the_adapter_is_not_loaded_without_it(tmp_path: Path) -> None:
+    assert ADAPTED_FEATURES[0] in RERANK_FEATURES
+    model = fit_reranker([ListGroup(np.ones((3, len(RERANK_FEATURES)), np.float32), np.array([1, 0, 0]))], steps=2)
+    G.save(tmp_path, {"rerank": model}, Manifest(name=G.NAME, version="test",
+                                                 heads={"rerank": G.head_spec("rerank", hidden=64)}))
+    assert G.load(tmp_path)[1] == {}
+
+
+def test_a_preset_cannot_both_adapt_its_dense_query_and_rerank() -> None:
+    from memsvc.retrieval.presets import PRESETS, RetrievalPreset
+
+    assert PRESETS["hybrid_temporal_adapted"].adapt_query and not PRESETS["hybrid_temporal_adapted"].rerank
+    with pytest.raises(ValueError, match="do not combine"):
+        RetrievalPreset("both", {"dense": 1.0}, rerank=True, adapt_query=True)
