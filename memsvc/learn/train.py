@@ -127,7 +127,7 @@ class AdapterList:
 
 def fit_adapter(
     lists: Sequence[AdapterList], table: np.ndarray, *, steps: int = 300, batch: int = 256, lr: float = 3e-3,
-    penalty: float = 0.1, temperature: float = 0.05, seed: int = 0,
+    penalty: float = 0.03, temperature: float = 0.05, seed: int = 0,
 ) -> QueryAdapter:
     """The query adapter: listwise softmax cross-entropy over each query's candidates by cosine to
     the moved query (target spread over its gold), plus `penalty` * ||A||^2 (A stays near zero,

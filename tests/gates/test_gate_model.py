@@ -168,3 +168,23 @@ def test_memory_os_with_a_remote_worker_gates_writes_and_reranks_searches(worker
         assert best["score"] == max(r["score"] for r in res)
     finally:
         os_.close()
+
+
+def test_packaged_fold_heads_are_stored_in_half_precision_and_load_as_float32(tmp_path: Path) -> None:
+    import shutil
+
+    import torch
+
+    stored = torch.load(G.PACKAGED / G.FOLDS, map_location="cpu", weights_only=True)
+    assert stored and all(t.dtype == torch.float16 for fold in stored for state in fold.values()
+                          for t in state.values() if t.is_floating_point())
+    folds = G.load_folds(G.PACKAGED)
+    assert len(folds) == G.read_manifest(G.PACKAGED).config["folds"]
+    assert all(p.dtype == torch.float32 for fold in folds for m in fold.values() for p in m.parameters())
+    # Re-saving the loaded heads gives the very same half-precision weights back (float16 -> float32
+    # -> float16 is exact), so an evaluation that reloads and re-saves the fold heads changes nothing.
+    shutil.copy(G.PACKAGED / "manifest.json", tmp_path / "manifest.json")
+    G.save_folds(tmp_path, folds)
+    again = torch.load(tmp_path / G.FOLDS, map_location="cpu", weights_only=True)
+    assert all(torch.equal(again[f][h][k], stored[f][h][k]) for f in range(len(stored)) for h in stored[f]
+               for k in stored[f][h])
