@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api import errors
 from memsvc.errors import InvalidInput
-from memsvc.learn.features import RERANK_FEATURES, ROUTE_FEATURES, WRITE_FEATURES
+from memsvc.learn.features import RERANK_FEATURES, ROUTE_FEATURES, WRITE_GATE_FEATURES
 from memsvc.ports import GateModel
 
 MAX_ROWS = 20_000
@@ -77,7 +77,7 @@ def create_gates_app(model: GateModel) -> FastAPI:
     def write(body: RowsBody) -> dict[str, Any]:
         if not model.has("write"):
             raise InvalidInput("the loaded artefact has no write head")
-        return {"p": model.memorability(*_rows(body, len(WRITE_FEATURES))).tolist()}
+        return {"p": model.memorability(*_rows(body, len(WRITE_GATE_FEATURES))).tolist()}
 
     @app.post("/v1/gates/route")
     def route(body: RowsBody) -> dict[str, Any]:

@@ -44,7 +44,7 @@ from evals.tasks import Task, build_task
 from evals.train_gates import train_app
 from memsvc.learn import retention as R
 from memsvc.learn.artefact import Manifest, checksums
-from memsvc.learn.features import write_features
+from memsvc.learn.features import with_previous, write_features
 from memsvc.learn.nets import EvidenceHead
 from memsvc.learn.train import fit_binary, folds_by_group, predict_binary
 from memsvc.lifecycle.retention import (
@@ -77,7 +77,7 @@ class Conversation:
     ids: list[str]
     texts: list[str]
     emb: np.ndarray  # (n, d) L2-normalised
-    side: np.ndarray  # write-gate signals (n, f)
+    side: np.ndarray  # the write gate's side rows (n, f): each turn's signals with its previous turn's
     value: np.ndarray  # survival value per turn
     queries: list[tuple[list[int], list[int]]]  # (ranking over all turns, gold turn indices)
     words: np.ndarray
@@ -160,7 +160,8 @@ def prepare(task: Task, cache: Path, encoder: Any) -> list[Conversation]:
             queries.append(([int(i) for i in ranking], gold))
         convs.append(Conversation(
             group=f"{task.name}/{scene}", ids=[d.id for d in docs], texts=texts, emb=emb,
-            side=np.stack([write_features(d.role, d.content) for d in docs]), value=value, queries=queries,
+            side=with_previous(emb, np.stack([write_features(d.role, d.content) for d in docs])), value=value,
+            queries=queries,
             words=np.array([len(t.split()) for t in texts], dtype=np.int64),
         ))
     return convs

@@ -28,7 +28,16 @@ from tqdm import tqdm
 from evals import metrics as M
 from evals.cli import DEV_SUITE
 from evals.datasets.base import default_data_root
-from evals.gates_data import BASE_POOL, GRAPH_POOL, POOLS, RETRIEVERS, QueryExample, TaskData, load_or_collect
+from evals.gates_data import (
+    BASE_POOL,
+    GRAPH_POOL,
+    POOLS,
+    RETRIEVERS,
+    QueryExample,
+    TaskData,
+    TurnExamples,
+    load_or_collect,
+)
 from evals.runner import RunOptions, score_hits
 from evals.tasks import build_task
 from memsvc.learn import gates as G
@@ -37,9 +46,10 @@ from memsvc.learn.features import (
     ADAPTED_FEATURES,
     RERANK_FEATURES,
     ROUTE_FEATURES,
-    WRITE_FEATURES,
+    WRITE_GATE_FEATURES,
     adapted_columns,
     per_token_order,
+    with_previous_by_group,
 )
 from memsvc.learn.nets import QueryAdapter, RerankHead
 from memsvc.learn.train import (
@@ -274,11 +284,16 @@ def _num(x: float) -> float | None:
 WRITE_TRAIN_TASKS = ("locomo", "realtalk")
 
 
+def gate_rows(turns: TurnExamples) -> np.ndarray:
+    """The write gate's side rows of collected turns: each with its conversation's previous turn."""
+    return with_previous_by_group(turns.embeddings, turns.side, turns.groups)
+
+
 def cv_write(data: list[TaskData], k: int) -> dict[str, Any]:
     turns = [d.turns for d in data if d.turns is not None]
     trainable = np.concatenate([np.full(len(t.labels), t.task in WRITE_TRAIN_TASKS) for t in turns])
     emb = np.concatenate([t.embeddings for t in turns])
-    side = np.concatenate([t.side for t in turns])
+    side = np.concatenate([gate_rows(t) for t in turns])
     labels = np.concatenate([t.labels for t in turns]).astype(int)
     heur = np.concatenate([t.heuristic for t in turns])
     groups = [g for t in turns for g in t.groups]
@@ -470,7 +485,7 @@ def train_gates(
                            for i, ex in enumerate(everything)], steps=steps)
     turns = [d.turns for d in collected if d.turns is not None]
     write_turns = [t for t in turns if t.task in WRITE_TRAIN_TASKS] or turns
-    write = fit_binary(np.concatenate([t.embeddings for t in write_turns]), np.concatenate([t.side for t in write_turns]),
+    write = fit_binary(np.concatenate([t.embeddings for t in write_turns]), np.concatenate([gate_rows(t) for t in write_turns]),
                        np.concatenate([t.labels for t in write_turns]).astype(int))
     route = fit_router(r_emb, r_side, r_y)
     fit_s = time.time() - t0
@@ -492,7 +507,7 @@ def train_gates(
                "route": G.head_spec("route", dim=dim, hidden=32)},
     )
     assert manifest.heads["rerank"]["features"] == list(RERANK_FEATURES)
-    assert manifest.heads["write"]["features"] == list(WRITE_FEATURES)
+    assert manifest.heads["write"]["features"] == list(WRITE_GATE_FEATURES)
     assert manifest.heads["route"]["features"] == list(ROUTE_FEATURES)
     manifest.config["folds_of"] = cv.fold_of
     G.save(out, {"rerank": rerank, "query": adapted.model, "write": write, "route": route}, manifest)

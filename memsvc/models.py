@@ -238,6 +238,7 @@ class EpisodeState(BaseModel):
     last_time: datetime | None = None
     last_session: str | None = None
     last_vector: list[float] | None = None
+    last_signals: list[float] | None = None  # the last turn's `write_features` (the write gate reads them)
     sim_mean: float = 0.0
     sim_var: float = 0.0
     sim_n: int = 0

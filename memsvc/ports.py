@@ -539,7 +539,7 @@ class GateModel(Protocol):
         """Query embeddings (rows) moved by the read gate's query adapter, unit length ("query" head)."""
 
     def memorability(self, embeddings: np.ndarray, side: np.ndarray) -> np.ndarray:
-        """P(the message is needed later) per row (embedding + `WRITE_FEATURES` side features)."""
+        """P(the message is needed later) per row (embedding + `WRITE_GATE_FEATURES` side features)."""
 
     def route(self, embeddings: np.ndarray, side: np.ndarray) -> np.ndarray:
         """Per query, one probability per retriever of `memsvc.learn.features.ROUTES`."""

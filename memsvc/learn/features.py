@@ -188,6 +188,49 @@ WRITE_FEATURES: tuple[str, ...] = (
 )
 
 
+# The write gate also reads the turn before (the previous message of the request, or the scope's
+# last turn from its segmentation state): what a turn answers says whether it states a fact ("Where
+# did you move?" -> "Berlin, in May."). Measured before adding it (5 folds by conversation, the
+# write head as shipped): AUROC 0.810 -> 0.827 on LoCoMo, 0.775 -> 0.788 on REALTALK; the previous
+# turn's embedding as well lost on REALTALK (0.763), so only its signals and cosine are read.
+PREVIOUS_FEATURES: tuple[str, ...] = (*(f"prev_{f}" for f in WRITE_FEATURES), "prev_cosine", "prev_present")
+WRITE_GATE_FEATURES: tuple[str, ...] = (*WRITE_FEATURES, *PREVIOUS_FEATURES)
+
+
+def with_previous(embeddings: np.ndarray, signals: np.ndarray,
+                  last: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """The write gate's side rows (`WRITE_GATE_FEATURES`) of consecutive turns: each turn's own
+    `write_features`, then its previous turn's, their embeddings' cosine and a presence flag (zeros
+    where there is no previous turn). Row i's previous turn is row i - 1; the first row's is `last`
+    (embedding, signals), the scope's turn before this batch, when there is one."""
+    emb = np.asarray(embeddings, dtype=np.float32)
+    own = np.asarray(signals, dtype=np.float32).reshape(len(emb), len(WRITE_FEATURES))
+    prev = np.zeros_like(own)
+    cos = np.zeros((len(emb), 1), dtype=np.float32)
+    present = np.zeros((len(emb), 1), dtype=np.float32)
+    if len(emb) > 1:
+        prev[1:] = own[:-1]
+        cos[1:, 0] = (emb[1:] * emb[:-1]).sum(1)
+        present[1:] = 1.0
+    if len(emb) and last is not None:
+        last_emb, last_sig = (np.asarray(x, dtype=np.float32) for x in last)
+        if last_emb.shape == emb[0].shape and last_sig.shape == own[0].shape:  # else: another embedder's state
+            prev[0], cos[0, 0], present[0] = last_sig, float(emb[0] @ last_emb), 1.0
+    return np.hstack([own, prev, cos, present])
+
+
+def with_previous_by_group(embeddings: np.ndarray, signals: np.ndarray, groups: Sequence[str]) -> np.ndarray:
+    """`with_previous` over rows that hold several streams one after the other (`groups[i]` names
+    row i's conversation): a stream's first turn has no previous turn."""
+    out = np.zeros((len(groups), len(WRITE_GATE_FEATURES)), dtype=np.float32)
+    start = 0
+    for end in range(1, len(groups) + 1):
+        if end == len(groups) or groups[end] != groups[start]:
+            out[start:end] = with_previous(embeddings[start:end], signals[start:end])
+            start = end
+    return out
+
+
 LENGTH_FLOOR = 8
 
 

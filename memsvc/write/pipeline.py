@@ -14,7 +14,7 @@ import numpy as np
 from memsvc.config import LifecycleConfig, Limits, OutboxConfig, SkillsConfig, WriteConfig
 from memsvc.errors import InvalidInput, NotFound, PayloadTooLarge, ScopeChanged
 from memsvc.indexer import Indexer
-from memsvc.learn.features import write_features
+from memsvc.learn.features import with_previous, write_features
 from memsvc.lifecycle.episodes import Segmentation, SegmentParams, segment
 from memsvc.models import (
     REASON_KEY,
@@ -173,6 +173,11 @@ class WritePipeline:
         state = self.records.episode_state(tenant, req.user_id) or EpisodeState(tenant=tenant, user_id=req.user_id)
         seg = segment(state, times, [req.session_id] * len(fresh), vectors, self.segment_params)
         plan.segmentation = seg
+        signals = np.stack([write_features(m.role.value, m.content) for m in fresh]) if fresh else None
+        if signals is not None:  # the next write's first turn reads this batch's last as its previous turn
+            seg.state.last_signals = [round(float(x), 6) for x in signals[-1]]
+        last = (None if state.last_vector is None or state.last_signals is None
+                else (np.asarray(state.last_vector, dtype=np.float32), np.asarray(state.last_signals, dtype=np.float32)))
         spans: list[Span] = []
         for i, (m, when) in enumerate(zip(fresh, times, strict=True)):
             assert m.id is not None
@@ -202,7 +207,7 @@ class WritePipeline:
         plan.new.extend(turns)
         turn_of = {c.source_ids[0]: c for c in turns if c.type is MemoryType.EPISODIC and len(c.source_ids) == 1}
         span_vecs = list(vectors)
-        gates = self._gates(fresh, span_vecs)
+        gates = self._gates(fresh, span_vecs, signals, last)
         threshold = self.skills_config.gate_threshold
         for i, gate in enumerate(gates):
             spans[i] = replace(spans[i], importance=gate.importance)
@@ -284,14 +289,15 @@ class WritePipeline:
             plan.embeddings[cube.id] = vec
             cube.embedding_model = self.indexer.embedder.model_name
 
-    def _gates(self, messages: list[MessageIn], embeddings: list[np.ndarray]) -> list[GateDecision]:
+    def _gates(self, messages: list[MessageIn], embeddings: list[np.ndarray], signals: np.ndarray | None,
+               last: tuple[np.ndarray, np.ndarray] | None) -> list[GateDecision]:
         """The write gate per message: the learned memorability as importance when a gate model is
-        loaded (which skills run stays the heuristic's choice), else the heuristic gate."""
+        loaded (which skills run stays the heuristic's choice), else the heuristic gate. The model
+        reads each message with the one before it (`last`: the scope's last turn before this batch)."""
         heuristic = [heuristic_gate(m.role, m.content) for m in messages]
-        if self.gate is None or not messages:
+        if self.gate is None or not messages or signals is None:
             return heuristic
-        side = np.stack([write_features(m.role.value, m.content) for m in messages])
-        p = self.gate.memorability(np.stack(embeddings), side)
+        p = self.gate.memorability(np.stack(embeddings), with_previous(np.stack(embeddings), signals, last))
         return [GateDecision(round(float(x), 4), h.extract) for x, h in zip(p, heuristic, strict=True)]
 
     def _resolve(self, tenant: str, user_id: str, facts: list[tuple[MemoryCube, str | None]], plan: _Plan) -> None:

@@ -201,6 +201,7 @@ episode_state = Table(
     Column("last_time", UTCDateTime()),
     Column("last_session", String()),
     Column("last_vector", json_type()),
+    Column("last_signals", json_type()),
     Column("sim_mean", Float(), nullable=False),
     Column("sim_var", Float(), nullable=False),
     Column("sim_n", Integer(), nullable=False),

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from memsvc.learn import gates as G
-from memsvc.learn.features import LENGTH_FLOOR, write_features
+from memsvc.learn.features import LENGTH_FLOOR, with_previous, write_features
 from memsvc.memory_os import MemoryOS
 from memsvc.models import Role
 from memsvc.write.pipeline import episodic_content
@@ -60,9 +60,33 @@ async def test_importance_is_the_write_gates_memorability(client: ClientFactory,
     written = {m["source_ids"][0]: m for m in r.json()["written"]}
     assert memory_os.gate is not None
     texts = [episodic_content(Role.USER, t["name"], t["content"]) for t in TURNS]
-    side = np.stack([write_features("user", t["content"]) for t in TURNS])
-    p = memory_os.gate.memorability(memory_os.embedder.embed(texts), side)
+    emb = memory_os.embedder.embed(texts)
+    side = with_previous(emb, np.stack([write_features("user", t["content"]) for t in TURNS]))
+    p = memory_os.gate.memorability(emb, side)
     assert [written[t["id"]]["importance"] for t in TURNS] == [round(float(x), 4) for x in p]
+
+
+async def test_the_write_gate_reads_the_scopes_previous_turn_across_requests(client: ClientFactory, keys: dict[str, str],
+                                                                           memory_os: MemoryOS) -> None:
+    """A turn written alone is scored with the scope's last turn before it, which the segmentation
+    state carries from the previous request (its vector and signals); a scope's first turn has none."""
+    c = client(keys["a"])
+    for t in TURNS:  # one request per turn
+        assert (await c.post("/v1/memories", json={"user_id": "u4", "messages": [t], "infer": False})).status_code == 200
+    assert memory_os.writer.gate is not None  # the learned write gate scored them, not the heuristic
+    stored = {m["source_ids"][0]: m["importance"] for m in (await c.get("/v1/memories", params={"user_id": "u4"})).json()["items"]}
+    texts = [episodic_content(Role.USER, t["name"], t["content"]) for t in TURNS]
+    single = np.vstack([memory_os.embedder.embed([x]) for x in texts])  # what each request embedded
+    signals = np.stack([write_features("user", t["content"]) for t in TURNS])
+    expected = [memory_os.gate.memorability(single[i:i + 1], with_previous(
+        single[i:i + 1], signals[i:i + 1], None if i == 0 else (single[i - 1], signals[i - 1])))[0] for i in range(len(TURNS))]
+    assert [stored[t["id"]] for t in TURNS] == pytest.approx([round(float(x), 4) for x in expected], abs=1.5e-4)
+    state = memory_os.records.episode_state("tenant-a", "u4")
+    assert state is not None and state.last_signals == pytest.approx([round(float(x), 6) for x in signals[-1]])
+    # Without the previous turn the later turns score differently: the state is what carried it.
+    isolated = [memory_os.gate.memorability(single[i:i + 1], with_previous(single[i:i + 1], signals[i:i + 1]))[0]
+                for i in (1, 2)]
+    assert max(abs(stored[TURNS[i]["id"]] - float(p)) for i, p in zip((1, 2), isolated, strict=True)) > 1e-3
 
 
 async def test_policies_report_the_loaded_gates_with_their_manifest_metrics(client: ClientFactory, keys: dict[str, str]) -> None:

@@ -16,7 +16,14 @@ import uvicorn
 
 from api.gates_server import create_gates_app
 from memsvc.learn import gates as G
-from memsvc.learn.features import RERANK_FEATURES, WRITE_FEATURES, Candidate, rerank_features, write_features
+from memsvc.learn.features import (
+    RERANK_FEATURES,
+    WRITE_GATE_FEATURES,
+    Candidate,
+    rerank_features,
+    with_previous,
+    write_features,
+)
 from memsvc.ports import GateModel
 from storage.gates.local import TorchGateModel
 from storage.gates.remote import RemoteGateModel
@@ -94,7 +101,8 @@ def test_local_and_remote_answer_the_same_numbers(local: TorchGateModel, worker:
     np.testing.assert_allclose(remote.rerank([x])[0], local.rerank([x])[0], atol=1e-5)
     emb = np.random.default_rng(0).normal(size=(4, 384)).astype(np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    side = np.stack([write_features("user", t) for t in ("hi!", "I adopted a dog named Rex.", "ok", "My sister is a nurse.")])
+    side = with_previous(emb, np.stack([write_features("user", t) for t in ("hi!", "I adopted a dog named Rex.", "ok",
+                                                                          "My sister is a nurse.")]))
     p_local, p_remote = local.memorability(emb, side), remote.memorability(emb, side)
     np.testing.assert_allclose(p_remote, p_local, atol=1e-5)
     assert p_local.shape == (4,) and ((p_local > 0) & (p_local < 1)).all()
@@ -136,7 +144,7 @@ def test_the_worker_refuses_malformed_batches_with_the_error_shape(worker: str) 
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_input"
     r = httpx.post(f"{worker}/v1/gates/write", json={"embeddings": [[0.0] * 384], "side": []})
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_input"
-    r = httpx.post(f"{worker}/v1/gates/write", json={"embeddings": [[0.0] * 384], "side": [[0.0] * len(WRITE_FEATURES)],
+    r = httpx.post(f"{worker}/v1/gates/write", json={"embeddings": [[0.0] * 384], "side": [[0.0] * len(WRITE_GATE_FEATURES)],
                                                       "extra": 1})
     assert r.status_code == 422
 

@@ -14,12 +14,16 @@ from memsvc.learn.artefact import Manifest, read_manifest, sha256_file
 from memsvc.learn.features import (
     ADAPTED_FEATURES,
     LENGTH_FLOOR,
+    PREVIOUS_FEATURES,
     RERANK_FEATURES,
     WRITE_FEATURES,
+    WRITE_GATE_FEATURES,
     Candidate,
     adapted_columns,
     per_length,
     rerank_features,
+    with_previous,
+    with_previous_by_group,
     write_features,
 )
 from memsvc.learn.nets import QueryAdapter
@@ -103,6 +107,38 @@ def test_write_features_flag_phatic_and_role() -> None:
     fact = write_features("assistant", "I moved to Berlin in May 2023.")
     assert phatic[col["phatic"]] == 1.0 and fact[col["phatic"]] == 0.0
     assert fact[col["role_assistant"]] == 1.0 and fact[col["has_digit"]] == 1.0
+
+
+def test_the_write_gate_reads_each_turn_with_the_one_before_it() -> None:
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(3, 8)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    texts = ["Where did you move?", "Berlin, in May 2023.", "thanks!"]
+    own = np.stack([write_features("user", t) for t in texts])
+    rows = with_previous(emb, own)
+    col = {name: i for i, name in enumerate(WRITE_GATE_FEATURES)}
+    w = len(WRITE_FEATURES)
+    assert rows.shape == (3, w + len(PREVIOUS_FEATURES)) and list(WRITE_GATE_FEATURES[:w]) == list(WRITE_FEATURES)
+    np.testing.assert_array_equal(rows[:, :w], own)
+    # the first turn has no previous one: zeros and no presence flag
+    assert not rows[0, w:].any()
+    np.testing.assert_array_equal(rows[1:, w:2 * w], own[:-1])
+    assert rows[1, col["prev_question"]] == 1.0 and rows[2, col["prev_has_digit"]] == 1.0
+    np.testing.assert_allclose(rows[1:, col["prev_cosine"]], (emb[1:] * emb[:-1]).sum(1), rtol=1e-6)
+    assert rows[1:, col["prev_present"]].tolist() == [1.0, 1.0]
+    # the scope's last turn before the batch is the first row's previous turn; one of another
+    # embedder's width is ignored
+    last = (emb[2], own[2])
+    first = with_previous(emb[:1], own[:1], last)[0]
+    np.testing.assert_array_equal(first[w:2 * w], own[2])
+    assert first[col["prev_cosine"]] == pytest.approx(float(emb[0] @ emb[2])) and first[col["prev_present"]] == 1.0
+    assert not with_previous(emb[:1], own[:1], (np.ones(4, np.float32), own[2]))[0, w:].any()
+    # split in two requests, the second carrying the first's last turn, the rows are the same
+    np.testing.assert_allclose(np.vstack([with_previous(emb[:2], own[:2]), with_previous(emb[2:], own[2:], (emb[1], own[1]))]),
+                               rows, rtol=1e-6)
+    # several conversations one after the other: each starts without a previous turn
+    grouped = with_previous_by_group(np.vstack([emb, emb]), np.vstack([own, own]), ["a"] * 3 + ["b"] * 3)
+    np.testing.assert_allclose(grouped, np.vstack([rows, rows]), rtol=1e-6)
 
 
 def _packed(cube: MemoryCube, tokens: int = 5) -> _Candidate:
