@@ -285,3 +285,9 @@ def route_features(query: str) -> np.ndarray:
         min(1.0, len(query_names(query)) / 3.0),
         1.0 if _DIGIT.search(query) else 0.0,
     ], dtype=np.float32)
+
+
+def head_features() -> dict[str, tuple[str, ...]]:
+    """The input columns this code computes for each feature-reading head of the gate model (the
+    query adapter reads the query embedding alone)."""
+    return {"rerank": RERANK_FEATURES, "write": WRITE_GATE_FEATURES, "route": ROUTE_FEATURES}

@@ -9,13 +9,7 @@ import torch
 from torch import nn
 
 from memsvc.learn.artefact import Manifest, read_manifest, write_manifest
-from memsvc.learn.features import (
-    ADAPTED_FEATURES,
-    RERANK_FEATURES,
-    ROUTE_FEATURES,
-    ROUTES,
-    WRITE_GATE_FEATURES,
-)
+from memsvc.learn.features import ADAPTED_FEATURES, ROUTES, head_features
 from memsvc.learn.nets import QueryAdapter, RerankHead, RouterHead, WriteGateHead
 
 NAME = "memsvc-gates"
@@ -28,7 +22,7 @@ def head_spec(head: str, **shape: Any) -> dict[str, Any]:
     """What the manifest records of a head: its shape and the feature names it was trained on."""
     if head == "query":  # the query adapter reads the query embedding only
         return {**shape}
-    features = {"rerank": RERANK_FEATURES, "write": WRITE_GATE_FEATURES, "route": ROUTE_FEATURES}[head]
+    features = head_features()[head]
     spec: dict[str, Any] = {"features": list(features), **shape}
     if head == "route":
         spec["outputs"] = list(ROUTES)

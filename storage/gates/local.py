@@ -82,6 +82,7 @@ class TorchGateModel:
             "device": self.device, "dtype": str(self.dtype).removeprefix("torch."), "heads": sorted(self.heads),
             "data": m.data, "metrics": m.metrics, "config": m.config, "command": m.command,
             "query_dim": int(m.heads["query"]["dim"]) if "query" in self.heads else None,
+            "specs": {h: m.heads[h] for h in sorted(self.heads)},  # what each loaded head reads
         }
 
     def close(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,12 +10,32 @@ import httpx
 import numpy as np
 
 from memsvc.errors import BackendUnavailable
+from memsvc.learn.features import ROUTES, head_features
+
+log = logging.getLogger(__name__)
 
 
 class RemoteGateModel:
     def __init__(self, url: str, timeout_s: float = 2.0, transport: httpx.BaseTransport | None = None) -> None:
         self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s, transport=transport)
         self._info = self._call("GET", "/v1/gates")
+        loaded = self._info.get("heads", [])
+        self._usable = {h for h in loaded if self._reads_our_columns(h)}
+        if skipped := sorted(set(loaded) - self._usable):
+            log.warning("gate worker at %s: heads %s read other inputs than this version computes (a worker of "
+                        "another version?); their heuristic twins run instead", url, skipped)
+
+    def _reads_our_columns(self, head: str) -> bool:
+        """Whether the worker's head takes the rows this code sends: a worker of another version
+        (whose write head reads other columns, say) would refuse or misread every call."""
+        spec = self._info.get("specs", {}).get(head)
+        if not isinstance(spec, dict):
+            return False  # a worker that does not say what its heads read
+        if head == "query":
+            return spec.get("dim") is not None
+        ours = head_features().get(head)
+        return ours is not None and spec.get("features") == list(ours) and (
+            head != "route" or spec.get("outputs") == list(ROUTES))
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         try:
@@ -27,7 +48,7 @@ class RemoteGateModel:
         return out
 
     def has(self, head: str) -> bool:
-        return head in self._info.get("heads", [])
+        return head in self._usable
 
     def rerank(self, lists: Sequence[np.ndarray]) -> list[np.ndarray]:
         out = self._call("POST", "/v1/gates/rerank", {"lists": [np.asarray(x).tolist() for x in lists]})

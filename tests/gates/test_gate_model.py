@@ -24,6 +24,7 @@ from memsvc.learn.features import (
     with_previous,
     write_features,
 )
+from memsvc.models import Role
 from memsvc.ports import GateModel
 from storage.gates.local import TorchGateModel
 from storage.gates.remote import RemoteGateModel
@@ -37,8 +38,13 @@ def local() -> TorchGateModel:
 
 @pytest.fixture(scope="module")
 def worker(local: TorchGateModel) -> Iterator[str]:
+    yield from _serve(local)
+
+
+def _serve(model: GateModel) -> Iterator[str]:
+    """`memsvc gates serve`'s app over `model` on a loopback port, for as long as the caller holds it."""
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_gates_app(local), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_gates_app(model), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
@@ -176,6 +182,52 @@ def test_memory_os_with_a_remote_worker_gates_writes_and_reranks_searches(worker
         assert best["score"] == max(r["score"] for r in res)
     finally:
         os_.close()
+
+
+class _UnstatedInputs:
+    """The packaged model as a worker of the previous release describes it: the same heads, without
+    `specs` (what each head reads), so a client cannot tell whether its rows fit."""
+
+    def __init__(self, model: TorchGateModel) -> None:
+        self.model = model
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.model, name)
+
+    def describe(self) -> dict[str, object]:
+        return {k: v for k, v in self.model.describe().items() if k != "specs"}
+
+
+def test_a_worker_that_does_not_say_what_its_heads_read_is_not_used(local: TorchGateModel, worker: str,
+                                                                    tmp_path: Path) -> None:
+    """Another version's worker may read other columns (this version's write gate reads the previous
+    turn too): the client uses only heads whose inputs the worker states and this code computes, so a
+    version skew runs the heuristic twins instead of failing every write."""
+    from memsvc.config import RemoteGates, Settings
+    from memsvc.schemas import MessageIn, WriteRequest
+    from memsvc.write.stages import heuristic_gate
+    from storage.registry import build_memory_os
+
+    assert local.describe()["specs"]["write"]["features"] == list(WRITE_GATE_FEATURES)
+    stated = RemoteGateModel(worker)
+    assert all(stated.has(h) for h in G.HEADS)
+    stated.close()
+    served = _serve(_UnstatedInputs(local))  # type: ignore[arg-type]
+    url = next(served)
+    try:
+        remote = RemoteGateModel(url)
+        assert remote.describe()["heads"] == sorted(G.HEADS) and not any(remote.has(h) for h in G.HEADS)
+        remote.close()
+        os_ = build_memory_os(Settings(data_dir=tmp_path, gates=RemoteGates(url=url)))
+        try:
+            text = "I moved to Berlin in May."
+            (w,) = os_.add("t", WriteRequest(user_id="u", infer=False, messages=[
+                MessageIn(id="m1", role="user", name="Caroline", content=text)])).written
+            assert w["importance"] == heuristic_gate(Role.USER, text).importance
+        finally:
+            os_.close()
+    finally:
+        next(served, None)
 
 
 def test_packaged_fold_heads_are_stored_in_half_precision_and_load_as_float32(tmp_path: Path) -> None:
