@@ -14,6 +14,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -287,7 +288,26 @@ def route_features(query: str) -> np.ndarray:
     ], dtype=np.float32)
 
 
-def head_features() -> dict[str, tuple[str, ...]]:
-    """The input columns this code computes for each feature-reading head of the gate model (the
-    query adapter reads the query embedding alone)."""
-    return {"rerank": RERANK_FEATURES, "write": WRITE_GATE_FEATURES, "route": ROUTE_FEATURES}
+# -- what each head of the gate model reads (torch-free: a remote client checks a worker with it) --
+
+HEAD_FEATURES: dict[str, tuple[str, ...]] = {"rerank": RERANK_FEATURES, "write": WRITE_GATE_FEATURES,
+                                             "route": ROUTE_FEATURES}
+
+
+def head_spec(head: str, **shape: Any) -> dict[str, Any]:
+    """What the manifest records of a head: its shape and the feature names it was trained on."""
+    if head == "query":  # the query adapter reads the query embedding only
+        return {**shape}
+    spec: dict[str, Any] = {"features": list(HEAD_FEATURES[head]), **shape}
+    if head == "route":
+        spec["outputs"] = list(ROUTES)
+    return spec
+
+
+def compatible(head: str, spec: dict[str, Any]) -> bool:
+    """A head trained on other features than this code computes (or one it does not know) must not
+    be used."""
+    if head == "query":
+        return "dim" in spec
+    return head in HEAD_FEATURES and spec.get("features") == head_spec(head)["features"] and (
+        head != "route" or spec.get("outputs") == list(ROUTES))

@@ -9,24 +9,14 @@ import torch
 from torch import nn
 
 from memsvc.learn.artefact import Manifest, read_manifest, write_manifest
-from memsvc.learn.features import ADAPTED_FEATURES, ROUTES, head_features
+from memsvc.learn.features import ADAPTED_FEATURES, compatible
+from memsvc.learn.features import head_spec as head_spec  # the artefact's head specs, defined torch-free
 from memsvc.learn.nets import QueryAdapter, RerankHead, RouterHead, WriteGateHead
 
 NAME = "memsvc-gates"
 VERSION = "1"
 HEADS = ("rerank", "query", "write", "route")
 PACKAGED = Path(__file__).resolve().parent / "artefacts" / "gates"
-
-
-def head_spec(head: str, **shape: Any) -> dict[str, Any]:
-    """What the manifest records of a head: its shape and the feature names it was trained on."""
-    if head == "query":  # the query adapter reads the query embedding only
-        return {**shape}
-    features = head_features()[head]
-    spec: dict[str, Any] = {"features": list(features), **shape}
-    if head == "route":
-        spec["outputs"] = list(ROUTES)
-    return spec
 
 
 def build_head(head: str, spec: dict[str, Any]) -> nn.Module:
@@ -39,14 +29,6 @@ def build_head(head: str, spec: dict[str, Any]) -> nn.Module:
     if head == "route":
         return RouterHead(int(spec["dim"]), len(spec["features"]), len(spec["outputs"]), hidden=int(spec.get("hidden", 32)))
     raise ValueError(f"unknown head {head!r}")
-
-
-def compatible(head: str, spec: dict[str, Any]) -> bool:
-    """A head trained on other features than this code computes must not be loaded."""
-    if head == "query":
-        return "dim" in spec
-    return spec.get("features") == head_spec(head)["features"] and (
-        head != "route" or spec.get("outputs") == list(ROUTES))
 
 
 def save(folder: Path, heads: dict[str, nn.Module], manifest: Manifest) -> None:

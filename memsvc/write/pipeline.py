@@ -297,7 +297,8 @@ class WritePipeline:
         heuristic = [heuristic_gate(m.role, m.content) for m in messages]
         if self.gate is None or not messages or signals is None:
             return heuristic
-        p = self.gate.memorability(np.stack(embeddings), with_previous(np.stack(embeddings), signals, last))
+        emb = np.stack(embeddings)
+        p = self.gate.memorability(emb, with_previous(emb, signals, last))
         return [GateDecision(round(float(x), 4), h.extract) for x, h in zip(p, heuristic, strict=True)]
 
     def _resolve(self, tenant: str, user_id: str, facts: list[tuple[MemoryCube, str | None]], plan: _Plan) -> None:

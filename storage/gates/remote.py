@@ -10,7 +10,7 @@ import httpx
 import numpy as np
 
 from memsvc.errors import BackendUnavailable
-from memsvc.learn.features import ROUTES, head_features
+from memsvc.learn.features import compatible
 
 log = logging.getLogger(__name__)
 
@@ -29,13 +29,7 @@ class RemoteGateModel:
         """Whether the worker's head takes the rows this code sends: a worker of another version
         (whose write head reads other columns, say) would refuse or misread every call."""
         spec = self._info.get("specs", {}).get(head)
-        if not isinstance(spec, dict):
-            return False  # a worker that does not say what its heads read
-        if head == "query":
-            return spec.get("dim") is not None
-        ours = head_features().get(head)
-        return ours is not None and spec.get("features") == list(ours) and (
-            head != "route" or spec.get("outputs") == list(ROUTES))
+        return isinstance(spec, dict) and compatible(head, spec)  # not a dict: the worker does not say
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         try:
