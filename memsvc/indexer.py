@@ -40,6 +40,8 @@ from memsvc.ports import (
 log = logging.getLogger(__name__)
 
 GraphExtractor = Callable[[Sequence[MemoryCube]], tuple[list[Entity], list[Relation], list[Mention]]]
+GraphPrefetch = Callable[[Sequence[str]], None]
+"""Texts the graph extractor will read soon: it may start on them (`ParseAhead`); a hint, never required."""
 
 SCAN_PAGE = 1000
 VECTOR_OPS = frozenset({OutboxOp.UPSERT_VECTORS, OutboxOp.SET_STATUS, OutboxOp.DELETE_VECTORS})
@@ -81,12 +83,14 @@ class Indexer:
         embedder: Embedder,
         graph: GraphStore | None = None,
         graph_extractor: GraphExtractor | None = None,
+        graph_prefetch: GraphPrefetch | None = None,
     ) -> None:
         self.records = records
         self.vectors = vectors
         self.embedder = embedder
         self.graph = graph
         self.graph_extractor = graph_extractor
+        self.graph_prefetch = graph_prefetch
         # Graph extraction reads the scope's relations to supersede them: one at a time per scope
         # in this process, so two writes of a user cannot both miss each other's facts.
         self._graph_locks: dict[tuple[str, str], threading.Lock] = {}
@@ -154,6 +158,11 @@ class Indexer:
         ])
 
     # -- graph ----------------------------------------------------------------------------
+    def prefetch_graph(self, texts: Sequence[str]) -> None:
+        """Tell the graph extractor which texts it will read soon (best effort)."""
+        if self.graph is not None and self.graph_extractor is not None and self.graph_prefetch is not None:
+            self.graph_prefetch(texts)
+
     def _graph_lock(self, tenant: str, user_id: str) -> threading.Lock:
         with self._guard:
             return self._graph_locks.setdefault((tenant, user_id), threading.Lock())

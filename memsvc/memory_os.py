@@ -23,7 +23,7 @@ from memsvc.errors import (
     PurgeIncomplete,
     RateLimited,
 )
-from memsvc.indexer import GraphExtractor, Indexer
+from memsvc.indexer import GraphExtractor, GraphPrefetch, Indexer
 from memsvc.jobs import InProcessQueue, JobContext, JobRunner
 from memsvc.lifecycle.consolidate import Consolidator
 from memsvc.lifecycle.digest import Abstractive, extractive
@@ -98,6 +98,7 @@ class MemoryOS:
         embedder: Embedder,
         graph: GraphStore | None = None,
         graph_extractor: GraphExtractor | None = None,
+        graph_prefetch: GraphPrefetch | None = None,
         graph_retriever: GraphRetriever | None = None,
         entity_resolver: EntityResolver | None = None,
         skills_dir: Path | None = None,
@@ -113,7 +114,7 @@ class MemoryOS:
         self.embedder = embedder
         self.graph = graph
         self.gate = gate
-        self.indexer = Indexer(records, vectors, embedder, graph, graph_extractor)
+        self.indexer = Indexer(records, vectors, embedder, graph, graph_extractor, graph_prefetch)
         self.skills_dir = settings.skills.dir or skills_dir
         self.skill_bank: list[SkillCard] = load_skill_bank(self.skills_dir)
         if not any(c.selection == "always" for c in self.skill_bank):

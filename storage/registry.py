@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from memsvc.config import (
     EdgeVectors,
@@ -31,7 +31,7 @@ from memsvc.config import (
 )
 from memsvc.graph.openie import OpenIEExtractor
 from memsvc.graph.service import GraphService
-from memsvc.indexer import GraphExtractor
+from memsvc.indexer import GraphExtractor, GraphPrefetch
 from memsvc.jobs import InProcessQueue
 from memsvc.memory_os import MemoryOS
 from memsvc.ports import (
@@ -172,10 +172,17 @@ def extraction_llm(settings: Settings | None) -> LLM | None:
     return build_llm(settings)
 
 
+class GraphFunctions(NamedTuple):
+    extract: GraphExtractor
+    retrieve: GraphRetriever
+    resolve: EntityResolver
+    prefetch: GraphPrefetch  # texts the extractor will read soon (a write's turns): parse them ahead
+
+
 def graph_functions(
     store: GraphStore, embedder: Embedder, *, settings: Settings | None = None, llm: LLM | None = None
-) -> tuple[GraphExtractor, GraphRetriever, EntityResolver]:
-    """Extractor, retriever and entity resolver over `store`.
+) -> GraphFunctions:
+    """Extractor, retriever, entity resolver and parse-ahead over `store`.
 
     The embedder links synonym entities and matches query entity names; with an LLM (given, or
     built from `settings` when `settings.llm.kind == "openai"`) extraction is LLM OpenIE.
@@ -183,7 +190,7 @@ def graph_functions(
     llm = llm or extraction_llm(settings)
     extractor = OpenIEExtractor(llm) if llm is not None else None
     service = GraphService(store, load_nlp(), embedder=embedder, extractor=extractor)
-    return service.extract, service.retrieve, service.memories_mentioning
+    return GraphFunctions(service.extract, service.retrieve, service.memories_mentioning, service.prefetch)
 
 
 def build_gates(settings: Settings) -> GateModel | None:
@@ -257,9 +264,9 @@ def build_memory_os(settings: Settings, *, start: bool = True) -> MemoryOS:
     embedder = build_embedder(settings)
     vectors = VECTORS[settings.vectors.kind](settings.vectors, settings, embedder.dim)
     graph = GRAPHS[settings.graph.kind](settings.graph, settings, records)
-    extractor, retriever, resolver = graph_functions(graph, embedder, settings=settings)
+    extractor, retriever, resolver, prefetch = graph_functions(graph, embedder, settings=settings)
     os_ = MemoryOS(
-        settings, records, vectors, embedder, graph=graph, graph_extractor=extractor,
+        settings, records, vectors, embedder, graph=graph, graph_extractor=extractor, graph_prefetch=prefetch,
         graph_retriever=retriever, entity_resolver=resolver, skills_dir=SKILLS_DIR, gate=build_gates(settings),
         skill_controller=build_skill_controller(settings, embedder), llm=build_llm(settings),
         queue=QUEUES[settings.jobs.kind](settings.jobs),

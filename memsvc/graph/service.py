@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 
-from memsvc.graph.extract import GraphRecords, cube_records, extract_graph
+from memsvc.graph.extract import GraphRecords, ParseAhead, cube_records, extract_graph
 from memsvc.graph.ids import relation_id
 from memsvc.graph.matrix import build_adjacency
 from memsvc.graph.ppr import (
@@ -223,11 +223,22 @@ class GraphService:
         self._names_by_scope: OrderedDict[tuple[str, str], _NameIndex] = OrderedDict()
         self._walks: OrderedDict[tuple[str, str], _ScopeWalk] = OrderedDict()
         self._cache_lock = threading.Lock()  # guards both LRUs (walks, name indexes)
+        # spaCy extraction only: an LLM extractor reads the cubes, not parses
+        self.ahead = ParseAhead(nlp) if extractor is None else None
 
     # -- write ----------------------------------------------------------------------------
 
+    def prefetch(self, texts: Sequence[str]) -> None:
+        """Start parsing texts that `extract` will read (a write's turns, before it embeds them), if
+        the parse-ahead worker is free."""
+        if self.ahead is not None:
+            self.ahead.prefetch(texts)
+
     def extract(self, cubes: Sequence[MemoryCube]) -> tuple[list[Entity], list[Relation], list[Mention]]:
-        recs = self.extractor(cubes) if self.extractor else cube_records(self.nlp, cubes, speaker_of)
+        if self.extractor is not None:
+            recs = self.extractor(cubes)
+        else:
+            recs = cube_records(self.nlp, cubes, speaker_of, parse=self.ahead.docs if self.ahead else None)
         by_scope: dict[tuple[str, str], list[Relation]] = defaultdict(list)
         for r in recs.relations:
             by_scope[(r.tenant, r.user_id)].append(r)

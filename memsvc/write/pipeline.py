@@ -130,6 +130,9 @@ class WritePipeline:
         self.check_limits(req)
         req = assign_message_ids(req)
         explicit = explicit_operations(req)
+        if not self.outbox.config.defer_graph:
+            # the graph parses these turns after the commit; start now, beside the embedding
+            self.indexer.prefetch_graph([episodic_content(m.role, m.name, m.content) for m in req.messages])
         for attempt in range(PLAN_ATTEMPTS):
             # The lock spares this process's own writers the re-planning; other processes are kept
             # out by the version the commit checks.
@@ -221,6 +224,8 @@ class WritePipeline:
         # A slotted fact goes first, so a sentence two skills restate keeps the fact that can supersede.
         inserts.sort(key=lambda op: op.slot is None)
         derived = [self._cube(op, req, tenant, spans, now) for op in inserts]
+        if derived and not self.outbox.config.defer_graph:
+            self.indexer.prefetch_graph([c.content for c in derived])  # parsed while they are embedded
         self._embed(plan, derived)
         before = len(plan.new)
         self._resolve(tenant, req.user_id, [(c, c.metadata.get(SLOT_KEY)) for c in derived], plan)

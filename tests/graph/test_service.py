@@ -173,7 +173,7 @@ class CannedLLM:
 
 
 def test_wiring_uses_openie_with_an_llm(store: GraphStore, embedder: Embedder) -> None:
-    extract, _, _ = graph_functions(store, embedder, llm=CannedLLM())
+    extract = graph_functions(store, embedder, llm=CannedLLM()).extract
     ents, rels, ments = extract([cube("m1", "Alice: I adopted a kitten called Miso.")])
     assert [e.name for e in ents] == ["Alice", "Miso"]
     assert [(r.subject_id, r.predicate, r.object_id) for r in rels] == [(eid("alice"), "adopted", eid("miso"))]
