@@ -30,7 +30,7 @@ from memsvc.config import (
     SqliteRecords,
 )
 from memsvc.graph.openie import OpenIEExtractor
-from memsvc.graph.service import GraphService
+from memsvc.graph.service import GraphService, NameVectors
 from memsvc.indexer import GraphExtractor, GraphPrefetch
 from memsvc.jobs import InProcessQueue
 from memsvc.memory_os import MemoryOS
@@ -180,16 +180,18 @@ class GraphFunctions(NamedTuple):
 
 
 def graph_functions(
-    store: GraphStore, embedder: Embedder, *, settings: Settings | None = None, llm: LLM | None = None
+    store: GraphStore, embedder: Embedder, *, settings: Settings | None = None, llm: LLM | None = None,
+    name_vectors: NameVectors | None = None,
 ) -> GraphFunctions:
     """Extractor, retriever, entity resolver and parse-ahead over `store`.
 
-    The embedder links synonym entities and matches query entity names; with an LLM (given, or
-    built from `settings` when `settings.llm.kind == "openai"`) extraction is LLM OpenIE.
+    The embedder links synonym entities and matches query entity names (their vectors kept in
+    `name_vectors` when given); with an LLM (given, or built from `settings` when
+    `settings.llm.kind == "openai"`) extraction is LLM OpenIE.
     """
     llm = llm or extraction_llm(settings)
     extractor = OpenIEExtractor(llm) if llm is not None else None
-    service = GraphService(store, load_nlp(), embedder=embedder, extractor=extractor)
+    service = GraphService(store, load_nlp(), embedder=embedder, extractor=extractor, name_vectors=name_vectors)
     return GraphFunctions(service.extract, service.retrieve, service.memories_mentioning, service.prefetch)
 
 
@@ -264,7 +266,11 @@ def build_memory_os(settings: Settings, *, start: bool = True) -> MemoryOS:
     embedder = build_embedder(settings)
     vectors = VECTORS[settings.vectors.kind](settings.vectors, settings, embedder.dim)
     graph = GRAPHS[settings.graph.kind](settings.graph, settings, records)
-    extractor, retriever, resolver, prefetch = graph_functions(graph, embedder, settings=settings)
+    from storage.sql.name_vectors import SqlNameVectors
+
+    extractor, retriever, resolver, prefetch = graph_functions(
+        graph, embedder, settings=settings, name_vectors=SqlNameVectors(records.engine),  # type: ignore[attr-defined]
+    )
     os_ = MemoryOS(
         settings, records, vectors, embedder, graph=graph, graph_extractor=extractor, graph_prefetch=prefetch,
         graph_retriever=retriever, entity_resolver=resolver, skills_dir=SKILLS_DIR, gate=build_gates(settings),

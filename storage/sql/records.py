@@ -305,7 +305,8 @@ class SqlRecordStore(JobRows, EpisodeRows):
         purged content is gone from the database files too.
         """
         m, v, o, j, s = t.memories, t.memory_versions, t.outbox, t.jobs, t.scopes
-        scoped: list[Table] = [t.messages, t.events, t.entities, t.relations, t.mentions, t.episode_state, t.episodes]
+        scoped: list[Table] = [t.messages, t.events, t.entities, t.relations, t.mentions, t.episode_state, t.episodes,
+                               t.name_vectors]
         counts: dict[str, int] = {}
         with self._write() as conn:
             # First, so that the scope row's lock orders this purge against concurrent writes: a

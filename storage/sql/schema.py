@@ -19,6 +19,7 @@ from sqlalchemy import (
     Float,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -289,6 +290,20 @@ events = Table(
     Column("created_at", UTCDateTime(), nullable=False),
     Index(None, "tenant", "id"),
     Index(None, "tenant", "user_id", "id"),
+)
+
+# Entity-name embeddings of a scope, by a hash of the embedder's model and the name: the scope's name
+# index (synonym links, query entity matching) is rebuilt from here instead of by embedding every
+# name again after a restart or an eviction from the in-process cache. No name text is stored, and
+# a user's purge deletes them with the scope's other rows.
+name_vectors = Table(
+    "name_vectors",
+    metadata,
+    Column("tenant", String(), nullable=False),
+    Column("user_id", String(), nullable=False),
+    Column("key", String(64), nullable=False),  # sha256 of model and name
+    Column("vector", LargeBinary(), nullable=False),  # float32, little-endian
+    PrimaryKeyConstraint("tenant", "user_id", "key"),
 )
 
 # Graph tables: written by the SQL graph store (no foreign keys by design; it manages them).

@@ -454,7 +454,7 @@ def test_events_page_newest_first(record_store: SqlRecordStore) -> None:
 
 PURGED_TABLES = (
     "memory_versions", "memories", "messages", "events", "entities", "relations", "mentions", "episode_state",
-    "episodes", "jobs", "outbox",
+    "episodes", "jobs", "outbox", "name_vectors",
 )
 
 
@@ -487,6 +487,7 @@ def test_purge_user_counts_and_leaves_others(record_store: SqlRecordStore) -> No
             conn.execute(t.mentions.insert().values(
                 tenant=tenant, user_id=user_id, memory_id=c.id, entity_id=f"e{base}0", weight=1.0,
             ))
+            conn.execute(t.name_vectors.insert().values(tenant=tenant, user_id=user_id, key=f"k{base}", vector=b"\0" * 8))
 
     seed("acme", "alice", 0)
     seed("acme", "bob", 10)
@@ -496,6 +497,7 @@ def test_purge_user_counts_and_leaves_others(record_store: SqlRecordStore) -> No
     assert counts == {
         "memory_versions": 3, "memories": 2, "messages": 2, "events": 1, "entities": 2,
         "relations": 1, "mentions": 1, "episode_state": 1, "episodes": 1, "jobs": 1, "outbox": 1,
+        "name_vectors": 1,
     }
     assert record_store.episode_state("acme", "alice") is None and record_store.episodes("acme", "alice") == []
     assert record_store.list_memories("acme", MemoryQuery(user_id="alice")).items == []
