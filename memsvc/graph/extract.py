@@ -173,7 +173,9 @@ class ParseAhead:
             return found
 
     def docs(self, texts: Sequence[str]) -> list[Doc]:
+        """The parses of `texts`, in order: prefetched ones taken (waited for), the rest parsed here."""
         out: list[Doc | None] = [None] * len(texts)
+        failed: set[int] = set()  # futures already reported
         for i, text in enumerate(texts):
             found = self._take(text)
             if found is None:
@@ -182,7 +184,9 @@ class ParseAhead:
             try:
                 out[i] = future.result()[at]
             except Exception:  # noqa: BLE001 - the text is parsed below, as if never prefetched
-                log.warning("a parse ahead failed; parsing again", exc_info=True)
+                if id(future) not in failed:
+                    failed.add(id(future))
+                    log.warning("a parse ahead failed; parsing its texts again", exc_info=True)
         missing = [i for i, d in enumerate(out) if d is None]
         with self._lock:
             self.hits += len(texts) - len(missing)

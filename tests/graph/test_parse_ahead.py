@@ -3,12 +3,14 @@ reads the same parses it would have made itself."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from spacy.language import Language
 from spacy.tokens import Doc
 
@@ -86,14 +88,16 @@ class _FailsOnTheWorker:
         return self.nlp.pipe(texts, **kw)
 
 
-def test_a_failed_parse_ahead_is_parsed_again_by_the_caller(nlp: Language) -> None:
+def test_a_failed_parse_ahead_is_parsed_again_by_the_caller(nlp: Language, caplog: pytest.LogCaptureFixture) -> None:
     ahead = ParseAhead(nlp)
     ahead.nlp = _FailsOnTheWorker(nlp)  # type: ignore[assignment]
     try:
         ahead.prefetch(TEXTS)
-        got = ahead.docs(TEXTS)
+        with caplog.at_level(logging.WARNING, logger="memsvc.graph.extract"):
+            got = ahead.docs(TEXTS)
         assert [shape(d) for d in got] == [shape(d) for d in nlp.pipe(TEXTS)]
         assert (ahead.hits, ahead.misses, ahead.pending()) == (0, len(TEXTS), 0)
+        assert [r.getMessage() for r in caplog.records] == ["a parse ahead failed; parsing its texts again"]  # once per batch
     finally:
         ahead.close()
 
