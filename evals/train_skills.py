@@ -10,7 +10,13 @@
    policy regresses each pair's reward). Its threshold is set on the training folds, then applied to
    the held-out fold, two ways: the best reward there, and the heuristic's cost there (equal cost).
    Reward = WR@500 - lambda * (cost / cost of every skill on every span).
-4. The shipped policy is trained on everything, its threshold at the best reward.
+4. The controller as shipped prunes the triggers (`mode: prune`): the card triggers propose pairs
+   and the policy keeps those it rates at or above a threshold. The threshold is chosen on
+   out-of-fold probabilities only (nested inside each fold of the cross-validation, over all folds
+   for the shipped policy): the best reward among the thresholds whose recall within 500 words is at
+   least the triggers' (`--rule no-loss`), or the best reward (`--rule reward`). Selecting among
+   every pair (`mode: select`, thresholds chosen in-sample) stays in the report as the earlier design.
+5. The shipped policy is trained on everything.
 """
 
 from __future__ import annotations
@@ -161,20 +167,86 @@ def ablation(collected: Sequence[SkillsData], pairs: PairSet, turns: dict[str, i
     return out
 
 
+PRUNE_GRID = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.65, 0.8, 0.9)
+RULES = ("no-loss", "reward")
+
+
+MIN_POSITIVES = 20  # pairs of a skill that brought evidence into the budget, for the policy to judge it
+
+
+def judged_skills(pairs: PairSet, subset: np.ndarray | None = None) -> list[str]:
+    """The skills the development data (`subset` of the pairs) can measure: at least `MIN_POSITIVES`
+    positive pairs. The
+    pruning policy leaves the others to their triggers (procedures, tool results and terminology
+    never answer a question of these conversations: the policy would learn to veto them everywhere)."""
+    skills = np.array(pairs.skill)
+    labels = pairs.label if subset is None else pairs.label & subset
+    return sorted(s for s in set(pairs.skill) if int((labels & (skills == s)).sum()) >= MIN_POSITIVES)
+
+
+def prune_mask(pairs: PairSet, p: np.ndarray, threshold: float, k: int, subset: np.ndarray | None = None,
+               judged: Sequence[str] | None = None) -> np.ndarray:
+    """The pruning controller's selection (`memsvc.skills.policy.LearnedController`, mode `prune`):
+    pairs whose card trigger matches and, for a judged skill, whose probability reaches the
+    threshold (at most k judged skills per span; threshold 0 keeps every triggered pair)."""
+    rated = pairs.trigger if judged is None else pairs.trigger & np.isin(np.array(pairs.skill), list(judged))
+    free = pairs.trigger & ~rated
+    if subset is not None:
+        free = free & subset
+    return free | top_k_mask(pairs, np.where(rated, p, -1.0), threshold, k, subset)
+
+
+def prune_threshold(collected: Sequence[SkillsData], pairs: PairSet, p: np.ndarray, k: int, subset: np.ndarray,
+                    turns: dict[str, int], cost_all: float, rule: str, judged: Sequence[str]) -> float:
+    """The pruning threshold chosen on `subset`'s out-of-fold probabilities `p`: the best reward
+    there, with `no-loss` only among thresholds whose WR@500 there is at least the triggers' (0, the
+    triggers themselves, when none is)."""
+    scenes = set(np.array(pairs.groups)[subset])
+    floor = evaluate(collected, pairs, pairs.trigger & subset, scenes, turns, cost_all, by_category=False)["WR@500"]
+    best = (-1e9, 0.0)
+    for tau in PRUNE_GRID:
+        m = evaluate(collected, pairs, prune_mask(pairs, p, tau, k, subset, judged), scenes, turns, cost_all,
+                     by_category=False)
+        if rule == "reward" or m["WR@500"] >= floor:
+            best = max(best, (m["reward"], tau))
+    return best[1]
+
+
+def out_of_fold(pairs: PairSet, folds: np.ndarray, subset: np.ndarray, steps: int) -> np.ndarray:
+    """Probabilities for the pairs of `subset`, each from a policy trained on the other folds of
+    `subset` only (zeros elsewhere)."""
+    p = np.zeros(len(folds))
+    for j in sorted(set(folds[subset].tolist())):
+        train, held = subset & (folds != j), subset & (folds == j)
+        if not train.any():
+            continue
+        model = P.fit_policy(pairs.span_emb[train], pairs.skill_emb[train], pairs.side[train], pairs.label[train], steps=steps)
+        p[held] = P.predict_policy(model, pairs.span_emb[held], pairs.skill_emb[held], pairs.side[held])
+    return p
+
+
 def cross_validate(collected: Sequence[SkillsData], pairs: PairSet, k: int, top_k: int, steps: int,
-                   turns: dict[str, int], cost_all: float, progress: bool) -> dict[str, Any]:
+                   turns: dict[str, int], cost_all: float, progress: bool, rule: str = "no-loss") -> dict[str, Any]:
     groups = pairs.groups
     folds = np.array(folds_by_group(groups, k))
     p_held = np.zeros(len(groups))
     taus: list[float] = []
     reward_taus: list[float] = []
+    prune_taus: dict[str, list[float]] = {r: [] for r in RULES}
     learned = np.zeros(len(groups), dtype=bool)
     learned_reward = np.zeros(len(groups), dtype=bool)
+    pruned = {r: np.zeros(len(groups), dtype=bool) for r in RULES}
+    judged_by_fold: list[list[str]] = []
     for f in tqdm(range(k), desc="skill policy folds", disable=not progress):
         train, held = folds != f, folds == f
         if not held.any():
             continue
         model = P.fit_policy(pairs.span_emb[train], pairs.skill_emb[train], pairs.side[train], pairs.label[train], steps=steps)
+        inner = out_of_fold(pairs, folds, train, steps)  # nested: the pruning threshold never sees fold f
+        judged = judged_skills(pairs, train)
+        judged_by_fold.append(judged)
+        for rule in RULES:
+            prune_taus[rule].append(prune_threshold(collected, pairs, inner, top_k, train, turns, cost_all, rule, judged))
         p_train = P.predict_policy(model, pairs.span_emb[train], pairs.skill_emb[train], pairs.side[train])
         full = np.zeros(len(groups))
         full[train] = p_train
@@ -185,9 +257,12 @@ def cross_validate(collected: Sequence[SkillsData], pairs: PairSet, k: int, top_
         p_held[held] = P.predict_policy(model, pairs.span_emb[held], pairs.skill_emb[held], pairs.side[held])
         learned |= top_k_mask(pairs, p_held, tau, top_k, held)
         learned_reward |= top_k_mask(pairs, p_held, tau_r, top_k, held)
+        for rule in RULES:
+            pruned[rule] |= prune_mask(pairs, p_held, prune_taus[rule][-1], top_k, held, judged)
     every = np.ones(len(groups), dtype=bool)
     out = {
         "folds": k, "thresholds_equal_cost": [round(t, 3) for t in taus], "thresholds_reward": reward_taus,
+        "thresholds_prune": prune_taus, "judged_by_fold": judged_by_fold,
         "pair_auroc": round(auroc(p_held, pairs.label.astype(int)), 4),
         "trigger_auroc": round(auroc(pairs.trigger.astype(float), pairs.label.astype(int)), 4),
         "positives": int(pairs.label.sum()), "pairs": len(groups),
@@ -197,11 +272,16 @@ def cross_validate(collected: Sequence[SkillsData], pairs: PairSet, k: int, top_
             "heuristic": evaluate(collected, pairs, pairs.trigger, None, turns, cost_all),
             "learned (equal cost)": evaluate(collected, pairs, learned, None, turns, cost_all),
             "learned (best reward)": evaluate(collected, pairs, learned_reward, None, turns, cost_all),
+            **{f"learned, pruning ({rule})": evaluate(collected, pairs, pruned[rule], None, turns, cost_all)
+               for rule in RULES},
         },
         "learned_curve": {f"tau={t}": evaluate(collected, pairs, top_k_mask(pairs, p_held, t, top_k), None, turns,
                                                cost_all, by_category=False) for t in (0.2, 0.35, 0.5, 0.65, 0.8)},
+        "pruning_curve": {f"tau={t}": evaluate(collected, pairs, prune_mask(pairs, p_held, t, top_k, None, judged_skills(pairs)), None,
+                                               turns, cost_all, by_category=False) for t in PRUNE_GRID},
     }
-    sel = learned_reward
+    out["p_held"] = p_held  # the out-of-fold probabilities (the shipped threshold is chosen on them; not saved)
+    sel = pruned[rule]
     out["selection"] = {"precision": round(float(pairs.label[sel].mean()) if sel.any() else 0.0, 4),
                         "recall": round(float(sel[pairs.label].mean()) if pairs.label.any() else 0.0, 4),
                         "heuristic_precision": round(float(pairs.label[pairs.trigger].mean()), 4),
@@ -268,12 +348,16 @@ def train_skills(
     folds: Annotated[int, typer.Option("--folds", min=2)] = 5,
     steps: Annotated[int, typer.Option("--steps", min=1)] = 400,
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="skills per span")] = 3,
+    rule: Annotated[str, typer.Option("--rule", help="how the pruning threshold is chosen: no-loss (the best reward "
+                                      "that keeps the triggers' WR@500) or reward (the best reward)")] = "no-loss",
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Ablate the skill bank, cross-validate the skill controller and write its artefact."""
     from memsvc.config import Settings
     from storage.registry import build_embedder
 
+    if rule not in RULES:
+        raise typer.BadParameter(f"--rule must be one of {', '.join(RULES)}")
     started = time.time()
     root = data or default_data_root()
     names = [t.strip() for t in tasks.split(",") if t.strip()]
@@ -289,26 +373,29 @@ def train_skills(
     t0 = time.time()
     abl = ablation(collected, pairs, turns, cost_all)
     typer.echo("ablation (all development conversations):\n" + _table(abl), err=True)
-    cv = cross_validate(collected, pairs, folds, top_k, steps, turns, cost_all, progress)
+    cv = cross_validate(collected, pairs, folds, top_k, steps, turns, cost_all, progress, rule)
+    p_held = cv.pop("p_held")
     typer.echo("cross-validated by conversation:\n" + _table(cv["systems"]), err=True)
     typer.echo(json.dumps({k: v for k, v in cv.items() if k not in ("systems",)}), err=True)
     cv_s = time.time() - t0
     model = P.fit_policy(pairs.span_emb, pairs.skill_emb, pairs.side, pairs.label, steps=steps)
-    p_all = P.predict_policy(model, pairs.span_emb, pairs.skill_emb, pairs.side)
-    everything = np.ones(len(p_all), dtype=bool)
-    tau = reward_threshold(collected, pairs, p_all, top_k, everything, turns, cost_all)
+    everything = np.ones(len(p_held), dtype=bool)
+    judged = judged_skills(pairs)
+    tau = prune_threshold(collected, pairs, p_held, top_k, everything, turns, cost_all, rule, judged)
+    shipped = cv["systems"][f"learned, pruning ({rule})"]
     files = [f for d in collected for f in d.files]
     manifest = Manifest(
         name=P.NAME, version=P.VERSION, created=datetime.now(UTC),
         command=shlex.join(["memsvc", *sys.argv[1:]]) if sys.argv else "memsvc train skills",
         data=checksums(files, root),
-        config={"tasks": names, "folds": folds, "steps": steps, "top_k": top_k, "threshold": tau, "lambda": LAMBDA,
+        config={"tasks": names, "folds": folds, "steps": steps, "top_k": top_k, "mode": "prune", "rule": rule,
+                "judged": judged, "threshold": tau, "lambda": LAMBDA,
                 "selections": {n: DEV_SUITE.get(n) for n in names},
                 "cards": {c.id: c.version for c in cards if c.selection == "controller"},
                 "memory_ms": {d.task: round(d.memory_ms, 3) for d in collected},
                 "seconds": {"total": round(time.time() - started, 1), "cross_validate": round(cv_s, 1)}},
         metrics={"cv": cv, "ablation": abl,
-                 "reward": {"learned": cv["systems"]["learned (best reward)"]["reward"],
+                 "reward": {"learned": shipped["reward"],
                             "heuristic": cv["systems"]["heuristic"]["reward"], "all": cv["systems"]["all"]["reward"]}},
         heads={"policy": {"features": list(P.SIDE_FEATURES), "dim": int(pairs.span_emb.shape[1]), "hidden": 64}},
     )

@@ -25,6 +25,9 @@ NAME = "memsvc-skill-controller"
 VERSION = "1"
 PACKAGED = Path(__file__).resolve().parent / "artefacts" / "skills"
 SIDE_FEATURES: tuple[str, ...] = (*WRITE_FEATURES, "trigger")
+# How the controller uses the policy (`memsvc.skills.policy.LearnedController`): `prune` vetoes pairs
+# the card triggers propose, `select` chooses among every pair a span's role allows.
+MODES = ("prune", "select")
 Progress = Callable[[int, int, float], None]
 
 
@@ -89,6 +92,8 @@ def load(folder: Path) -> tuple[Manifest, SkillPolicyHead]:
     spec: dict[str, Any] = manifest.heads["policy"]
     if spec.get("features") != list(SIDE_FEATURES):
         raise ValueError(f"{folder}: the policy was trained on other features than this code computes")
+    if manifest.config.get("mode", "select") not in MODES:
+        raise ValueError(f"{folder}: unknown controller mode {manifest.config.get('mode')!r} (known: {', '.join(MODES)})")
     model = SkillPolicyHead(int(spec["dim"]), len(SIDE_FEATURES), hidden=int(spec.get("hidden", 64)))
     model.load_state_dict(torch.load(folder / manifest.weights, map_location="cpu", weights_only=True)["policy"])
     model.eval()

@@ -1,8 +1,14 @@
 """The learned skill controller: scores every (span, skill) pair the cards allow and keeps, per
 span, at most `top_k` skills whose probability reaches the artefact's threshold.
 
-The threshold was chosen at training time (`memsvc train skills`) so that the policy spends what
-the fixed heuristic spends; the manifest carries the cross-validated recall and cost of both.
+Two modes, named by the artefact (`config.mode`): `prune` (the shipped one) offers the policy only
+the pairs whose card trigger matches and keeps those it rates at or above the threshold, so the
+triggers propose and the policy vetoes; `select` lets it choose among every skill the span's role
+allows. A pruning policy judges only the skills its training data could measure (`config.judged`:
+those with enough pairs that brought evidence into the budget); the others (procedures, tool
+results and terminology never answer a question of the development conversations) run where their
+trigger matches, since no evidence against them is not evidence that they are useless. The threshold was chosen at training time (`memsvc train skills`) on cross-validated
+probabilities; the manifest carries the held-out recall and cost of the policy and of the triggers.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import numpy as np
 
 from memsvc.learn.artefact import Manifest
 from memsvc.learn.features import write_features
-from memsvc.learn.skills import SkillPolicyHead, predict_policy
+from memsvc.learn.skills import MODES, SkillPolicyHead, predict_policy
 from memsvc.skills.cards import SkillCard
 from memsvc.skills.controller import candidates, triggered
 from memsvc.skills.types import Span
@@ -39,6 +45,11 @@ class LearnedController:
         self._embed = embed
         self.top_k = top_k
         self.threshold = float(threshold if threshold is not None else manifest.config.get("threshold", 0.5))
+        self.mode = str(manifest.config.get("mode", "select"))
+        judged = manifest.config.get("judged")
+        self.judged: frozenset[str] | None = None if judged is None else frozenset(str(x) for x in judged)
+        if self.mode not in MODES:
+            raise ValueError(f"unknown skill controller mode {self.mode!r} (known: {', '.join(MODES)})")
         self._card_vecs: dict[str, np.ndarray] = {}
 
     def card_vector(self, card: SkillCard) -> np.ndarray:
@@ -62,14 +73,21 @@ class LearnedController:
         return out
 
     def select(self, spans: Sequence[Span], embeddings: np.ndarray, cards: Sequence[SkillCard]) -> list[list[str]]:
+        by_id = {c.id: c for c in cards}
         picks = []
-        for scored in self.scores(spans, embeddings, cards):
-            best = sorted((x for x in scored if x[1] >= self.threshold), key=lambda x: -x[1])[: self.top_k]
-            picks.append(sorted(skill for skill, _ in best))
+        for span, scored in zip(spans, self.scores(spans, embeddings, cards), strict=True):
+            offered = [x for x in scored if self.mode == "select" or triggered(by_id[x[0]], span)]
+            unjudged = [s for s, _ in offered if self.mode == "prune" and not self.judges(s)]
+            best = sorted((x for x in offered if x[0] not in unjudged and x[1] >= self.threshold), key=lambda x: -x[1])
+            picks.append(sorted([*unjudged, *(skill for skill, _ in best[: self.top_k])]))
         return picks
+
+    def judges(self, skill: str) -> bool:
+        """Whether the policy rates this skill (a pruning policy leaves the others to their trigger)."""
+        return self.judged is None or skill in self.judged
 
     def describe(self) -> dict[str, Any]:
         m = self.manifest
         return {"kind": "learned", "name": m.name, "version": m.version, "created": m.created.isoformat(),
-                "top_k": self.top_k, "threshold": self.threshold, "data": m.data, "metrics": m.metrics,
+                "mode": self.mode, "judged": None if self.judged is None else sorted(self.judged), "top_k": self.top_k, "threshold": self.threshold, "data": m.data, "metrics": m.metrics,
                 "command": m.command}

@@ -501,7 +501,7 @@ async def test_skills_page_shows_state_statistics_and_history(login: Login, keys
     html = (await c.get("/admin/skills")).text
     assert 'data-testid="history-capture-preferences"' in html and "trigger -= &#39;like&#39;" in html
     assert 'title="no LLM configured (MEMSVC_LLM__KIND)">inactive' in html
-    assert "controller" in html and "heuristic" in html
+    assert "<strong>heuristic</strong> controller" in html and 'data-testid="controller-mode"' not in html
 
 
 async def test_lifecycle_page_shows_this_tenants_statuses_and_job_runs_with_failure_reasons(
