@@ -45,6 +45,7 @@ from memsvc.learn.artefact import Manifest, checksums
 from memsvc.learn.train import auroc, folds_by_group
 from memsvc.models import Role
 from memsvc.skills import SkillCard, load_skill_bank
+from memsvc.skills.controller import slotted
 from memsvc.skills.designer import DesignTable
 from memsvc.skills.policy import pair_side
 from memsvc.skills.types import Span
@@ -66,6 +67,7 @@ class PairSet:
     label: np.ndarray
     cost: np.ndarray
     memories: list[list[str]]
+    slotted: np.ndarray  # the card declares a slot the span fills (`memsvc.skills.controller.slotted`): never vetoed
 
     @property
     def groups(self) -> list[str]:
@@ -85,7 +87,8 @@ def bank_dir() -> Path:
 def build_pairs(collected: Sequence[SkillsData], cards: Sequence[SkillCard], embed: Any) -> PairSet:
     selectable = {c.id: c for c in cards if c.selection == "controller"}
     vecs = dict(zip(selectable, embed([c.describe_text() for c in selectable.values()]), strict=True))
-    cols: dict[str, list[Any]] = {k: [] for k in ("task", "scene", "span", "skill", "row", "emb", "side", "label", "cost", "mem")}
+    cols: dict[str, list[Any]] = {k: [] for k in ("task", "scene", "span", "skill", "row", "emb", "side", "label", "cost", "mem",
+                                                   "slotted")}
     for d in collected:
         useful: set[str] = set()
         for q in d.queries:
@@ -98,11 +101,13 @@ def build_pairs(collected: Sequence[SkillsData], cards: Sequence[SkillCard], emb
             span = Span(p.span, Role(d.span_role[row]), d.span_text[row], _EPOCH)
             for k, v in (("task", d.task), ("scene", p.scene), ("span", p.span), ("skill", p.skill),
                          ("emb", d.span_emb[row]), ("side", pair_side(card, span)),
-                         ("label", any(m in useful for m in p.memories)), ("cost", d.pair_cost(p)), ("mem", p.memories)):
+                         ("label", any(m in useful for m in p.memories)), ("cost", d.pair_cost(p)), ("mem", p.memories),
+                         ("slotted", slotted(card, span))):
                 cols[k].append(v)
     return PairSet(cols["task"], cols["scene"], cols["span"], cols["skill"], np.stack(cols["emb"]),
                    np.stack([vecs[s] for s in cols["skill"]]), np.stack(cols["side"]),
-                   np.array(cols["label"], dtype=bool), np.array(cols["cost"], dtype=np.float64), cols["mem"])
+                   np.array(cols["label"], dtype=bool), np.array(cols["cost"], dtype=np.float64), cols["mem"],
+                   np.array(cols["slotted"], dtype=bool))
 
 
 def top_k_mask(pairs: PairSet, p: np.ndarray, threshold: float, k: int, subset: np.ndarray | None = None) -> np.ndarray:
@@ -187,9 +192,12 @@ def judged_skills(pairs: PairSet, subset: np.ndarray | None = None) -> list[str]
 def prune_mask(pairs: PairSet, p: np.ndarray, threshold: float, k: int, subset: np.ndarray | None = None,
                judged: Sequence[str] | None = None) -> np.ndarray:
     """The pruning controller's selection (`memsvc.skills.policy.LearnedController`, mode `prune`):
-    pairs whose card trigger matches and, for a judged skill, whose probability reaches the
-    threshold (at most k judged skills per span; threshold 0 keeps every triggered pair)."""
-    rated = pairs.trigger if judged is None else pairs.trigger & np.isin(np.array(pairs.skill), list(judged))
+    pairs whose card trigger matches and, for a judged skill on a pair that fills none of its card's
+    slots, whose probability reaches the threshold (at most k such skills per span; threshold 0
+    keeps every triggered pair)."""
+    rated = pairs.trigger & ~pairs.slotted
+    if judged is not None:
+        rated &= np.isin(np.array(pairs.skill), list(judged))
     free = pairs.trigger & ~rated
     if subset is not None:
         free = free & subset

@@ -260,8 +260,9 @@ class SkillsConfig(_Section):
 
     dir: Path | None = Field(None, description="the bank's folder of cards; default the repository's skills/")
     controller: Literal["learned", "heuristic", "all"] = Field(
-        "heuristic", description="learned (the trained policy; the heuristic when no artefact is loaded), heuristic "
-                                 "(each card's trigger) or all (every skill on every gated span)")
+        "learned", description="learned (the trained policy vetoing what the card triggers propose; the triggers "
+                               "alone when no artefact is loaded), heuristic (each card's trigger) or all (every "
+                               "skill on every gated span)")
     policy_path: Path | None = Field(None, description="artefact folder of the learned controller; default the packaged one")
     top_k: int = Field(3, ge=1, description="skills the learned controller may choose per span")
     gate_threshold: float = Field(0.0, ge=0.0, le=1.0, description="write-gate score a span needs to reach the controller")

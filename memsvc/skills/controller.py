@@ -35,6 +35,22 @@ def triggered(card: SkillCard, span: Span) -> bool:
     return pattern is None or bool(_trigger(str(pattern)).search(span.text))
 
 
+_SENTENCE_NAME = re.compile(r"(?:^|(?<=[.!?] ))[A-Z][a-z]+ ")
+
+
+def slotted(card: SkillCard, span: Span) -> bool:
+    """One of the card's single-valued slots (`parameters.slots`: residence, employer, a name…)
+    matches the span, read in the first person or with a sentence's leading name as "I" ("Caroline
+    moved to Munich"), as the statements executor reads a named subject: what the span states may
+    close the slot's earlier value, so a pruning controller never vetoes it."""
+    slots = card.parameters.get("slots") or []
+    if not slots:
+        return False
+    texts = (span.text, _SENTENCE_NAME.sub("I ", span.text))
+    return any(_trigger(str(s["pattern"])).search(t) for s in slots if isinstance(s, dict) and "pattern" in s
+               for t in texts)
+
+
 class AllSkillsController:
     """Every skill a span's role allows, on every span that passes the write gate."""
 

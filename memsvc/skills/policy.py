@@ -7,7 +7,9 @@ triggers propose and the policy vetoes; `select` lets it choose among every skil
 allows. A pruning policy judges only the skills its training data could measure (`config.judged`:
 those with enough pairs that brought evidence into the budget); the others (procedures, tool
 results and terminology never answer a question of the development conversations) run where their
-trigger matches, since no evidence against them is not evidence that they are useless. The threshold was chosen at training time (`memsvc train skills`) on cross-validated
+trigger matches, since no evidence against them is not evidence that they are useless. Nor does it
+veto a pair whose card declares a slot that the span fills (`controller.slotted`: a new residence,
+employer or name closes the old one, and a vetoed one would leave the old value active). The threshold was chosen at training time (`memsvc train skills`) on cross-validated
 probabilities; the manifest carries the held-out recall and cost of the policy and of the triggers.
 """
 
@@ -23,7 +25,7 @@ from memsvc.learn.artefact import Manifest
 from memsvc.learn.features import write_features
 from memsvc.learn.skills import MODES, SkillPolicyHead, predict_policy
 from memsvc.skills.cards import SkillCard
-from memsvc.skills.controller import candidates, triggered
+from memsvc.skills.controller import candidates, slotted, triggered
 from memsvc.skills.types import Span
 
 Embed = Callable[[list[str]], np.ndarray]
@@ -77,9 +79,9 @@ class LearnedController:
         picks = []
         for span, scored in zip(spans, self.scores(spans, embeddings, cards), strict=True):
             offered = [x for x in scored if self.mode == "select" or triggered(by_id[x[0]], span)]
-            unjudged = [s for s, _ in offered if self.mode == "prune" and not self.judges(s)]
-            best = sorted((x for x in offered if x[0] not in unjudged and x[1] >= self.threshold), key=lambda x: -x[1])
-            picks.append(sorted([*unjudged, *(skill for skill, _ in best[: self.top_k])]))
+            free = [s for s, _ in offered if self.mode == "prune" and (not self.judges(s) or slotted(by_id[s], span))]
+            best = sorted((x for x in offered if x[0] not in free and x[1] >= self.threshold), key=lambda x: -x[1])
+            picks.append(sorted([*free, *(skill for skill, _ in best[: self.top_k])]))
         return picks
 
     def judges(self, skill: str) -> bool:

@@ -501,7 +501,9 @@ async def test_skills_page_shows_state_statistics_and_history(login: Login, keys
     html = (await c.get("/admin/skills")).text
     assert 'data-testid="history-capture-preferences"' in html and "trigger -= &#39;like&#39;" in html
     assert 'title="no LLM configured (MEMSVC_LLM__KIND)">inactive' in html
-    assert "<strong>heuristic</strong> controller" in html and 'data-testid="controller-mode"' not in html
+    assert "<strong>learned</strong> controller" in html
+    mode = re.search(r'data-testid="controller-mode">(.*?)</span>', html, re.S)
+    assert mode is not None and "capture-events" in mode.group(1) and "capture-procedures" not in mode.group(1)
 
 
 async def test_lifecycle_page_shows_this_tenants_statuses_and_job_runs_with_failure_reasons(

@@ -16,7 +16,7 @@ async def test_skills_report_state_and_statistics_per_tenant(client: ClientFacto
     found = (await a.post("/v1/memories/search", json={"user_id": "alice", "query": "Where does Alice live?", "top_k": 3})).json()
     body = (await a.get("/v1/skills")).json()
     cards = {s["id"]: s for s in body["skills"]}
-    assert body["controller"]["kind"] == "heuristic"
+    assert (body["controller"]["kind"], body["controller"]["mode"]) == ("learned", "prune")
     assert (cards["llm-memory-manager"]["active"], cards["llm-memory-manager"]["inactive_reason"]) == (
         False, "no LLM configured (MEMSVC_LLM__KIND)")
     assert cards["episodic-turn"]["stats"]["memories_written"] == 3

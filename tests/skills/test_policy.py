@@ -15,7 +15,7 @@ from memsvc.config import Settings, SkillsConfig
 from memsvc.learn import skills as P
 from memsvc.models import Role
 from memsvc.skills import load_skill_bank
-from memsvc.skills.controller import TriggerController, triggered
+from memsvc.skills.controller import TriggerController, slotted, triggered
 from memsvc.skills.policy import LearnedController
 from memsvc.skills.types import Span
 from storage.registry import SKILLS_DIR, build_embedder, build_skill_controller
@@ -55,7 +55,7 @@ def test_an_artefact_for_other_features_is_refused(tmp_path: Path) -> None:
     settings = Settings(skills=SkillsConfig(controller="learned", policy_path=folder))
     with pytest.raises(ValueError, match="other features"):
         build_skill_controller(settings, build_embedder(settings))
-    assert isinstance(build_skill_controller(Settings(), build_embedder(settings)), TriggerController)  # the default
+    assert isinstance(build_skill_controller(Settings(), build_embedder(settings)), LearnedController)  # the default
 
 
 def test_an_artefact_of_an_unknown_mode_is_refused(tmp_path: Path) -> None:
@@ -75,6 +75,7 @@ TURNS = [
     ("Caroline", "My sister Anna lives in Berlin and I love painting sunsets.", Role.USER),
     ("Melanie", "Haha, that's so funny!", Role.USER),
     (None, "1. Open Settings\n2. Tap Wi-Fi\n3. Choose the network", Role.ASSISTANT),
+    ("Melanie", "Caroline moved to Munich last month.", Role.USER),
 ]
 
 
@@ -93,13 +94,17 @@ def test_the_shipped_policy_only_vetoes_what_the_triggers_propose() -> None:
     for span, pick, proposed, scored in zip(spans, picks, heuristic, controller.scores(spans, vecs, cards), strict=True):
         assert set(pick) <= set(proposed)  # never a skill whose trigger did not match
         assert all(triggered(by_id[s], span) for s in pick)
-        free = [s for s in proposed if not controller.judges(s)]  # skills the data could not measure: their trigger
+        # skills the data could not measure, and statements filling a slot, run on their trigger
+        free = [s for s in proposed if not controller.judges(s) or slotted(by_id[s], span)]
         kept = sorted((x for x in scored if x[0] in proposed and x[0] not in free and x[1] >= controller.threshold),
                       key=lambda x: -x[1])
         assert pick == sorted([*free, *(s for s, _ in kept[: controller.top_k])])
     assert "capture-events" in picks[0] and picks[3] == []
     assert controller.judged is not None and "capture-events" in controller.judged
     assert "capture-procedures" not in controller.judged and "capture-procedures" in picks[4]  # the assistant's steps
+    # a statement that fills a slot of its card (a named subject's new residence) is never vetoed
+    assert slotted(by_id["capture-personal-facts"], spans[5]) and "capture-personal-facts" in picks[5]
+    assert not slotted(by_id["capture-personal-facts"], spans[0])
 
     # At threshold 0 the pruning controller is the triggers (capped at top_k); selecting among every
     # skill the role allows is what the `select` mode does, and it goes beyond the triggers.

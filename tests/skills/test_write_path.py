@@ -63,8 +63,10 @@ def test_the_write_log_says_which_skills_each_span_got_and_what_they_wrote(os_: 
     }
     (event,) = os_.records.events(T, user_id="u", kinds=["write"]).items
     log = event.payload
-    assert log["selected"] == {"a": ["capture-events", "capture-personal-facts"],
-                               "c": ["capture-personal-facts", "capture-preferences"]}  # "ok" is phatic: no skill
+    # "ok" is phatic: no trigger, no skill. On the favourite the personal-facts trigger matched too
+    # (first person); the default controller's policy vetoed it, and kept the preference, whose slot
+    # the sentence fills (a slot is never vetoed)
+    assert log["selected"] == {"a": ["capture-events", "capture-personal-facts"], "c": ["capture-preferences"]}
     ids = {m["content"]: m["id"] for m in written}
     assert log["skills"]["capture-events"]["written"] == [ids["Ann went hiking yesterday (on 7 May 2023)."]]
     assert log["skills"]["capture-preferences"]["written"] == [ids["Ann's favourite tea is sencha."]]
@@ -101,7 +103,34 @@ def test_every_memory_comes_from_a_card_of_the_bank(os_: MemoryOS) -> None:
           msg("b", "PTO stands for paid time off.", name="Ann"), msg("c", "I'm planning to visit her next month.", name="Ann"))
     cards = {c.id for c in os_.skills()}
     cubes = os_.list_memories(T, MemoryQuery(user_id="u", limit=100)).items
+    # the plan ("visit her next month") is a restatement the default controller's policy vetoes: its
+    # turn keeps it (the triggers alone, `MEMSVC_SKILLS__CONTROLLER=heuristic`, would write it)
     assert {c.written_by for c in cubes} == {"episodic-turn", "capture-personal-facts", "capture-relationships",
-                                             "capture-terminology", "capture-plans"}
+                                             "capture-terminology"}
     assert {c.written_by for c in cubes} <= cards
     assert all(c.status is MemoryStatus.ACTIVE and c.source_ids for c in cubes)
+
+
+# A slot change under each controller: the new value must close the old one. The learned controller
+# vetoes pairs its policy rates low, but never one whose card declares a slot the span fills.
+SLOT_CHANGES = [
+    ("I live in Berlin.", "I moved to Munich last month.", "ann/residence"),
+    ("I work at Siemens.", "I started working at Bosch this week.", "ann/employer"),
+    ("My cat is called Miso.", "My cat is called Tofu now.", "ann/name:cat"),
+]
+
+
+@pytest.mark.parametrize("controller", ["heuristic", "learned"])
+def test_a_slot_change_closes_the_old_value_under_either_controller(tmp_path: Path, controller: str) -> None:
+    memory_os = build_memory_os(Settings(data_dir=tmp_path, skills=SkillsConfig(controller=controller)))  # type: ignore[arg-type]
+    try:
+        for i, (before, after, _) in enumerate(SLOT_CHANGES):
+            write(memory_os, msg(f"b{i}", before, name="Ann", ts="2023-05-01T10:00:00Z"))
+            write(memory_os, msg(f"a{i}", after, name="Ann", ts="2023-06-01T10:00:00Z"))
+        by_slot: dict[str, list[str]] = {}
+        for status, key in facts(memory_os).values():
+            by_slot.setdefault(key, []).append(status)
+        assert {slot: sorted(by_slot.get(slot, [])) for _, _, slot in SLOT_CHANGES} == {
+            slot: ["active", "superseded"] for _, _, slot in SLOT_CHANGES}
+    finally:
+        memory_os.close()
