@@ -174,16 +174,14 @@ def ablation(collected: Sequence[SkillsData], pairs: PairSet, turns: dict[str, i
 
 PRUNE_GRID = (0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.65, 0.8, 0.9)
 RULES = ("no-loss", "reward")
-
-
 MIN_POSITIVES = 20  # pairs of a skill that brought evidence into the budget, for the policy to judge it
 
 
 def judged_skills(pairs: PairSet, subset: np.ndarray | None = None) -> list[str]:
     """The skills the development data (`subset` of the pairs) can measure: at least `MIN_POSITIVES`
-    positive pairs. The
-    pruning policy leaves the others to their triggers (procedures, tool results and terminology
-    never answer a question of these conversations: the policy would learn to veto them everywhere)."""
+    positive pairs. The pruning policy leaves the others to their triggers (procedures, tool results
+    and terminology never answer a question of these conversations: the policy would learn to veto
+    them everywhere)."""
     skills = np.array(pairs.skill)
     labels = pairs.label if subset is None else pairs.label & subset
     return sorted(s for s in set(pairs.skill) if int((labels & (skills == s)).sum()) >= MIN_POSITIVES)

@@ -9,8 +9,10 @@ those with enough pairs that brought evidence into the budget); the others (proc
 results and terminology never answer a question of the development conversations) run where their
 trigger matches, since no evidence against them is not evidence that they are useless. Nor does it
 veto a pair whose card declares a slot that the span fills (`controller.slotted`: a new residence,
-employer or name closes the old one, and a vetoed one would leave the old value active). The threshold was chosen at training time (`memsvc train skills`) on cross-validated
-probabilities; the manifest carries the held-out recall and cost of the policy and of the triggers.
+employer or name closes the old one, and a vetoed one would leave the old value active).
+
+The threshold was chosen at training time (`memsvc train skills`) on cross-validated probabilities;
+the manifest carries the held-out recall and cost of the policy and of the triggers.
 """
 
 from __future__ import annotations
