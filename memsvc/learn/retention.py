@@ -12,7 +12,8 @@ memory without, weighted by its value, which is the decision a sweep makes at th
 (which to keep, not which is best).
 
 One of those features is itself learned: `evidence`, the logit of a linear head over the memory's
-embedding and signals and those of its stream neighbours (`context_inputs`), trained first with a
+embedding, signals and hashed words and the embeddings and signals of its stream neighbours
+(`context_inputs`), trained first with a
 class-balanced logistic loss on "is evidence for a later question" (L2 as a logistic regression with
 C = `EVIDENCE_C`). For training the ranking head, every conversation's evidence comes from a head
 that never saw it (cross-fitted, as the write gate's importance is), so the ranking head learns how
@@ -32,10 +33,17 @@ import torch.nn.functional as F
 
 from memsvc.learn.artefact import Manifest, read_manifest, write_manifest
 from memsvc.learn.nets import EvidenceHead, RetentionHead
-from memsvc.lifecycle.retention import FEATURES, STRUCTURE, ScopeStream, context_width, stream_features
+from memsvc.lifecycle.retention import (
+    FEATURES,
+    STRUCTURE,
+    WORD_BUCKETS,
+    ScopeStream,
+    context_width,
+    stream_features,
+)
 
 NAME = "memsvc-retention"
-VERSION = "2"
+VERSION = "3"
 EVIDENCE_C = 0.1  # inverse L2 strength of the evidence head, per example as in scikit-learn's LogisticRegression
 PACKAGED = Path(__file__).resolve().parent / "artefacts" / "retention"
 Progress = Callable[[int, int, float], None]
@@ -167,7 +175,7 @@ def save(folder: Path, model: RetentionModel, manifest: Manifest) -> None:
 
 def head_spec(hidden: int, dim: int, embedder: str) -> dict[str, Any]:
     return {"features": list(FEATURES), "hidden": hidden, "structure": list(STRUCTURE), "dim": dim, "embedder": embedder,
-            "evidence_inputs": context_width(dim), "evidence_c": EVIDENCE_C}
+            "evidence_inputs": context_width(dim), "word_buckets": WORD_BUCKETS, "evidence_c": EVIDENCE_C}
 
 
 def load(folder: Path) -> tuple[Manifest, RetentionModel]:

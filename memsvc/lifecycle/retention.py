@@ -27,6 +27,7 @@ import bisect
 import hashlib
 import math
 import re
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -46,8 +47,12 @@ STRUCTURE: tuple[str, ...] = ("max_cos_later", "similar_later", "max_cos_earlier
 SIMILAR = 0.5  # MiniLM cosine above which a later memory counts as restating this one
 COMMON_NAME = 0.2  # a name in more than this share of the scope's memories (a speaker) says nothing
 
+WORD_BUCKETS = 4096  # hashed bag of words read by the evidence head (crc32 of each lower-case token)
+
 _NAME = re.compile(r"\b[A-Z][a-z]+(?:[A-Z][a-z]+)?\b")
 _WORD = re.compile(r"\S+")
+_TOKEN = re.compile(r"[a-z0-9']+")
+_SPEAKER = re.compile(r"^[^:\n]{1,40}:\s")  # `Alice: ` / `assistant: ` (`episodic_content`)
 
 
 @dataclass(frozen=True)
@@ -116,40 +121,73 @@ def stream_features(stream: ScopeStream, *, block: int = 1024, evidence: Evidenc
     out[:, 8] = names_later(stream.texts)
     out[:, 9] = [math.log1p(len(_WORD.findall(t))) / 5.0 for t in stream.texts]
     if evidence is not None:
-        out[:, 10] = evidence(context_inputs(stream, out))
+        # in row blocks: the word buckets make a row ~5k floats wide, too many to hold for a whole scope
+        side = signals(stream.texts)
+        for i0 in range(0, n, block):
+            part = np.arange(i0, min(n, i0 + block))
+            out[part, 10] = evidence(context_inputs(stream, out, rows=part, side=side))
     return out
 
 
-def context_inputs(stream: ScopeStream, features: np.ndarray | None = None) -> np.ndarray:
-    """The evidence head's inputs per memory: its embedding and write-gate signals, the same of its
-    previous and following neighbour (zeros where there is none, with a flag), the cosine to each,
-    and the `STRUCTURE` columns of `features` (computed when not given). What comes before a turn (the
-    question it answers) and after it (the reaction to news) says whether it holds a fact: on the
-    development conversations (5 folds by conversation) the neighbours lift the per-conversation AUROC
-    of "is evidence" from 0.82 to 0.84 on LoCoMo."""
+def signals(texts: Sequence[str]) -> np.ndarray:
+    """`write_features` per memory, with the role the evidence head was trained on."""
+    if not texts:
+        return np.zeros((0, len(WRITE_FEATURES)), dtype=np.float32)
+    return np.stack([write_features("user", t) for t in texts])
+
+
+def word_buckets(texts: Sequence[str]) -> np.ndarray:
+    """A hashed bag of words per text: which of `WORD_BUCKETS` buckets its lower-case tokens fall into
+    (crc32, stable across processes and platforms), scaled to unit length; a leading speaker label
+    (`Alice: `) is left out, since names differ from one scope to the next. Stop words stay: "I", "my",
+    "went", "yesterday" say a turn reports something; measured on the development conversations (5
+    folds by conversation, the evidence head ranking whole conversations), the buckets lift the
+    per-conversation AUROC of "is evidence" from 0.840 to 0.844 on LoCoMo and 0.793 to 0.807 on
+    REALTALK, and the recall kept at a 25 % budget from 55.0 to 55.8 and 49.9 to 52.2."""
+    out = np.zeros((len(texts), WORD_BUCKETS), dtype=np.float32)
+    for i, text in enumerate(texts):
+        buckets = {zlib.crc32(t.encode()) % WORD_BUCKETS for t in _TOKEN.findall(_SPEAKER.sub("", text, count=1).lower())}
+        if buckets:
+            out[i, list(buckets)] = 1.0 / math.sqrt(len(buckets))
+    return out
+
+
+def context_inputs(stream: ScopeStream, features: np.ndarray | None = None, *,
+                   rows: np.ndarray | None = None, side: np.ndarray | None = None) -> np.ndarray:
+    """The evidence head's inputs per memory (of `rows`, default all): its embedding and write-gate
+    signals, the same of its previous and following neighbour (zeros where there is none, with a
+    flag), the cosine to each, the `STRUCTURE` columns of `features` (computed when not given) and
+    its `word_buckets`. What comes before a turn (the question it answers) and after it (the reaction
+    to news) says whether it holds a fact: on the development conversations (5 folds by conversation)
+    the neighbours lift the per-conversation AUROC of "is evidence" from 0.82 to 0.84 on LoCoMo.
+    `side` is `signals(stream.texts)` when the caller has it."""
     n = len(stream)
     emb = np.asarray(stream.embeddings, dtype=np.float32)
     if n == 0:
         return np.zeros((0, context_width(emb.shape[1] if emb.ndim == 2 else 0)), dtype=np.float32)
     if features is None:
         features = stream_features(stream)
-    side = np.stack([write_features("user", t) for t in stream.texts])  # the role the model was trained on
+    if side is None:
+        side = signals(stream.texts)
+    idx = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
+    own = emb[idx]
     prev, nxt = stream.neighbours()
-    blocks: list[np.ndarray] = [emb, side]
+    blocks: list[np.ndarray] = [own, side[idx]]
     cos = []
-    for nb in (prev, nxt):
+    for nb in (prev[idx], nxt[idx]):
         has = nb >= 0
         e = np.where(has[:, None], emb[np.maximum(nb, 0)], 0.0)
         s = np.where(has[:, None], side[np.maximum(nb, 0)], 0.0)
         blocks += [e, s]
-        cos += [np.where(has, (e * emb).sum(1), 0.0), has.astype(np.float32)]
-    structure = features[:, [FEATURES.index(f) for f in STRUCTURE]]
-    return np.hstack([*blocks, np.stack(cos, 1), structure]).astype(np.float32)
+        cos += [np.where(has, (e * own).sum(1), 0.0), has.astype(np.float32)]
+    structure = features[idx][:, [FEATURES.index(f) for f in STRUCTURE]]
+    words = word_buckets([stream.texts[int(i)] for i in idx])
+    return np.hstack([*blocks, np.stack(cos, 1), structure, words]).astype(np.float32)
 
 
 def context_width(dim: int) -> int:
     """Columns of `context_inputs` for embeddings of `dim`."""
-    return 3 * (dim + len(WRITE_FEATURES)) + 4 + len(STRUCTURE)
+    return 3 * (dim + len(WRITE_FEATURES)) + 4 + len(STRUCTURE) + WORD_BUCKETS
 
 
 def recurrence(texts: Sequence[str]) -> np.ndarray:

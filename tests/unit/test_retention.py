@@ -11,6 +11,7 @@ from memsvc.learn.features import WRITE_FEATURES
 from memsvc.lifecycle.retention import (
     FEATURES,
     STRUCTURE,
+    WORD_BUCKETS,
     ScopeStream,
     context_inputs,
     context_width,
@@ -22,6 +23,7 @@ from memsvc.lifecycle.retention import (
     recurrence,
     select_archive,
     stream_features,
+    word_buckets,
 )
 
 TURNS = [
@@ -139,8 +141,12 @@ def test_context_inputs_carry_the_neighbours(stream: ScopeStream) -> None:
     assert np.allclose(x[6, nxt], emb[7]) and np.allclose(x[7, nxt], 0.0)
     assert x[0, flags + 1] == 0.0 and x[1, flags + 1] == 1.0  # has a previous
     assert x[1, flags] == pytest.approx(float(emb[1] @ emb[0]), abs=1e-5)
-    # the structure columns are those of stream_features
-    assert np.allclose(x[:, -len(STRUCTURE):], stream_features(stream)[:, [FEATURES.index(f) for f in STRUCTURE]])
+    # the structure columns are those of stream_features, then the memory's own word buckets
+    structure = slice(flags + 4, flags + 4 + len(STRUCTURE))
+    assert np.allclose(x[:, structure], stream_features(stream)[:, [FEATURES.index(f) for f in STRUCTURE]])
+    assert np.array_equal(x[:, -WORD_BUCKETS:], word_buckets(stream.texts))
+    # rows: the same inputs for a subset (the sweep's blocks)
+    assert np.array_equal(context_inputs(stream, rows=np.array([6, 1])), x[[6, 1]])
     # explicit neighbours (the service's chain of a session's turns) replace the adjacent positions
     chained = ScopeStream(stream.texts, emb, stream.importance, stream.access_count, stream.last_used,
                           previous=np.array([-1, -1, 0, -1, 2, -1, 4, -1]),
@@ -149,6 +155,28 @@ def test_context_inputs_carry_the_neighbours(stream: ScopeStream) -> None:
     assert np.allclose(y[2, prev], emb[0]) and np.allclose(y[2, nxt], emb[4]) and np.allclose(y[1, prev], 0.0)
     empty = ScopeStream([], np.zeros((0, d), np.float32), np.zeros(0), np.zeros(0), np.zeros(0, np.int64))
     assert context_inputs(empty).shape == (0, context_width(d))
+
+
+def test_word_buckets_leave_the_speaker_out_and_are_stable() -> None:
+    import zlib
+
+    b = word_buckets(["Caroline: I went to the support group", "Melanie: I went to the support group",
+                      "I went to the SUPPORT group!", "", "Note: 10:30 call Bob"])
+    assert b.shape == (5, WORD_BUCKETS) and b.dtype == np.float32
+    assert np.array_equal(b[0], b[1]) and np.array_equal(b[0], b[2])  # speaker label and case do not count
+    assert np.linalg.norm(b[0]) == pytest.approx(1.0) and np.count_nonzero(b[0]) == 6
+    assert b[0, zlib.crc32(b"support") % WORD_BUCKETS] > 0  # the same bucket in every process
+    assert not b[3].any()
+    assert np.count_nonzero(b[4]) == 4  # only the leading label is cut: "10", "30", "call", "bob"
+
+
+def test_evidence_in_row_blocks_matches_one_block(stream: ScopeStream) -> None:
+    x = context_inputs(stream)
+    head = R.fit_evidence(x, np.array([1, 0, 0, 1, 1, 0, 1, 0], dtype=bool), c=10.0)
+    one = stream_features(stream, evidence=R.evidence_logit(head))
+    blocks = stream_features(stream, block=3, evidence=R.evidence_logit(head))
+    assert np.allclose(one, blocks, atol=1e-6)
+    assert np.allclose(one[:, FEATURES.index("evidence")], R.evidence_logit(head)(x), atol=1e-5)
 
 
 def test_evidence_head_learns_and_the_model_round_trips(stream: ScopeStream, tmp_path) -> None:
