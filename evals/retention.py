@@ -11,9 +11,11 @@ hybrid baseline (BM25 + dense MiniLM, RRF k = 60) ranked over all turns and filt
 ones, as memsvc's index keeps archived points and filters them out by status; evidence recall within
 500 words (WR@500) and ER@10 are `evals.metrics`' functions.
 
-Policies: `learned` (cross-validated: a model never scores a conversation it was trained on; five
-folds by conversation), `evidence` (an ablation: the learned model's evidence head alone, as a
-policy that ranks by it with the same guarantee), `importance` (the write gate's P(needed later),
+Policies: `head` (the learned model's ranking head, cross-validated: a model never scores a
+conversation it was trained on; five folds by conversation), `evidence` (the learned model's
+evidence head alone, as a policy that ranks by it with the same guarantee), `learned` (the one of
+the two the shipped model runs: whichever keeps more WR@500 on the labelled tasks, averaged over both
+budgets, `choose_ranker`; its figures are that policy's), `importance` (the write gate's P(needed later),
 itself cross-fitted: the importance a conversation gets comes from a write head that never saw it),
 `lru`, `fifo`, `random`, plus `unbudgeted` (everything active) and `oracle` (keeps the turns with the most survival value,
 knowing the questions: an upper bound).
@@ -64,7 +66,8 @@ TASKS = ("locomo", "realtalk", "tmd")
 # (the gate model's write head leaves it out for the same reason).
 LABELLED = ("locomo", "realtalk")
 FRACTIONS = (0.25, 0.5)
-POLICIES = ("learned", "evidence", "importance", "lru", "fifo", "random", "oracle", "unbudgeted")
+REPLAYED = ("head", "evidence", "importance", "lru", "fifo", "random", "oracle", "unbudgeted")
+POLICIES = ("learned", *REPLAYED)
 RECALL_K = 5  # memories an agent's recall returns per incoming turn (counted as accesses)
 SWEEPS = 50  # sweeps per stream (one every 2 % of the turns)
 BUDGET_WORDS = 500
@@ -244,7 +247,7 @@ def replay(conv: Conversation, policy: str, fraction: float, model: R.RetentionM
         if policy == "oracle":
             scores = conv.value[:m] * (m + 1.0) + np.arange(m) / (m + 1.0)
             prot = None
-        elif policy == "learned":
+        elif policy in ("learned", "head"):  # the model as given (cross_validate's has the ranking head)
             scores = keep_scores("learned", stream, beta_logit=model)
             prot = protected_mask(stream, active[:m], math.ceil(protect * budget)) if model is not None else None
         elif policy == "evidence":
@@ -321,9 +324,9 @@ def cross_validate(convs: list[Conversation], k: int, steps: int, protect: float
             c.evidence = R.evidence_logit(model.evidence)
         for c in held:
             task = c.group.split("/", 1)[0]
-            for policy in POLICIES:
+            for policy in REPLAYED:
                 for frac in FRACTIONS if policy != "unbudgeted" else (1.0,):
-                    st = replay(c, policy, frac, model if policy == "learned" else None, protect=protect)
+                    st = replay(c, policy, frac, model if policy == "head" else None, protect=protect)
                     per.setdefault((task, policy, frac), []).extend(score(c, st.active))
             if progress:
                 print(f"fold {f}: {c.group} done", file=sys.stderr, flush=True)
@@ -331,7 +334,21 @@ def cross_validate(convs: list[Conversation], k: int, steps: int, protect: float
     for (task, policy, frac), rows in sorted(per.items()):
         out.setdefault(task, {}).setdefault(policy, {})[str(frac)] = {
             "n": len(rows), **{m: round(100 * M.mean(r[m] for r in rows), 2) for m in ("WR@500", "ER@10")}}
-    return {"tasks": out, "folds_of": {c.group: int(g) for c, g in zip(convs, fold, strict=True)}}
+    ranker = choose_ranker(out)
+    for pols in out.values():
+        if ranker in pols:
+            pols["learned"] = dict(pols[ranker])
+    return {"tasks": out, "ranker": ranker, "folds_of": {c.group: int(g) for c, g in zip(convs, fold, strict=True)}}
+
+
+def choose_ranker(tasks: dict[str, Any]) -> str:
+    """`evidence` when the evidence head alone keeps more WR@500 than the ranking head, averaged over
+    the labelled tasks present and both budgets; else `head` (the retention score's full form)."""
+    def mean(policy: str) -> float:
+        cells = [tasks[t][policy][str(f)]["WR@500"] for t in LABELLED if t in tasks for f in FRACTIONS
+                 if str(f) in tasks[t].get(policy, {})]
+        return sum(cells) / len(cells) if cells else float("-inf")
+    return "evidence" if mean("evidence") > mean("head") else "head"
 
 
 def table(results: dict[str, Any], metric: str = "WR@500") -> str:
@@ -387,7 +404,8 @@ def evaluate(
     results["command"] = shlex.join(["memsvc", "eval", "retention", *sys.argv[1:]])
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    report = f"WR@500 (x100)\n\n{table(results)}\n\nER@10 (x100)\n\n{table(results, 'ER@10')}\n"
+    report = (f"WR@500 (x100); learned = {results['ranker']}\n\n{table(results)}\n\n"
+              f"ER@10 (x100)\n\n{table(results, 'ER@10')}\n")
     (out / "report.md").write_text(report)
     typer.echo(report)
 
@@ -406,11 +424,13 @@ def train(
     convs, files = load_all(names, root, cache, scenes)
     results = cross_validate(convs, folds, steps, protect)
     typer.echo("WR@500 (x100), cross-validated:\n" + table(results), err=True)
+    typer.echo(f"ranker: {results['ranker']} (learned = {results['ranker']})", err=True)
     k = folds
     fold = folds_by_group([c.group for c in convs], k)
     cross_fit_importance(convs, fold, k)  # importance as a write gate that never saw the conversation
     cross_fit_evidence(convs, fold, k)  # and evidence as a head that never saw it
     model = fit_model([c for c in convs if labelled(c)], steps)
+    model = R.RetentionModel(model.head, model.evidence, results["ranker"])  # what the CV found keeps more
     from evals.baselines import Encoder
 
     embedder = Encoder().model_name  # the vectors the evidence head was trained on (prepare's encoder)
@@ -418,6 +438,7 @@ def train(
         name=R.NAME, version=R.VERSION, command=shlex.join(["memsvc", "train", "retention", *sys.argv[3:]]),
         data=checksums(files, root),
         config={"tasks": names, "scenes": scenes, "trained_on": [n for n in names if n in LABELLED], "folds": k, "steps": steps, "protect": protect, "recall_k": RECALL_K,
+                "ranker": results["ranker"], "ranker_rule": "more WR@500 in the CV (labelled tasks, both budgets)",
                 "sweeps": SWEEPS, "fractions": list(FRACTIONS), "folds_of": results["folds_of"],
                 "seconds": round(time.time() - started, 1), "trained": datetime.now(UTC).isoformat()},
         metrics={"WR@500": {t: {p: {f: v["WR@500"] for f, v in fr.items()} for p, fr in pols.items()}

@@ -601,7 +601,8 @@ def _retention_model(settings: Settings, embedder: Embedder) -> tuple[Any, dict[
                         exc)
         return None, None
     info = {"name": manifest.name, "version": manifest.version, "created": manifest.created.isoformat(),
-            "command": manifest.command, "loaded": cfg.policy == "learned", "metrics": manifest.metrics}
+            "command": manifest.command, "loaded": cfg.policy == "learned", "ranker": model.ranker,
+            "metrics": manifest.metrics}
     return (model if cfg.policy == "learned" else None), info
 
 

@@ -44,6 +44,10 @@ from memsvc.lifecycle.retention import (
 
 NAME = "memsvc-retention"
 VERSION = "3"
+RANKERS: tuple[str, ...] = ("head", "evidence")
+"""What orders a scope's memories: `head`, the ranking head's beta from every feature; `evidence`, the
+evidence head alone (z = evidence + log(age + 1), so the decayed score orders by evidence whatever
+the age). `memsvc train retention` ships the one that keeps more recall in its cross-validation."""
 EVIDENCE_C = 0.1  # inverse L2 strength of the evidence head, per example as in scikit-learn's LogisticRegression
 PACKAGED = Path(__file__).resolve().parent / "artefacts" / "retention"
 Progress = Callable[[int, int, float], None]
@@ -144,17 +148,28 @@ def evidence_logit(head: EvidenceHead) -> Callable[[np.ndarray], np.ndarray]:
 
 @dataclass
 class RetentionModel:
-    """The shipped model: the evidence head feeds the `evidence` feature of the ranking head."""
+    """The shipped model: the evidence head feeds the `evidence` feature of the ranking head; `ranker`
+    (one of `RANKERS`) says which of the two orders the memories."""
 
     head: RetentionHead
     evidence: EvidenceHead
+    ranker: str = "head"
+
+    def __post_init__(self) -> None:
+        if self.ranker not in RANKERS:
+            raise ValueError(f"unknown retention ranker {self.ranker!r} (expected one of {', '.join(RANKERS)})")
 
     def features(self, stream: ScopeStream) -> np.ndarray:
         return stream_features(stream, evidence=evidence_logit(self.evidence))
 
     def __call__(self, stream: ScopeStream) -> np.ndarray:
         """z per memory of the stream (beta = exp(-e^-z)), as of the stream's end."""
-        return predict_z(self.head, self.features(stream))
+        features = self.features(stream)
+        if self.ranker == "evidence":
+            # + log(age + 1): the decay cancels, the decayed score orders by the evidence logit
+            age = len(stream) - 1 - np.arange(len(stream))
+            return features[:, FEATURES.index("evidence")].astype(np.float64) + np.log1p(age.astype(np.float64))
+        return predict_z(self.head, features)
 
 
 def predict_z(model: RetentionHead, features: np.ndarray) -> np.ndarray:
@@ -195,4 +210,4 @@ def load(folder: Path) -> tuple[Manifest, RetentionModel]:
     evidence.load_state_dict(state["evidence"])
     head.eval()
     evidence.eval()
-    return manifest, RetentionModel(head, evidence)
+    return manifest, RetentionModel(head, evidence, str(manifest.config.get("ranker", "head")))

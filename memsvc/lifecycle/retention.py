@@ -10,7 +10,9 @@ Policies rank the active memories (higher = keep); over budget, the lowest go to
   beta = exp(-e^-z), z predicted per memory by a small torch model (`memsvc.learn.retention`) from `FEATURES` as of
   the sweep (importance, access count and recency, how strongly and how often later memories restate
   it, recurrence of its words and names, and `evidence`: a logistic head over the memory's embedding
-  and signals and those of its neighbours in the stream, `context_inputs`). Wrapped as in "paging
+  and signals and those of its neighbours in the stream, `context_inputs`); an artefact whose
+  cross-validation found the evidence head alone keeps more recall ranks by it (ranker `evidence`:
+  z = evidence + log(age + 1), so the age cancels). Wrapped as in "paging
   with predictions": the newest `protected` memories and the `protected` most recently used ones
   (written or returned by a search) are never archived by the model's ranking (they have no later
   context to be judged by yet, and LRU would keep them); when no model is loaded, `importance` decides.

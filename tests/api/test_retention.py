@@ -257,6 +257,10 @@ def test_learned_policy_runs_the_packaged_model_and_keeps_its_guarantee(tmp_path
         report = os_.policies(TENANT)["retention"]
         assert (report["kind"], report["ranking"]) == ("learned", "learned")
         assert report["model"]["name"] == "memsvc-retention" and report["model"]["metrics"]
+        from memsvc.learn import retention as artefact
+
+        # which of the model's two orders it runs, as its manifest says (the one its cross-validation chose)
+        assert report["model"]["ranker"] == artefact.read_manifest(artefact.PACKAGED).config.get("ranker", "head")
         seen = statuses(os_, [c.id for c in every])
         assert sum(s is MemoryStatus.ACTIVE for s in seen.values()) == BUDGET
         # protect 0.5 of a budget of 6: the 3 newest and the 3 most recently used are never archived

@@ -29,13 +29,17 @@ def test_bounded_training_writes_a_loadable_retention_model(data_root: Path, tmp
     assert manifest["config"]["scenes"] == 2 and sorted(set(manifest["config"]["folds_of"].values())) == [0, 1, 2]
     wr = manifest["metrics"]["WR@500"]
     assert set(wr) == {"locomo", "realtalk"}
+    ranker = manifest["config"]["ranker"]
+    assert ranker in R.RANKERS
     for task in wr.values():
-        assert set(task) >= {"learned", "evidence", "importance", "lru", "fifo", "random", "oracle", "unbudgeted"}
+        assert set(task) >= {"learned", "head", "evidence", "importance", "lru", "fifo", "random", "oracle", "unbudgeted"}
+        assert task["learned"] == task[ranker]  # the shipped policy's figures are its ranker's
         assert all(0.0 <= v <= 100.0 for fr in task.values() for v in fr.values())
         assert task["oracle"]["0.25"] >= task["random"]["0.25"]
     spec = manifest["heads"]["retention"]
     assert spec["features"] == list(FEATURES) and spec["embedder"] == "all-MiniLM-L6-v2"
     _, model = R.load(out)
+    assert model.ranker == ranker
     # the loaded model ranks a stream of real turns: distinct scores, the evidence column from its own head
     turns = ["Caroline: I went to the LGBTQ support group yesterday and it was so powerful.",
              "Melanie: That's great! How are the kids?", "Caroline: Haha, fine. Thanks!",
@@ -48,3 +52,20 @@ def test_bounded_training_writes_a_loadable_retention_model(data_root: Path, tmp
     scores = keep_scores("learned", stream, beta_logit=model)
     assert np.isfinite(scores).all() and len(set(scores.round(6).tolist())) == 4
     assert np.isfinite(model.features(stream)[:, FEATURES.index("evidence")]).all()
+
+
+def test_the_ranker_that_keeps_more_recall_on_the_labelled_tasks_is_chosen() -> None:
+    from evals.retention import choose_ranker
+
+    def cells(a: float, b: float) -> dict[str, dict[str, float]]:
+        return {"0.25": {"WR@500": a}, "0.5": {"WR@500": b}}
+
+    tasks = {"locomo": {"head": cells(53.6, 67.2), "evidence": cells(54.7, 67.8)},
+             "realtalk": {"head": cells(51.0, 59.5), "evidence": cells(51.0, 60.7)},
+             "tmd": {"head": cells(90.0, 90.0), "evidence": cells(0.0, 0.0)}}  # never trained on: not counted
+    assert choose_ranker(tasks) == "evidence"
+    tasks["locomo"]["head"] = cells(56.0, 69.0)
+    assert choose_ranker(tasks) == "head"
+    tasks["locomo"]["head"] = tasks["locomo"]["evidence"]
+    tasks["realtalk"]["head"] = tasks["realtalk"]["evidence"]
+    assert choose_ranker(tasks) == "head"  # a tie keeps the retention score's full form

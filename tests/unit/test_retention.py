@@ -199,7 +199,19 @@ def test_evidence_head_learns_and_the_model_round_trips(stream: ScopeStream, tmp
                         heads={"retention": R.head_spec(32, stream.embeddings.shape[1], "all-MiniLM-L6-v2")})
     R.save(tmp_path, model, manifest)
     _, loaded = R.load(tmp_path)
-    assert np.allclose(loaded(stream), model(stream))
+    assert loaded.ranker == "head" and np.allclose(loaded(stream), model(stream))
+    # ranker "evidence" (as the manifest says): the decayed keep score is the evidence logit, whatever the age
+    manifest.config["ranker"] = "evidence"
+    R.save(tmp_path, model, manifest)
+    _, by_evidence = R.load(tmp_path)
+    assert by_evidence.ranker == "evidence"
+    kept = keep_scores("learned", stream, beta_logit=by_evidence)
+    assert np.allclose(kept, logit, atol=1e-5) and not np.allclose(kept, keep_scores("learned", stream, beta_logit=model))
+    manifest.config["ranker"] = "newest"
+    R.save(tmp_path, model, manifest)
+    with pytest.raises(ValueError, match="unknown retention ranker"):
+        R.load(tmp_path)
+    manifest.config["ranker"] = "head"
     manifest.heads["retention"]["structure"] = ["recurrence"]
     R.save(tmp_path, model, manifest)
     with pytest.raises(ValueError):
