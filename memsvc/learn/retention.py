@@ -13,11 +13,11 @@ memory without, weighted by its value, which is the decision a sweep makes at th
 
 One of those features is itself learned: `evidence`, the logit of a linear head over the memory's
 embedding, signals and hashed words and the embeddings and signals of its stream neighbours
-(`context_inputs`), trained first with a
-class-balanced logistic loss on "is evidence for a later question" (L2 as a logistic regression with
-C = `EVIDENCE_C`). For training the ranking head, every conversation's evidence comes from a head
-that never saw it (cross-fitted, as the write gate's importance is), so the ranking head learns how
-far to trust it on unseen conversations.
+(`context_inputs`), trained first with a class-balanced logistic loss on "is evidence for a later
+question" (L2 as a logistic regression with C = `EVIDENCE_C`). For training the ranking head, every
+conversation's evidence comes from a head that never saw it (cross-fitted, as the write gate's
+importance is), so the ranking head learns how far to trust it on unseen conversations. Which head
+orders a scope is the artefact's `ranker` (`RANKERS`).
 """
 
 from __future__ import annotations
