@@ -247,7 +247,7 @@ def replay(conv: Conversation, policy: str, fraction: float, model: R.RetentionM
         if policy == "oracle":
             scores = conv.value[:m] * (m + 1.0) + np.arange(m) / (m + 1.0)
             prot = None
-        elif policy in ("learned", "head"):  # the model as given (cross_validate's has the ranking head)
+        elif policy == "head":  # the ranking head (cross_validate's model)
             scores = keep_scores("learned", stream, beta_logit=model)
             prot = protected_mask(stream, active[:m], math.ceil(protect * budget)) if model is not None else None
         elif policy == "evidence":
