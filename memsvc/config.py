@@ -7,9 +7,9 @@ Each backend section is a tagged union on `kind`; `storage.registry` maps kinds 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -337,3 +337,20 @@ class Settings(BaseSettings):
     retention: RetentionConfig = RetentionConfig()
     admin: AdminConfig = AdminConfig()
     log_level: str = "info"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_kinds(cls, data: Any) -> Any:
+        """A section chosen by `kind` (records, vectors, graph, embedder, llm, gates, jobs) that is given
+        without one -- `MEMSVC_GATES__DEVICE=cuda` or `MEMSVC_EMBEDDER__PRECISION=fp32` alone -- is the
+        default kind's section with that field changed, rather than a refusal to start because the
+        union has no tag. A field the default kind does not have is still refused by name."""
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for name, field in cls.model_fields.items():
+            value, default = out.get(name), field.default
+            if isinstance(value, dict) and "kind" not in value and isinstance(default, BaseModel) \
+                    and "kind" in type(default).model_fields:
+                out[name] = {"kind": default.kind, **value}  # type: ignore[attr-defined]
+        return out
