@@ -46,7 +46,7 @@ def skills_design(
     folder = bank or SKILLS_DIR
     if not table.is_file():
         raise typer.BadParameter(f"no design table at {table} (run `memsvc train skills` first)")
-    llm = build_llm(Settings()) if use_llm else None
+    llm = build_llm(load_settings()) if use_llm else None
     report = design(DesignTable.load(table), load_skill_bank(folder), bank_dir=None if dry_run else folder,
                     llm=llm, max_changes=max_changes, holdout=holdout)
     typer.echo(json.dumps(report, indent=2, default=str))
@@ -55,8 +55,29 @@ DataDir = Annotated[Path | None, typer.Option("--data-dir", help="data directory
 Tenant = Annotated[str, typer.Option("--tenant", help="tenant the data belongs to")]
 
 
+_SECRET = re.compile(r"secret|password|api_key|token", re.I)
+
+
+def load_settings() -> Settings:
+    """The environment's settings; invalid ones end the command with each bad setting named (exit 2),
+    not a traceback."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = []
+        for e in exc.errors():
+            where = ".".join(str(p) for p in e["loc"])
+            shown = "***" if _SECRET.search(where) else repr(e["input"])  # a rejected key or password stays out of logs
+            lines.append(f"  {where}: {e['msg']} (got {shown})")
+        typer.echo("memsvc: invalid settings (MEMSVC_<SECTION>__<FIELD> environment variables; "
+                   "README, Configuration):\n" + "\n".join(lines), err=True)
+        raise typer.Exit(2) from None
+
+
 def _settings(data_dir: Path | None, **overrides: Any) -> Settings:
-    settings = Settings()
+    settings = load_settings()
     updates = {k: v for k, v in overrides.items() if v is not None}
     if data_dir is not None:
         updates["data_dir"] = data_dir

@@ -111,3 +111,23 @@ def test_an_import_with_an_id_that_is_not_a_uuid_is_refused_and_changes_nothing(
         assert os_.import_records("t", [good]) == 1
     finally:
         os_.close()
+
+
+def test_invalid_settings_end_a_command_with_the_setting_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEMSVC_GATES__URL", "http://127.0.0.1:8090")  # a remote gate's field, kind left local
+    monkeypatch.setenv("MEMSVC_PORT", "not-a-port")
+    result = runner.invoke(app, ["serve", "--data-dir", str(tmp_path / "data")])
+    assert result.exit_code == 2
+    assert "memsvc: invalid settings" in result.stderr
+    assert "gates.local.url: Extra inputs are not permitted (got 'http://127.0.0.1:8090')" in result.stderr
+    assert "port: Input should be a valid integer" in result.stderr
+    assert result.exception is None or isinstance(result.exception, SystemExit)  # no traceback
+    assert not (tmp_path / "data").exists()  # nothing was started or written
+
+
+def test_an_invalid_secret_is_named_but_not_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEMSVC_ADMIN__SECRET", "too-short-to-sign-with")  # at least 32 characters
+    result = runner.invoke(app, ["serve"])
+    assert result.exit_code == 2
+    assert "admin.secret: String should have at least 32 characters (got ***)" in result.stderr
+    assert "too-short-to-sign-with" not in result.stderr
