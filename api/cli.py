@@ -69,7 +69,12 @@ def load_settings() -> Settings:
         lines = []
         for e in exc.errors():
             where = ".".join(str(p) for p in e["loc"])
-            shown = "***" if _SECRET.search(where) else repr(e["input"])  # a rejected key or password stays out of logs
+            value = e["input"]
+            # a rejected key or password stays out of logs, and so does a whole section's (its url, api_key …)
+            if isinstance(value, dict):
+                shown = "fields " + ", ".join(sorted(map(str, value))) if value else "no fields"
+            else:
+                shown = "***" if _SECRET.search(where) else repr(value)
             lines.append(f"  {where}: {e['msg']} (got {shown})")
         typer.echo("memsvc: invalid settings (MEMSVC_<SECTION>__<FIELD> environment variables; "
                    "README, Configuration):\n" + "\n".join(lines), err=True)

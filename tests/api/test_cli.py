@@ -131,3 +131,12 @@ def test_an_invalid_secret_is_named_but_not_shown(monkeypatch: pytest.MonkeyPatc
     assert result.exit_code == 2
     assert "admin.secret: String should have at least 32 characters (got ***)" in result.stderr
     assert "too-short-to-sign-with" not in result.stderr
+
+
+def test_a_rejected_section_is_named_with_its_fields_not_their_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEMSVC_LLM__KIND", "openia")  # a typo: the whole section is rejected, key and all
+    monkeypatch.setenv("MEMSVC_LLM__API_KEY", "sk-not-for-the-log")
+    result = runner.invoke(app, ["serve"])
+    assert result.exit_code == 2
+    assert "llm: " in result.stderr and "(got fields api_key, kind)" in result.stderr
+    assert "sk-not-for-the-log" not in result.stderr
