@@ -34,19 +34,36 @@ class QueryBody(BaseModel):
 
 
 def _matrix(rows: list[list[float]], width: int | None, what: str) -> np.ndarray:
+    """`rows` as a float32 matrix of `width` columns (any width when None; an empty batch is a (0, width)
+    matrix); ragged, mis-sized, oversized or non-finite input is refused by name, never a 500."""
     if len(rows) > MAX_ROWS:
-        raise InvalidInput(f"at most {MAX_ROWS} rows per call")
+        raise InvalidInput(f"{what}: at most {MAX_ROWS} rows per call")
+    if not rows:
+        return np.zeros((0, width or 0), dtype=np.float32)
+    widths = {len(r) for r in rows}
+    if len(widths) > 1:
+        raise InvalidInput(f"{what}: every row needs the same number of columns (got {sorted(widths)})")
+    got = widths.pop()
+    if width is not None and got != width:
+        raise InvalidInput(f"{what}: expected {width} columns, got {got}")
     x = np.asarray(rows, dtype=np.float32)
-    if x.ndim != 2 or (width is not None and x.shape[1] != width) or not np.isfinite(x).all():
-        raise InvalidInput(f"{what}: expected a finite matrix with {width} columns")
+    if not np.isfinite(x).all():
+        raise InvalidInput(f"{what}: every value must be a finite number")
     return x
+
+
+def _dim(info: dict[str, Any], head: str) -> int | None:
+    """The embedding width a head of the loaded artefact reads (None: it does not say)."""
+    spec = info.get("specs", {}).get(head)
+    return int(spec["dim"]) if isinstance(spec, dict) and "dim" in spec else None
 
 
 def create_gates_app(model: GateModel) -> FastAPI:
     app = FastAPI(title="memsvc gates", version="0.1.0",
                   description="The learned gate heads (reranker and its query adapter, write gate, router) as a shared worker.")
     errors.install(app)
-    dim = model.describe().get("query_dim")  # the query adapter's input width (None without one)
+    info = model.describe()
+    dims = {h: _dim(info, h) for h in ("query", "write", "route")}  # the embedding width each head reads
 
     @app.get("/v1/gates")
     def describe() -> dict[str, Any]:
@@ -56,18 +73,20 @@ def create_gates_app(model: GateModel) -> FastAPI:
     def rerank(body: RerankBody) -> dict[str, Any]:
         if not model.has("rerank"):
             raise InvalidInput("the loaded artefact has no rerank head")
-        lists = [_matrix(x, len(RERANK_FEATURES), "lists") if x else np.zeros((0, len(RERANK_FEATURES)), np.float32)
-                 for x in body.lists]
+        if sum(len(x) for x in body.lists) > MAX_ROWS:
+            raise InvalidInput(f"lists: at most {MAX_ROWS} candidates per call, over all lists")
+        lists = [_matrix(x, len(RERANK_FEATURES), "lists") for x in body.lists]
         return {"scores": [s.tolist() for s in model.rerank(lists)]}
 
     @app.post("/v1/gates/query")
     def query(body: QueryBody) -> dict[str, Any]:
         if not model.has("query"):
             raise InvalidInput("the loaded artefact has no query adapter")
-        return {"q": model.adapt(_matrix(body.embeddings, dim, "embeddings")).tolist()}
+        q = _matrix(body.embeddings, dims["query"], "embeddings")
+        return {"q": model.adapt(q).tolist() if len(q) else []}
 
-    def _rows(body: RowsBody, side_width: int) -> tuple[np.ndarray, np.ndarray]:
-        emb = _matrix(body.embeddings, None, "embeddings")
+    def _rows(body: RowsBody, head: str, side_width: int) -> tuple[np.ndarray, np.ndarray]:
+        emb = _matrix(body.embeddings, dims[head], "embeddings")
         side = _matrix(body.side, side_width, "side")
         if len(emb) != len(side):
             raise InvalidInput("embeddings and side need the same number of rows")
@@ -77,13 +96,15 @@ def create_gates_app(model: GateModel) -> FastAPI:
     def write(body: RowsBody) -> dict[str, Any]:
         if not model.has("write"):
             raise InvalidInput("the loaded artefact has no write head")
-        return {"p": model.memorability(*_rows(body, len(WRITE_GATE_FEATURES))).tolist()}
+        emb, side = _rows(body, "write", len(WRITE_GATE_FEATURES))
+        return {"p": model.memorability(emb, side).tolist() if len(emb) else []}
 
     @app.post("/v1/gates/route")
     def route(body: RowsBody) -> dict[str, Any]:
         if not model.has("route"):
             raise InvalidInput("the loaded artefact has no route head")
-        return {"p": model.route(*_rows(body, len(ROUTE_FEATURES))).tolist()}
+        emb, side = _rows(body, "route", len(ROUTE_FEATURES))
+        return {"p": model.route(emb, side).tolist() if len(emb) else []}
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -155,6 +155,43 @@ def test_the_worker_refuses_malformed_batches_with_the_error_shape(worker: str) 
     assert r.status_code == 422
 
 
+def test_the_worker_names_ragged_and_mis_sized_rows_instead_of_failing(worker: str,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    width = len(WRITE_GATE_FEATURES)
+    bad = [
+        ("/v1/gates/rerank", {"lists": [[[0.0] * len(RERANK_FEATURES), [0.0] * 3]]}, "same number of columns"),
+        ("/v1/gates/write", {"embeddings": [[0.0] * 384, [0.0] * 3], "side": [[0.0] * width] * 2}, "same number of columns"),
+        ("/v1/gates/write", {"embeddings": [[0.1] * 10], "side": [[0.0] * width]}, "expected 384 columns, got 10"),
+        ("/v1/gates/route", {"embeddings": [[0.1] * 10], "side": [[0.0] * 5]}, "expected 384 columns, got 10"),
+    ]
+    for path, body, message in bad:
+        r = httpx.post(f"{worker}{path}", json=body)
+        assert r.status_code == 422, (path, r.text)
+        assert r.json()["error"]["code"] == "invalid_input" and message in r.json()["error"]["message"]
+    import api.gates_server as server
+
+    monkeypatch.setattr(server, "MAX_ROWS", 3)  # the limit counts candidates over all lists of a call
+    row = [0.0] * len(RERANK_FEATURES)
+    r = httpx.post(f"{worker}/v1/gates/rerank", json={"lists": [[row, row], [row, row]]})
+    assert r.status_code == 422 and "over all lists" in r.json()["error"]["message"]
+
+
+def test_an_empty_batch_gets_empty_answers_of_the_same_shape_on_both_kinds(gate: GateModel) -> None:
+    emb = np.zeros((0, 384), dtype=np.float32)
+    assert gate.memorability(emb, np.zeros((0, len(WRITE_GATE_FEATURES)), np.float32)).shape == (0,)
+    assert gate.route(emb, np.zeros((0, 5), np.float32)).shape == (0, 3)
+    assert gate.adapt(emb).shape == (0, 384)
+    assert [len(s) for s in gate.rerank([np.zeros((0, len(RERANK_FEATURES)), np.float32)])] == [0]
+
+
+def test_the_worker_answers_an_empty_batch(worker: str) -> None:
+    for path, body in (("/v1/gates/write", {"embeddings": [], "side": []}), ("/v1/gates/route", {"embeddings": [], "side": []}),
+                       ("/v1/gates/query", {"embeddings": []}), ("/v1/gates/rerank", {"lists": [[], []]})):
+        r = httpx.post(f"{worker}{path}", json=body)
+        assert r.status_code == 200, (path, r.text)
+        assert list(r.json().values())[0] in ([], [[], []])
+
+
 def test_an_unreachable_worker_is_a_backend_error() -> None:
     from memsvc.errors import BackendUnavailable
 

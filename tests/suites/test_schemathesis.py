@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import schemathesis
@@ -38,11 +39,8 @@ def app(memory_os: MemoryOS) -> object:
     return create_app(memory_os=memory_os)
 
 
-def test_api_fuzz(app: object) -> None:
-    spec = schemathesis.openapi.from_asgi("/openapi.json", app)  # type: ignore[arg-type]
-    # The admin UI's HTML forms and the purge (which would empty what the other cases probe)
-    # are covered by their own tests.
-    spec = spec.exclude(path_regex="^/admin").exclude(method="DELETE", path="/v1/users/{user_id}")
+def _fuzz(spec: Any, name: str, headers: dict[str, str] | None = None) -> None:
+    """Every operation of `spec`, EXAMPLES cases each: no server error, every response as documented."""
     seen: Counter[str] = Counter()
     failures: dict[str, str] = {}
     for result in spec.get_all_operations():
@@ -51,7 +49,7 @@ def test_api_fuzz(app: object) -> None:
         @given(case=op.as_strategy())
         @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def run(case: schemathesis.Case) -> None:
-            response = case.call(headers={"Authorization": f"Bearer {_state['key']}"})
+            response = case.call(headers=headers)
             seen[f"{case.method} {case.path} {response.status_code}"] += 1
             case.validate_response(response, checks=(not_a_server_error, response_schema_conformance,
                                                      status_code_conformance))
@@ -61,6 +59,23 @@ def test_api_fuzz(app: object) -> None:
         except Exception as exc:  # collected: every operation is fuzzed before the verdict
             failures[f"{op.method.upper()} {op.path}"] = str(exc)[:500]
     server_errors = {k: v for k, v in seen.items() if k.rsplit(" ", 1)[1].startswith("5")}
-    report("fuzz", {"examples_per_operation": EXAMPLES, "cases": sum(seen.values()),
-                    "server_errors": server_errors, "failures": failures})
+    report(name, {"examples_per_operation": EXAMPLES, "cases": sum(seen.values()),
+                  "server_errors": server_errors, "failures": failures})
     assert server_errors == {} and failures == {}
+
+
+def test_api_fuzz(app: object) -> None:
+    spec = schemathesis.openapi.from_asgi("/openapi.json", app)  # type: ignore[arg-type]
+    # The admin UI's HTML forms and the purge (which would empty what the other cases probe)
+    # are covered by their own tests.
+    spec = spec.exclude(path_regex="^/admin").exclude(method="DELETE", path="/v1/users/{user_id}")
+    _fuzz(spec, "fuzz", {"Authorization": f"Bearer {_state['key']}"})
+
+
+def test_gates_worker_fuzz() -> None:
+    """`memsvc gates serve`'s app over the packaged heads: ragged, mis-sized or empty batches get an
+    answer or a JSON error, never a 500."""
+    from api.gates_server import create_gates_app
+    from storage.gates.local import TorchGateModel
+
+    _fuzz(schemathesis.openapi.from_asgi("/openapi.json", create_gates_app(TorchGateModel(device="cpu"))), "fuzz-gates")
