@@ -13,6 +13,7 @@ from api.deps import reject_nul
 from api.mcp import McpHttp
 from api.middleware import (
     BodyLimitMiddleware,
+    GateCollector,
     LifecycleCollector,
     Metrics,
     MetricsMiddleware,
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None, memory_os: MemoryOS | None = No
     app.state.metrics.registry.register(OutboxCollector(lambda: app.state.memory_os.outbox.stats()))
     app.state.metrics.registry.register(LifecycleCollector(lambda: app.state.memory_os.lifecycle_stats()))
     app.state.metrics.registry.register(RetentionCollector(lambda: app.state.memory_os))
+    app.state.metrics.registry.register(GateCollector(lambda: app.state.memory_os))
     app.state.rate_limits = TokenBuckets(settings.limits.rate_per_key, settings.limits.rate_burst)
     errors.install(app)
     app.include_router(memories.router)

@@ -159,6 +159,25 @@ class RetentionCollector(Collector):
         yield summary
 
 
+class GateCollector(Collector):
+    """Calls to the gate model that fell back to the heuristic twin on this node, per head
+    (`memsvc.gating`: a remote gate worker out of reach)."""
+
+    def __init__(self, memory_os: Callable[[], Any]) -> None:
+        self._os = memory_os
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            counts = self._os().gate_fallbacks.counts()
+        except Exception:  # no memory OS yet
+            return
+        family = CounterMetricFamily("memsvc_gate_fallbacks", "gate calls answered by the heuristic twin (this node)",
+                                     labels=["head"])
+        for head in ("write", "rerank", "query", "route"):
+            family.add_metric([head], counts.get(head, 0))
+        yield family
+
+
 class MetricsMiddleware:
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app

@@ -75,7 +75,7 @@ def main() -> None:
                     qvec = os_.embedder.embed_query(q).tolist()  # computed once per search anyway
                     window = reader._window("bench", req) is not None  # found by the retrieval stage
                     t = time.perf_counter()
-                    reader._features(q, qvec, flt, cset.candidates, window=window)
+                    reader._features(q, qvec, flt, cset.candidates, window=window, moved=reader._adapt(qvec))
                     feats.append((time.perf_counter() - t) * 1000)
                     t = time.perf_counter()
                     reader.rank(cset)

@@ -23,6 +23,7 @@ from memsvc.errors import (
     PurgeIncomplete,
     RateLimited,
 )
+from memsvc.gating import GateFallbacks
 from memsvc.indexer import GraphExtractor, GraphPrefetch, Indexer
 from memsvc.jobs import InProcessQueue, JobContext, JobRunner
 from memsvc.lifecycle.consolidate import Consolidator
@@ -114,6 +115,7 @@ class MemoryOS:
         self.embedder = embedder
         self.graph = graph
         self.gate = gate
+        self.gate_fallbacks = GateFallbacks()  # calls a gate worker out of reach answered with the heuristic twin
         self.indexer = Indexer(records, vectors, embedder, graph, graph_extractor, graph_prefetch)
         self.skills_dir = settings.skills.dir or skills_dir
         self.skill_bank: list[SkillCard] = load_skill_bank(self.skills_dir)
@@ -127,11 +129,11 @@ class MemoryOS:
         self.outbox = Outbox(records, self.indexer, settings.outbox)
         self.writer = WritePipeline(records, vectors, self.indexer, settings.limits, settings.write,
                                     skills=self.skill_runtime, skills_config=settings.skills, gate=gate,
-                                    outbox=self.outbox, lifecycle=settings.lifecycle)
+                                    outbox=self.outbox, lifecycle=settings.lifecycle, fallbacks=self.gate_fallbacks)
         self.recall_log = RecallLog(records)
         self.reader = ReadPipeline(
             records, vectors, embedder, settings.search, settings.limits, graph_retriever, entity_resolver, gate=gate,
-            recall_log=self.recall_log,
+            recall_log=self.recall_log, fallbacks=self.gate_fallbacks,
         )
         self.jobs = JobRunner(records, queue or InProcessQueue(settings.jobs.lease_s), settings.jobs)
         self.jobs.register("write", self._write_job)
@@ -460,7 +462,8 @@ class MemoryOS:
 
     def policies(self, tenant: str) -> dict[str, Any]:
         stats = self.records.scope_stats(tenant)
-        gates = self.gate.describe() if self.gate is not None else None
+        # `fallbacks`: this node's calls, per head, that a gate worker out of reach left to the heuristic twin
+        gates = {**self.gate.describe(), "fallbacks": self.gate_fallbacks.counts()} if self.gate is not None else None
         heuristic_write = {"kind": "heuristic", "signals": ["phatic", "length", "numbers", "first_person", "role"]}
         return {
             "gates": gates,

@@ -12,6 +12,7 @@ import numpy as np
 
 from memsvc.config import Limits, SearchConfig
 from memsvc.errors import InvalidInput
+from memsvc.gating import GateFallbacks
 from memsvc.learn.features import (
     RERANK_FEATURES,
     ROUTES,
@@ -103,6 +104,8 @@ class CandidateSet:
     features: np.ndarray | None = None  # one row per candidate when a reranker is to run
     paths: dict[str, list[str]] | None = None
     route: dict[str, float] | None = None  # the router's P(retriever ranks the evidence high), when loaded
+    unranked: str | None = None  # why a loaded read gate did not order this pool (`why.rerank.skipped`)
+    adapted: bool = False  # the features hold the candidates' cosines to the adapted query
 
 
 def restated(item: _Candidate, chosen: Sequence[_Candidate]) -> bool:
@@ -124,9 +127,10 @@ class ReadPipeline:
         self, records: RecordStore, vectors: VectorIndex, embedder: Embedder,
         config: SearchConfig, limits: Limits,
         graph_retriever: GraphRetriever | None = None, entity_resolver: EntityResolver | None = None,
-        gate: GateModel | None = None, recall_log: RecallLog | None = None,
+        gate: GateModel | None = None, recall_log: RecallLog | None = None, fallbacks: GateFallbacks | None = None,
     ) -> None:
         self.records = records
+        self.fallbacks = fallbacks or GateFallbacks()  # a gate worker out of reach: the heuristic twins run
         self.recall_log = recall_log or RecallLog(records)
         self.vectors = vectors
         self.embedder = embedder
@@ -219,7 +223,8 @@ class ReadPipeline:
             qvec = self.embedder.embed_query(req.query).tolist()
             searched = qvec
             if preset.adapt_query and self.adapter is not None:
-                searched = self.adapter.adapt(np.asarray([qvec], dtype=np.float32))[0].tolist()
+                moved = self._adapt(qvec)
+                searched = moved.tolist() if moved is not None else qvec  # no adapter to be had: the query as asked
             dense = self.vectors.search(searched, flt, n)
             if "dense" in preset.retrievers:
                 rankings["dense"] = dense
@@ -251,10 +256,15 @@ class ReadPipeline:
         candidates = self._load(tenant, flt, found.fused)
         cset = CandidateSet(preset, candidates, paths=found.paths)
         if found.rerank and candidates and qvec is not None:
-            cset.features = self._features(req.query, qvec, flt, candidates, window=found.window)
-            if self.router is not None:
-                p = self.router.route(np.asarray([qvec], dtype=np.float32), route_features(req.query)[None])[0]
-                cset.route = {name: round(float(x), 4) for name, x in zip(ROUTES, p, strict=True)}
+            moved = self._adapt(qvec) if self.gate is not None else None
+            cset.features = self._features(req.query, qvec, flt, candidates, window=found.window, moved=moved)
+            cset.adapted = moved is not None
+            router = self.router
+            if router is not None:
+                p = self.fallbacks.call("route", lambda: router.route(np.asarray([qvec], dtype=np.float32),
+                                                                      route_features(req.query)[None]))
+                if p is not None:
+                    cset.route = {name: round(float(x), 4) for name, x in zip(ROUTES, p[0], strict=True)}
         return cset
 
     def _episodes(self, tenant: str, req: SearchRequest, flt: VectorFilter, qvec: list[float], m: int) -> list[tuple[str, float]]:
@@ -298,16 +308,24 @@ class ReadPipeline:
         by_id = {c.id: c for c in self.records.get_memories(tenant, ids)}
         return [by_id[i] for i in ids if i in by_id]
 
+    def _adapt(self, qvec: list[float]) -> np.ndarray | None:
+        """The query as the query adapter moves it; None when the gate model cannot answer."""
+        adapter = self.adapter
+        if adapter is None:
+            return None
+        moved = self.fallbacks.call("query", lambda: adapter.adapt(np.asarray([qvec], dtype=np.float32)))
+        return None if moved is None else moved[0]
+
     def _features(self, query: str, qvec: list[float], flt: VectorFilter, cands: list[_Candidate], *,
-                  window: bool = False) -> np.ndarray:
+                  window: bool = False, moved: np.ndarray | None = None) -> np.ndarray:
         """The read gate's inputs; the dense score of every candidate comes from one id-restricted search,
-        its cosine to the adapted query (when the gate has a query adapter) from a second."""
+        its cosine to `moved` (the query as the query adapter moves it, `_adapt`) from a second; without
+        it the read gate reads the adapter's columns as unknown."""
         ids = [c.cube.id for c in cands]
         only = replace(flt, ids=ids)
         cosine = dict(self.vectors.search(qvec, only, len(ids)))
         adapted: dict[str, float] = {}
-        if self.gate is not None and self.adapter is not None:
-            moved = self.adapter.adapt(np.asarray([qvec], dtype=np.float32))[0]
+        if moved is not None:
             adapted = dict(self.vectors.search(moved.tolist(), only, len(ids)))
         views = []
         for c in cands:
@@ -326,11 +344,16 @@ class ReadPipeline:
 
     def rank(self, cset: CandidateSet) -> list[_Candidate]:
         """Best first: the read gate's order when it ran, else the fused order."""
-        if cset.features is None or self.gate is None:
+        gate, features = self.gate, cset.features
+        if features is None or gate is None:
             return cset.candidates
-        scores = self.gate.rerank([cset.features])[0]
+        lists = self.fallbacks.call("rerank", lambda: gate.rerank([features]))
+        if lists is None:
+            cset.unranked = "gate model unavailable: fused order"
+            return cset.candidates
+        scores = lists[0]
         keys = per_length(scores, [c.tokens for c in cset.candidates])
-        cosines = cset.features[:, _ADAPTED] if self.adapter is not None else [None] * len(scores)
+        cosines = features[:, _ADAPTED] if cset.adapted else [None] * len(scores)
         scored = [replace(c, rerank=_sigmoid(float(s)), per_token=float(k), adapted=None if a is None else float(a))
                   for c, s, k, a in zip(cset.candidates, scores, keys, cosines, strict=True)]
         return sorted(scored, key=lambda c: (-c.score, c.fused_rank))
@@ -375,7 +398,7 @@ class ReadPipeline:
                 why["rerank"] = (
                     {"score": round(c.rerank, 6), "per_token": round(c.per_token or 0.0, 6)}
                     | ({"query_cosine": round(c.adapted, 6)} if c.adapted is not None else {}) if c.rerank is not None
-                    else {"skipped": "no read gate loaded: fused order"}
+                    else {"skipped": cset.unranked or "no read gate loaded: fused order"}
                 )
             if cset.route is not None:
                 why["router"] = cset.route

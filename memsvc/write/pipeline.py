@@ -13,6 +13,7 @@ import numpy as np
 
 from memsvc.config import LifecycleConfig, Limits, OutboxConfig, SkillsConfig, WriteConfig
 from memsvc.errors import InvalidInput, NotFound, PayloadTooLarge, ScopeChanged
+from memsvc.gating import GateFallbacks
 from memsvc.indexer import Indexer
 from memsvc.learn.features import with_previous, write_features
 from memsvc.lifecycle.episodes import Segmentation, SegmentParams, segment
@@ -87,9 +88,10 @@ class WritePipeline:
         self, records: RecordStore, vectors: VectorIndex, indexer: Indexer,
         limits: Limits, config: WriteConfig, *, skills: SkillRuntime, skills_config: SkillsConfig | None = None,
         gate: GateModel | None = None, outbox: Outbox | None = None, lifecycle: LifecycleConfig | None = None,
-        on_episodes_closed: EpisodesClosed | None = None,
+        on_episodes_closed: EpisodesClosed | None = None, fallbacks: GateFallbacks | None = None,
     ) -> None:
         self.records = records
+        self.fallbacks = fallbacks or GateFallbacks()
         self.segment_params = segment_params(lifecycle or LifecycleConfig())
         self.on_episodes_closed = on_episodes_closed
         self.skills = skills
@@ -297,13 +299,17 @@ class WritePipeline:
     def _gates(self, messages: list[MessageIn], embeddings: list[np.ndarray], signals: np.ndarray | None,
                last: tuple[np.ndarray, np.ndarray] | None) -> list[GateDecision]:
         """The write gate per message: the learned memorability as importance when a gate model is
-        loaded (which skills run stays the heuristic's choice), else the heuristic gate. The model
-        reads each message with the one before it (`last`: the scope's last turn before this batch)."""
+        loaded (which skills run stays the heuristic's choice), else the heuristic gate, as when a
+        remote gate worker cannot be reached (`memsvc.gating`). The model reads each message with the
+        one before it (`last`: the scope's last turn before this batch)."""
         heuristic = [heuristic_gate(m.role, m.content) for m in messages]
-        if self.gate is None or not messages or signals is None:
+        gate = self.gate
+        if gate is None or not messages or signals is None:
             return heuristic
         emb = np.stack(embeddings)
-        p = self.gate.memorability(emb, with_previous(emb, signals, last))
+        p = self.fallbacks.call("write", lambda: gate.memorability(emb, with_previous(emb, signals, last)))
+        if p is None:
+            return heuristic
         return [GateDecision(round(float(x), 4), h.extract) for x, h in zip(p, heuristic, strict=True)]
 
     def _resolve(self, tenant: str, user_id: str, facts: list[tuple[MemoryCube, str | None]], plan: _Plan) -> None:

@@ -267,6 +267,65 @@ def test_a_worker_that_does_not_say_what_its_heads_read_is_not_used(local: Torch
         next(served, None)
 
 
+def test_only_an_unreachable_gate_model_falls_back(local: TorchGateModel) -> None:
+    """A worker out of reach is answered by the heuristic twin; any other error of the model (a bug, a
+    local model fed the wrong shape) still fails the call, so it is seen rather than hidden."""
+    from memsvc.errors import BackendUnavailable
+    from memsvc.gating import GateFallbacks
+
+    fallbacks = GateFallbacks()
+    assert fallbacks.call("write", lambda: 0.5) == 0.5 and fallbacks.counts() == {}
+
+    def gone() -> float:
+        raise BackendUnavailable("gate worker unreachable")
+
+    assert fallbacks.call("write", gone) is None and fallbacks.call("write", gone) is None
+    with pytest.raises(RuntimeError):
+        fallbacks.call("write", lambda: local.memorability(np.zeros((1, 10), np.float32), np.zeros((1, 3), np.float32)))
+    assert fallbacks.counts() == {"write": 2}
+
+
+def test_a_gate_worker_out_of_reach_leaves_the_heuristic_twins_running(local: TorchGateModel, tmp_path: Path) -> None:
+    """A gate worker that restarts or cannot be reached fails no write and no search: the write gate's
+    heuristic twin sets the importance, the read path keeps the fused order and says so, and each
+    fallback is counted per head (GET /v1/policies, /metrics)."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from memsvc.config import RemoteGates, Settings
+    from memsvc.schemas import MessageIn, SearchRequest, WriteRequest
+    from memsvc.write.stages import heuristic_gate
+    from storage.registry import build_memory_os
+
+    served = _serve(local)
+    url = next(served)
+    os_ = build_memory_os(Settings(data_dir=tmp_path, gates=RemoteGates(url=url, timeout_s=1.0)))
+    try:
+        learned = "I moved to Berlin in May."
+        (w,) = os_.add("t", WriteRequest(user_id="u", infer=False, messages=[
+            MessageIn(id="m1", role="user", name="Caroline", content=learned)])).written
+        assert w["importance"] != heuristic_gate(Role.USER, learned).importance  # the worker's write head
+        next(served, None)  # the worker goes away
+        text = "We adopted a puppy named Rex last weekend."
+        (w,) = os_.add("t", WriteRequest(user_id="u", infer=False, messages=[
+            MessageIn(id="m2", role="user", name="Melanie", content=text)])).written
+        assert w["importance"] == heuristic_gate(Role.USER, text).importance
+        query = "Where did Caroline move?"
+        res = os_.search("t", SearchRequest(user_id="u", query=query, preset="hybrid_temporal_rerank",
+                                            explain=True)).results
+        fused = os_.search("t", SearchRequest(user_id="u", query=query, preset="hybrid_temporal")).results
+        assert [r["id"] for r in res] == [r["id"] for r in fused] and len(res) == 2
+        assert all(r["why"]["rerank"] == {"skipped": "gate model unavailable: fused order"} for r in res)
+        assert all("router" not in r["why"] for r in res)
+        assert os_.policies("t")["gates"]["fallbacks"] == {"query": 1, "rerank": 1, "route": 1, "write": 1}
+        metrics = TestClient(create_app(memory_os=os_)).get("/metrics").text
+        assert 'memsvc_gate_fallbacks_total{head="write"} 1.0' in metrics
+        assert 'memsvc_gate_fallbacks_total{head="rerank"} 1.0' in metrics
+    finally:
+        os_.close()
+        next(served, None)
+
+
 def test_packaged_fold_heads_are_stored_in_half_precision_and_load_as_float32(tmp_path: Path) -> None:
     import shutil
 
