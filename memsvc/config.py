@@ -152,7 +152,10 @@ class RemoteGates(_Section):
 
     kind: Literal["remote"] = "remote"
     url: str = "http://127.0.0.1:8090"
-    timeout_s: float = 2.0
+    timeout_s: float = Field(2.0, gt=0)
+    # a worker out of reach when the node starts (or one that did not answer since) is asked again at
+    # most this often; meanwhile the heuristic twins run
+    retry_s: float = Field(30.0, gt=0)
 
 
 class NoGates(_Section):

@@ -138,10 +138,26 @@ class ReadPipeline:
         self.limits = limits
         self.graph_retriever = graph_retriever
         self.entity_resolver = entity_resolver
-        self.gate = gate if gate is not None and gate.has("rerank") else None
-        self.router = gate if gate is not None and gate.has("route") else None
-        self.adapter = gate if gate is not None and gate.has("query") else None
+        self.gate_model = gate
         self.preset(config.preset)  # an unknown default preset fails at start-up, not per search
+
+    # The gate model's heads, each None while the model does not serve it: asked at every use, since a
+    # remote gate worker out of reach at start-up serves its heads once it answers.
+    def _head(self, name: str) -> GateModel | None:
+        gate = self.gate_model
+        return gate if gate is not None and gate.has(name) else None
+
+    @property
+    def gate(self) -> GateModel | None:
+        return self._head("rerank")
+
+    @property
+    def router(self) -> GateModel | None:
+        return self._head("route")
+
+    @property
+    def adapter(self) -> GateModel | None:
+        return self._head("query")
 
     def preset(self, name: str | None) -> RetrievalPreset:
         name = name or self.config.preset

@@ -96,7 +96,7 @@ class WritePipeline:
         self.on_episodes_closed = on_episodes_closed
         self.skills = skills
         self.skills_config = skills_config or SkillsConfig()
-        self.gate = gate if gate is not None and gate.has("write") else None
+        self.gate_model = gate
         self.vectors = vectors
         self.indexer = indexer
         self.outbox = outbox if outbox is not None else Outbox(records, indexer, OutboxConfig())
@@ -295,6 +295,13 @@ class WritePipeline:
         for cube, vec in zip(cubes, self.indexer.embed(cubes), strict=True):
             plan.embeddings[cube.id] = vec
             cube.embedding_model = self.indexer.embedder.model_name
+
+    @property
+    def gate(self) -> GateModel | None:
+        """The write head, None while the gate model does not serve it (asked at every use: a remote
+        gate worker out of reach at start-up serves it once it answers)."""
+        gate = self.gate_model
+        return gate if gate is not None and gate.has("write") else None
 
     def _gates(self, messages: list[MessageIn], embeddings: list[np.ndarray], signals: np.ndarray | None,
                last: tuple[np.ndarray, np.ndarray] | None) -> list[GateDecision]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,14 +18,48 @@ log = logging.getLogger(__name__)
 
 
 class RemoteGateModel:
-    def __init__(self, url: str, timeout_s: float = 2.0, transport: httpx.BaseTransport | None = None) -> None:
+    """A `memsvc gates serve` worker behind the `GateModel` port. What its heads read is asked once
+    (`GET /v1/gates`); a worker out of reach then (a node that starts before its worker) is no error:
+    no head is usable, so the heuristic twins run, and `has` asks again at most every `retry_s`
+    seconds until the worker answers. Calls to a worker that goes away later raise
+    `BackendUnavailable`, which the read and write paths answer with the heuristic twins
+    (`memsvc.gating`)."""
+
+    def __init__(self, url: str, timeout_s: float = 2.0, transport: httpx.BaseTransport | None = None,
+                 retry_s: float = 30.0) -> None:
         self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s, transport=transport)
-        self._info = self._call("GET", "/v1/gates")
-        loaded = self._info.get("heads", [])
-        self._usable = {h for h in loaded if self._reads_our_columns(h)}
-        if skipped := sorted(set(loaded) - self._usable):
-            log.warning("gate worker at %s: heads %s read other inputs than this version computes (a worker of "
-                        "another version?); their heuristic twins run instead", url, skipped)
+        self._url = url
+        self.retry_s = retry_s
+        self._info: dict[str, Any] = {}
+        self._usable: set[str] = set()
+        self._connected = False
+        self._next_try = 0.0
+        self._lock = threading.Lock()
+        self._connect()
+
+    def _connect(self) -> None:
+        """Ask the worker what its heads read; one thread at a time, the others go on without it."""
+        if not self._lock.acquire(blocking=False):
+            return
+        try:
+            if self._connected:
+                return
+            try:
+                info = self._call("GET", "/v1/gates")
+            except BackendUnavailable as exc:
+                self._next_try = time.monotonic() + self.retry_s
+                log.warning("gate worker at %s: %s; the heuristic gates run until it answers (asked again in %gs)",
+                            self._url, exc, self.retry_s)
+                return
+            self._info = info
+            loaded = info.get("heads", [])
+            self._usable = {h for h in loaded if self._reads_our_columns(h)}
+            self._connected = True
+            if skipped := sorted(set(loaded) - self._usable):
+                log.warning("gate worker at %s: heads %s read other inputs than this version computes (a worker of "
+                            "another version?); their heuristic twins run instead", self._url, skipped)
+        finally:
+            self._lock.release()
 
     def _reads_our_columns(self, head: str) -> bool:
         """Whether the worker's head takes the rows this code sends: a worker of another version
@@ -42,6 +78,8 @@ class RemoteGateModel:
         return out
 
     def has(self, head: str) -> bool:
+        if not self._connected and time.monotonic() >= self._next_try:
+            self._connect()
         return head in self._usable
 
     def rerank(self, lists: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -71,7 +109,8 @@ class RemoteGateModel:
         return np.asarray(out["p"], dtype=np.float32)
 
     def describe(self) -> dict[str, Any]:
-        return {**self._info, "kind": "remote", "url": str(self._http.base_url)}
+        return {"heads": [], **self._info, "kind": "remote", "url": str(self._http.base_url),
+                "connected": self._connected}
 
     def close(self) -> None:
         self._http.close()

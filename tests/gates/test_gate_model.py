@@ -41,9 +41,9 @@ def worker(local: TorchGateModel) -> Iterator[str]:
     yield from _serve(local)
 
 
-def _serve(model: GateModel) -> Iterator[str]:
+def _serve(model: GateModel, port: int | None = None) -> Iterator[str]:
     """`memsvc gates serve`'s app over `model` on a loopback port, for as long as the caller holds it."""
-    port = free_port()
+    port = port or free_port()
     server = uvicorn.Server(uvicorn.Config(create_gates_app(model), host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -192,11 +192,70 @@ def test_the_worker_answers_an_empty_batch(worker: str) -> None:
         assert list(r.json().values())[0] in ([], [[], []])
 
 
-def test_an_unreachable_worker_is_a_backend_error() -> None:
+def test_an_unreachable_worker_serves_no_head_and_its_calls_are_backend_errors() -> None:
     from memsvc.errors import BackendUnavailable
 
+    remote = RemoteGateModel(f"http://127.0.0.1:{free_port()}", timeout_s=0.5, retry_s=3600)
+    assert not any(remote.has(h) for h in G.HEADS)
+    assert remote.describe()["connected"] is False and remote.describe()["heads"] == []
     with pytest.raises(BackendUnavailable):
-        RemoteGateModel(f"http://127.0.0.1:{free_port()}", timeout_s=0.5)
+        remote.rerank([np.zeros((1, len(RERANK_FEATURES)), np.float32)])
+    remote.close()
+
+
+def _admin_policies_page(os_: object) -> str:
+    """The admin UI's policies page of tenant `t`, through a real admin login."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from api.auth import create_key
+    from tests.admin.conftest import csrf_of
+
+    key = create_key(os_.records, "t", admin=True)[1]  # type: ignore[attr-defined]
+    c = TestClient(create_app(memory_os=os_), base_url="http://admin.test")  # type: ignore[arg-type]
+    page = c.get("/admin/login")
+    r = c.post("/admin/login", data={"key": key, "csrf_token": csrf_of(page.text), "next": "/admin"},
+               follow_redirects=False)
+    assert r.status_code == 303
+    r = c.get("/admin/policies")
+    assert r.status_code == 200
+    return r.text
+
+
+def test_a_node_started_before_its_gate_worker_uses_the_worker_once_it_answers(local: TorchGateModel,
+                                                                             tmp_path: Path) -> None:
+    """An API node that starts while its gate worker is not up yet runs the heuristic twins, and asks
+    the worker again (at most every `retry_s`) until it answers; from then on its heads run."""
+    from memsvc.config import RemoteGates, Settings
+    from memsvc.schemas import MessageIn, WriteRequest
+    from memsvc.write.stages import heuristic_gate
+    from storage.registry import build_memory_os
+
+    port = free_port()
+    os_ = build_memory_os(Settings(data_dir=tmp_path, gates=RemoteGates(url=f"http://127.0.0.1:{port}",
+                                                                        timeout_s=1.0, retry_s=0.2)))
+    served = None
+    try:
+        assert os_.policies("t")["gates"]["connected"] is False
+        assert os_.policies("t")["read_gate"]["reranker"]["kind"] == "none"
+        assert "not known yet: the worker has not answered" in _admin_policies_page(os_)
+        text = "I moved to Berlin in May."
+        (w,) = os_.add("t", WriteRequest(user_id="u", infer=False, messages=[
+            MessageIn(id="m1", role="user", name="Caroline", content=text)])).written
+        assert w["importance"] == heuristic_gate(Role.USER, text).importance
+        served = _serve(local, port)
+        next(served)
+        time.sleep(0.3)  # past retry_s: the next use asks the worker again
+        (w,) = os_.add("t", WriteRequest(user_id="u", infer=False, messages=[
+            MessageIn(id="m2", role="user", name="Caroline", content=text)])).written
+        assert w["importance"] != heuristic_gate(Role.USER, text).importance  # the worker's write head
+        policies = os_.policies("t")
+        assert policies["gates"]["connected"] is True and policies["gates"]["heads"] == sorted(G.HEADS)
+        assert policies["read_gate"]["reranker"]["kind"] == "learned"
+    finally:
+        os_.close()
+        if served is not None:
+            next(served, None)
 
 
 def test_memory_os_with_a_remote_worker_gates_writes_and_reranks_searches(worker: str, tmp_path: Path) -> None:
@@ -321,6 +380,7 @@ def test_a_gate_worker_out_of_reach_leaves_the_heuristic_twins_running(local: To
         metrics = TestClient(create_app(memory_os=os_)).get("/metrics").text
         assert 'memsvc_gate_fallbacks_total{head="write"} 1.0' in metrics
         assert 'memsvc_gate_fallbacks_total{head="rerank"} 1.0' in metrics
+        assert "this node)</dt><dd>query 1, rerank 1, route 1, write 1</dd>" in _admin_policies_page(os_)
     finally:
         os_.close()
         next(served, None)
