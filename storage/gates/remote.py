@@ -34,6 +34,7 @@ class RemoteGateModel:
         self._usable: set[str] = set()
         self._connected = False
         self._next_try = 0.0
+        self._down_until = 0.0  # monotonic time before which no call is sent (`_call`)
         self._lock = threading.Lock()
         self._connect()
 
@@ -68,10 +69,19 @@ class RemoteGateModel:
         return isinstance(spec, dict) and compatible(head, spec)  # not a dict: the worker does not say
 
     def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """One request. A worker that did not answer (unreachable, timed out, a 5xx) is not asked again
+        for `retry_s`: until then every call fails at once instead of waiting out `timeout_s`, so a
+        hung worker costs a node one timeout per `retry_s`, not one per search."""
+        wait = self._down_until - time.monotonic()
+        if wait > 0:
+            raise BackendUnavailable(f"gate worker did not answer a call just before; asked again in {wait:.0f}s")
         try:
             resp = self._http.request(method, path, json=body)
         except httpx.HTTPError as exc:
+            self._down_until = time.monotonic() + self.retry_s
             raise BackendUnavailable(f"gate worker unreachable: {exc}") from exc
+        if resp.status_code >= 500:
+            self._down_until = time.monotonic() + self.retry_s
         if resp.status_code != 200:
             raise BackendUnavailable(f"gate worker answered {resp.status_code}: {resp.text[:200]}")
         out: dict[str, Any] = resp.json()

@@ -203,6 +203,46 @@ def test_an_unreachable_worker_serves_no_head_and_its_calls_are_backend_errors()
     remote.close()
 
 
+class _SlowRerank:
+    """The packaged model behind a worker whose rerank hangs (an overloaded or wedged GPU host)."""
+
+    def __init__(self, model: TorchGateModel, seconds: float) -> None:
+        self.model, self.seconds = model, seconds
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.model, name)
+
+    def rerank(self, lists: list[np.ndarray]) -> list[np.ndarray]:
+        time.sleep(self.seconds)
+        return self.model.rerank(lists)
+
+
+def test_a_worker_that_hangs_costs_one_timeout_per_retry_window_not_one_per_call(local: TorchGateModel) -> None:
+    from memsvc.errors import BackendUnavailable
+
+    served = _serve(_SlowRerank(local, 2.0))  # type: ignore[arg-type]
+    url = next(served)
+    try:
+        x = rerank_features("Where did Caroline move?", _candidates())
+        emb = np.zeros((1, 384), np.float32)
+        side = np.zeros((1, len(WRITE_GATE_FEATURES)), np.float32)
+        remote = RemoteGateModel(url, timeout_s=0.3, retry_s=0.8)
+        assert remote.memorability(emb, side).shape == (1,)
+        t = time.monotonic()
+        with pytest.raises(BackendUnavailable):
+            remote.rerank([x])  # waits out the timeout
+        assert time.monotonic() - t >= 0.3
+        t = time.monotonic()
+        with pytest.raises(BackendUnavailable, match="asked again"):
+            remote.memorability(emb, side)  # not sent: the worker did not answer just before
+        assert time.monotonic() - t < 0.1
+        time.sleep(0.9)  # past retry_s: the next call is sent again
+        assert remote.memorability(emb, side).shape == (1,)
+        remote.close()
+    finally:
+        next(served, None)
+
+
 def _admin_policies_page(os_: object) -> str:
     """The admin UI's policies page of tenant `t`, through a real admin login."""
     from fastapi.testclient import TestClient
