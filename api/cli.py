@@ -142,8 +142,12 @@ def gates_serve(
     path: Annotated[Path | None, typer.Option("--path", help="artefact folder (default: the packaged one)")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16")] = "auto",
+    token: Annotated[str | None, typer.Option(envvar="MEMSVC_GATES__TOKEN", show_default=False,
+                                              help="shared secret the API nodes send; set it in the environment "
+                                                   "(MEMSVC_GATES__TOKEN), not on the command line")] = None,
 ) -> None:
-    """Serve the gate model to API nodes (`MEMSVC_GATES__KIND=remote`, `MEMSVC_GATES__URL`)."""
+    """Serve the gate model to API nodes (`MEMSVC_GATES__KIND=remote`, `MEMSVC_GATES__URL`, and
+    `MEMSVC_GATES__TOKEN` when the worker has one)."""
     import uvicorn
 
     from api.gates_server import create_gates_app
@@ -152,8 +156,9 @@ def gates_serve(
     model = TorchGateModel(path, device=device, precision=precision)
     info = model.describe()
     typer.echo(f"memsvc gates: {info['name']} v{info['version']} heads={info['heads']} on {info['device']} "
-               f"({info['dtype']}), listening on http://{host}:{port}")
-    uvicorn.run(create_gates_app(model), host=host, port=port, log_level="warning")
+               f"({info['dtype']}), listening on http://{host}:{port}"
+               + (" (token required)" if token else " (no token: keep it on a network only the API nodes reach)"))
+    uvicorn.run(create_gates_app(model, token=token or None), host=host, port=port, log_level="warning")
 
 
 @app.command()

@@ -3,14 +3,15 @@ nodes configured with `MEMSVC_GATES__KIND=remote`. JSON over HTTP; every call is
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Header
 from pydantic import BaseModel, ConfigDict, Field
 
 from api import errors
-from memsvc.errors import InvalidInput
+from memsvc.errors import InvalidInput, Unauthenticated
 from memsvc.learn.features import RERANK_FEATURES, ROUTE_FEATURES, WRITE_GATE_FEATURES
 from memsvc.ports import GateModel
 
@@ -58,18 +59,29 @@ def _dim(info: dict[str, Any], head: str) -> int | None:
     return int(spec["dim"]) if isinstance(spec, dict) and "dim" in spec else None
 
 
-def create_gates_app(model: GateModel) -> FastAPI:
+def create_gates_app(model: GateModel, token: str | None = None) -> FastAPI:
+    """The worker's app. With a `token`, every route but `/healthz` asks for `Authorization: Bearer
+    <token>` (the API nodes' `MEMSVC_GATES__TOKEN`) and answers 401 without it."""
+
+    def authorised(authorization: str | None = Header(None, include_in_schema=False)) -> None:
+        if token is None:
+            return
+        given = (authorization or "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise Unauthenticated("missing or invalid gate worker token (MEMSVC_GATES__TOKEN)")
+
+    auth = [Depends(authorised)]
     app = FastAPI(title="memsvc gates", version="0.1.0",
                   description="The learned gate heads (reranker and its query adapter, write gate, router) as a shared worker.")
     errors.install(app)
     info = model.describe()
     dims = {h: _dim(info, h) for h in ("query", "write", "route")}  # the embedding width each head reads
 
-    @app.get("/v1/gates")
+    @app.get("/v1/gates", dependencies=auth)
     def describe() -> dict[str, Any]:
         return model.describe()
 
-    @app.post("/v1/gates/rerank")
+    @app.post("/v1/gates/rerank", dependencies=auth)
     def rerank(body: RerankBody) -> dict[str, Any]:
         if not model.has("rerank"):
             raise InvalidInput("the loaded artefact has no rerank head")
@@ -78,7 +90,7 @@ def create_gates_app(model: GateModel) -> FastAPI:
         lists = [_matrix(x, len(RERANK_FEATURES), "lists") for x in body.lists]
         return {"scores": [s.tolist() for s in model.rerank(lists)]}
 
-    @app.post("/v1/gates/query")
+    @app.post("/v1/gates/query", dependencies=auth)
     def query(body: QueryBody) -> dict[str, Any]:
         if not model.has("query"):
             raise InvalidInput("the loaded artefact has no query adapter")
@@ -92,14 +104,14 @@ def create_gates_app(model: GateModel) -> FastAPI:
             raise InvalidInput("embeddings and side need the same number of rows")
         return emb, side
 
-    @app.post("/v1/gates/write")
+    @app.post("/v1/gates/write", dependencies=auth)
     def write(body: RowsBody) -> dict[str, Any]:
         if not model.has("write"):
             raise InvalidInput("the loaded artefact has no write head")
         emb, side = _rows(body, "write", len(WRITE_GATE_FEATURES))
         return {"p": model.memorability(emb, side).tolist() if len(emb) else []}
 
-    @app.post("/v1/gates/route")
+    @app.post("/v1/gates/route", dependencies=auth)
     def route(body: RowsBody) -> dict[str, Any]:
         if not model.has("route"):
             raise InvalidInput("the loaded artefact has no route head")

@@ -156,6 +156,7 @@ class RemoteGates(_Section):
     # a worker out of reach when the node starts (or one that did not answer since) is asked again at
     # most this often; meanwhile the heuristic twins run
     retry_s: float = Field(30.0, gt=0)
+    token: str | None = None  # the worker's shared secret (`memsvc gates serve` with MEMSVC_GATES__TOKEN), sent as a bearer token
 
 
 class NoGates(_Section):

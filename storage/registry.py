@@ -130,7 +130,7 @@ def _local_gates(cfg: LocalGates) -> GateModel | None:
 def _remote_gates(cfg: RemoteGates) -> GateModel | None:
     from storage.gates.remote import RemoteGateModel
 
-    return RemoteGateModel(cfg.url, timeout_s=cfg.timeout_s, retry_s=cfg.retry_s)
+    return RemoteGateModel(cfg.url, timeout_s=cfg.timeout_s, retry_s=cfg.retry_s, token=cfg.token)
 
 
 def _inprocess_queue(cfg: InProcessJobs) -> JobQueue:

@@ -26,8 +26,9 @@ class RemoteGateModel:
     (`memsvc.gating`)."""
 
     def __init__(self, url: str, timeout_s: float = 2.0, transport: httpx.BaseTransport | None = None,
-                 retry_s: float = 30.0) -> None:
-        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s, transport=transport)
+                 retry_s: float = 30.0, token: str | None = None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(base_url=url.rstrip("/"), timeout=timeout_s, transport=transport, headers=headers)
         self._url = url
         self.retry_s = retry_s
         self._info: dict[str, Any] = {}

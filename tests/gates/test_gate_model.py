@@ -41,10 +41,11 @@ def worker(local: TorchGateModel) -> Iterator[str]:
     yield from _serve(local)
 
 
-def _serve(model: GateModel, port: int | None = None) -> Iterator[str]:
+def _serve(model: GateModel, port: int | None = None, token: str | None = None) -> Iterator[str]:
     """`memsvc gates serve`'s app over `model` on a loopback port, for as long as the caller holds it."""
     port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(create_gates_app(model), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(create_gates_app(model, token=token), host="127.0.0.1", port=port,
+                                           log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"
@@ -190,6 +191,27 @@ def test_the_worker_answers_an_empty_batch(worker: str) -> None:
         r = httpx.post(f"{worker}{path}", json=body)
         assert r.status_code == 200, (path, r.text)
         assert list(r.json().values())[0] in ([], [[], []])
+
+
+def test_a_worker_with_a_token_serves_only_nodes_that_send_it(local: TorchGateModel) -> None:
+    served = _serve(local, token="s3cret-gates")
+    url = next(served)
+    try:
+        r = httpx.post(f"{url}/v1/gates/write", json={"embeddings": [], "side": []})
+        assert r.status_code == 401 and r.json()["error"]["code"] == "unauthenticated"
+        assert httpx.get(f"{url}/v1/gates", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert httpx.get(f"{url}/healthz").status_code == 200  # liveness needs no token
+        for token in (None, "wrong"):
+            remote = RemoteGateModel(url, token=token, retry_s=3600)
+            assert not any(remote.has(h) for h in G.HEADS) and remote.describe()["connected"] is False
+            remote.close()
+        remote = RemoteGateModel(url, token="s3cret-gates")
+        assert all(remote.has(h) for h in G.HEADS) and "s3cret" not in json.dumps(remote.describe())
+        x = rerank_features("Where did Caroline move?", _candidates())
+        np.testing.assert_allclose(remote.rerank([x])[0], local.rerank([x])[0], atol=1e-5)
+        remote.close()
+    finally:
+        next(served, None)
 
 
 def test_an_unreachable_worker_serves_no_head_and_its_calls_are_backend_errors() -> None:

@@ -118,7 +118,12 @@ def test_two_nodes_given_the_same_jobs_run_each_once(
     b.queue.push(ids)  # a duplicate delivery of every job to the other node
     a.start()
     b.start()
-    assert a.wait_idle(30)
+    # Either node may hold the last job: wait until the store says every job is done, not until one
+    # node is idle (node a idle while b still ran a job made this test flaky).
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and {stores[0].get_job("t", i).state for i in ids} != {JobState.DONE}:  # type: ignore[union-attr]
+        time.sleep(0.05)
+    assert a.wait_idle(30) and b.wait_idle(30)
     assert ran == Counter(dict.fromkeys(ids, 1))
     assert {stores[0].get_job("t", i).state for i in ids} == {JobState.DONE}  # type: ignore[union-attr]
 
