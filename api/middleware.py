@@ -167,13 +167,15 @@ class GateCollector(Collector):
         self._os = memory_os
 
     def collect(self) -> Iterator[Metric]:
+        from memsvc.learn.gates import HEADS
+
         try:
             counts = self._os().gate_fallbacks.counts()
         except Exception:  # no memory OS yet
             return
         family = CounterMetricFamily("memsvc_gate_fallbacks", "gate calls answered by the heuristic twin (this node)",
                                      labels=["head"])
-        for head in ("write", "rerank", "query", "route"):
+        for head in HEADS:
             family.add_metric([head], counts.get(head, 0))
         yield family
 

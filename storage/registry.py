@@ -268,14 +268,13 @@ def build_memory_os(settings: Settings, *, start: bool = True) -> MemoryOS:
     graph = GRAPHS[settings.graph.kind](settings.graph, settings, records)
     from storage.sql.name_vectors import SqlNameVectors
 
-    extractor, retriever, resolver, prefetch = graph_functions(
-        graph, embedder, settings=settings, name_vectors=SqlNameVectors(records.engine),  # type: ignore[attr-defined]
-    )
+    stored = SqlNameVectors(records.engine)  # type: ignore[attr-defined]
+    extractor, retriever, resolver, prefetch = graph_functions(graph, embedder, settings=settings, name_vectors=stored)
     os_ = MemoryOS(
         settings, records, vectors, embedder, graph=graph, graph_extractor=extractor, graph_prefetch=prefetch,
         graph_retriever=retriever, entity_resolver=resolver, skills_dir=SKILLS_DIR, gate=build_gates(settings),
         skill_controller=build_skill_controller(settings, embedder), llm=build_llm(settings),
-        queue=QUEUES[settings.jobs.kind](settings.jobs),
+        queue=QUEUES[settings.jobs.kind](settings.jobs), text_vectors=stored,
     )
     if start:
         os_.start()

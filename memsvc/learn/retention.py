@@ -12,8 +12,8 @@ memory without, weighted by its value, which is the decision a sweep makes at th
 (which to keep, not which is best).
 
 One of those features is itself learned: `evidence`, the logit of a linear head over the memory's
-embedding, signals and hashed words and the embeddings and signals of its stream neighbours
-(`context_inputs`), trained first with a class-balanced logistic loss on "is evidence for a later
+embedding, signals and hashed words and the embeddings and signals of its stream neighbours, and
+a second embedding of it and its neighbours (`memsvc.learn.second`; `context_inputs`), trained first with a class-balanced logistic loss on "is evidence for a later
 question" (L2 as a logistic regression with C = `EVIDENCE_C`). For training the ranking head, every
 conversation's evidence comes from a head that never saw it (cross-fitted, as the write gate's
 importance is), so the ranking head learns how far to trust it on unseen conversations. Which head
@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from memsvc.learn.artefact import Manifest, read_manifest, write_manifest
 from memsvc.learn.nets import EvidenceHead, RetentionHead
+from memsvc.learn.second import NAME as SECOND_NAME
 from memsvc.lifecycle.retention import (
     FEATURES,
     STRUCTURE,
@@ -43,7 +44,7 @@ from memsvc.lifecycle.retention import (
 )
 
 NAME = "memsvc-retention"
-VERSION = "3"
+VERSION = "4"
 RANKERS: tuple[str, ...] = ("head", "evidence")
 """What orders a scope's memories: `head`, the ranking head's beta from every feature; `evidence`, the
 evidence head alone (z = evidence + log(age + 1), so the decayed score orders by evidence whatever
@@ -154,12 +155,17 @@ class RetentionModel:
     head: RetentionHead
     evidence: EvidenceHead
     ranker: str = "head"
+    second_dim: int = 0  # width of the second embedding the evidence head reads (0: none)
 
     def __post_init__(self) -> None:
         if self.ranker not in RANKERS:
             raise ValueError(f"unknown retention ranker {self.ranker!r} (expected one of {', '.join(RANKERS)})")
 
     def features(self, stream: ScopeStream) -> np.ndarray:
+        width = 0 if stream.second is None else int(np.asarray(stream.second).shape[-1])
+        if width != self.second_dim:
+            raise ValueError(f"the evidence head reads a second embedding of {self.second_dim} columns, "
+                             f"the stream has {width}")
         return stream_features(stream, evidence=evidence_logit(self.evidence))
 
     def __call__(self, stream: ScopeStream) -> np.ndarray:
@@ -188,9 +194,10 @@ def save(folder: Path, model: RetentionModel, manifest: Manifest) -> None:
     write_manifest(folder, manifest)
 
 
-def head_spec(hidden: int, dim: int, embedder: str) -> dict[str, Any]:
+def head_spec(hidden: int, dim: int, embedder: str, second: str | None = None, second_dim: int = 0) -> dict[str, Any]:
     return {"features": list(FEATURES), "hidden": hidden, "structure": list(STRUCTURE), "dim": dim, "embedder": embedder,
-            "evidence_inputs": context_width(dim), "word_buckets": WORD_BUCKETS, "evidence_c": EVIDENCE_C}
+            "second_embedder": second, "second_dim": second_dim, "evidence_inputs": context_width(dim, second_dim),
+            "word_buckets": WORD_BUCKETS, "evidence_c": EVIDENCE_C}
 
 
 def load(folder: Path) -> tuple[Manifest, RetentionModel]:
@@ -200,14 +207,17 @@ def load(folder: Path) -> tuple[Manifest, RetentionModel]:
     spec: dict[str, Any] = manifest.heads["retention"]
     if spec.get("features") != list(FEATURES) or spec.get("structure") != list(STRUCTURE):
         raise ValueError(f"{folder}: the retention model was trained on other features than this code computes")
-    dim = int(spec["dim"])
-    if spec.get("evidence_inputs") != context_width(dim):
+    dim, second = int(spec["dim"]), int(spec.get("second_dim") or 0)
+    if spec.get("evidence_inputs") != context_width(dim, second):
         raise ValueError(f"{folder}: the evidence head was trained on other inputs than this code computes")
+    if second and spec.get("second_embedder") != SECOND_NAME:
+        raise ValueError(f"{folder}: the evidence head reads {spec.get('second_embedder')} embeddings, "
+                         f"this code computes {SECOND_NAME}")
     head = RetentionHead(len(FEATURES), hidden=int(spec.get("hidden", 32)))
-    evidence = EvidenceHead(context_width(dim))
+    evidence = EvidenceHead(context_width(dim, second))
     state = torch.load(folder / manifest.weights, map_location="cpu", weights_only=True)
     head.load_state_dict(state["retention"])
     evidence.load_state_dict(state["evidence"])
     head.eval()
     evidence.eval()
-    return manifest, RetentionModel(head, evidence, str(manifest.config.get("ranker", "head")))
+    return manifest, RetentionModel(head, evidence, str(manifest.config.get("ranker", "head")), second)

@@ -63,8 +63,11 @@ class ScopeStream:
 
     `access_count` counts recalls that returned the memory; `last_used` is the stream position
     (index of the newest memory written at that moment) of its last recall, or its own index when
-    never recalled. `embeddings` are L2-normalised rows (MiniLM). `previous` / `following` give each memory's neighbour in the stream (-1: none; None: the adjacent positions), so that the
-    service can link a turn to the turns of its own session rather than to the facts derived between."""
+    never recalled. `embeddings` are L2-normalised rows (MiniLM). `previous` / `following` give each
+    memory's neighbour in the stream (-1: none; None: the adjacent positions), so that the service can
+    link a turn to the turns of its own session rather than to the facts derived between. `second` is
+    a second embedding per memory (L2-normalised rows, `memsvc.learn.second`), given when the
+    evidence head was trained with one."""
 
     texts: Sequence[str]
     embeddings: np.ndarray
@@ -73,6 +76,7 @@ class ScopeStream:
     last_used: np.ndarray
     previous: np.ndarray | None = None
     following: np.ndarray | None = None
+    second: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -158,15 +162,19 @@ def context_inputs(stream: ScopeStream, features: np.ndarray | None = None, *,
                    rows: np.ndarray | None = None, side: np.ndarray | None = None) -> np.ndarray:
     """The evidence head's inputs per memory (of `rows`, default all): its embedding and write-gate
     signals, the same of its previous and following neighbour (zeros where there is none, with a
-    flag), the cosine to each, the `STRUCTURE` columns of `features` (computed when not given) and
-    its `word_buckets`. What comes before a turn (the question it answers) and after it (the reaction
+    flag), the cosine to each, the `STRUCTURE` columns of `features` (computed when not given), its
+    `word_buckets` and, when the stream has a `second` embedding, that of the memory and of its two
+    neighbours (zeros where there is none). What comes before a turn (the question it answers) and after it (the reaction
     to news) says whether it holds a fact: on the development conversations (5 folds by conversation)
     the neighbours lift the per-conversation AUROC of "is evidence" from 0.82 to 0.84 on LoCoMo.
     `side` is `signals(stream.texts)` when the caller has it."""
     n = len(stream)
     emb = np.asarray(stream.embeddings, dtype=np.float32)
+    second = None if stream.second is None else np.asarray(stream.second, dtype=np.float32)
     if n == 0:
-        return np.zeros((0, context_width(emb.shape[1] if emb.ndim == 2 else 0)), dtype=np.float32)
+        return np.zeros((0, context_width(emb.shape[1] if emb.ndim == 2 else 0,
+                                          second.shape[1] if second is not None and second.ndim == 2 else 0)),
+                        dtype=np.float32)
     if features is None:
         features = stream_features(stream)
     if side is None:
@@ -184,12 +192,17 @@ def context_inputs(stream: ScopeStream, features: np.ndarray | None = None, *,
         cos += [np.where(has, (e * own).sum(1), 0.0), has.astype(np.float32)]
     structure = features[idx][:, [FEATURES.index(f) for f in STRUCTURE]]
     words = word_buckets([stream.texts[int(i)] for i in idx])
-    return np.hstack([*blocks, np.stack(cos, 1), structure, words]).astype(np.float32)
+    extra: list[np.ndarray] = []
+    if second is not None:
+        extra.append(second[idx])
+        for nb in (prev[idx], nxt[idx]):
+            extra.append(np.where((nb >= 0)[:, None], second[np.maximum(nb, 0)], 0.0))
+    return np.hstack([*blocks, np.stack(cos, 1), structure, words, *extra]).astype(np.float32)
 
 
-def context_width(dim: int) -> int:
-    """Columns of `context_inputs` for embeddings of `dim`."""
-    return 3 * (dim + len(WRITE_FEATURES)) + 4 + len(STRUCTURE) + WORD_BUCKETS
+def context_width(dim: int, second: int = 0) -> int:
+    """Columns of `context_inputs` for embeddings of `dim` (and a `second` embedding of that width)."""
+    return 3 * (dim + len(WRITE_FEATURES)) + 4 + len(STRUCTURE) + WORD_BUCKETS + 3 * second
 
 
 def recurrence(texts: Sequence[str]) -> np.ndarray:

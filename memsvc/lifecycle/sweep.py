@@ -17,14 +17,15 @@ import math
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from memsvc.config import RetentionConfig
 from memsvc.errors import Conflict
+from memsvc.learn.second import NAME as SECOND_NAME
 from memsvc.models import (
     RETENTION_KEY,
     SYSTEM_TENANT,
@@ -44,11 +45,15 @@ from memsvc.ports import RecordStore, VectorsOf
 
 from .retention import BetaLogit, ScopeStream, keep_scores, protected_mask, select_archive
 
+if TYPE_CHECKING:
+    from memsvc.graph.service import NameVectors
+
 log = logging.getLogger(__name__)
 
 SWEEP_JOB = "retention.sweep"
 CHUNK = 100  # archived per transaction
 _CACHE = 20_000  # embeddings kept between sweeps (memory id + version)
+SECOND_KEY = f"retention:{SECOND_NAME}"  # the model part of the stored e5 rows' keys (`name_vectors`)
 
 
 @dataclass
@@ -76,9 +81,32 @@ def chain_neighbours(cubes: Sequence[MemoryCube]) -> tuple[np.ndarray, np.ndarra
     return previous, following
 
 
+SecondEmbed = Callable[[Sequence[str]], np.ndarray]
+"""texts -> (n, d) rows of the second embedding the retention model's evidence head reads."""
+
+
+def _cached(cache: OrderedDict[tuple[str, Any], np.ndarray], cubes: Sequence[MemoryCube],
+            compute: Callable[[list[MemoryCube]], Any], dim: int,
+            key: Callable[[MemoryCube], tuple[str, Any]] = lambda c: (c.id, c.version)) -> np.ndarray:
+    """Rows of `compute` per cube, by `key` (memory id and version) through an LRU `cache` of `_CACHE` rows."""
+    keys = [key(c) for c in cubes]
+    missing = [i for i, k in enumerate(keys) if k not in cache]
+    if missing:
+        vecs = compute([cubes[i] for i in missing])
+        for i, v in zip(missing, vecs, strict=True):
+            cache[keys[i]] = np.asarray(v, dtype=np.float32)
+    out = np.stack([cache[k] for k in keys]) if keys else np.zeros((0, dim), np.float32)
+    for k in keys:
+        cache.move_to_end(k)
+    while len(cache) > _CACHE:
+        cache.popitem(last=False)
+    return out
+
+
 class RetentionSweeper:
     def __init__(self, records: RecordStore, vectors_of: VectorsOf, dim: int, outbox: Outbox, config: RetentionConfig,
-                 beta_logit: BetaLogit | None = None, model_info: dict[str, Any] | None = None) -> None:
+                 beta_logit: BetaLogit | None = None, model_info: dict[str, Any] | None = None,
+                 second: SecondEmbed | None = None, stored: NameVectors | None = None) -> None:
         self.records = records
         self.vectors_of = vectors_of  # the index's vectors where current, the rest embedded
         self.dim = dim
@@ -86,9 +114,12 @@ class RetentionSweeper:
         self.config = config
         self.beta_logit = beta_logit
         self.model_info = model_info
+        self.second = second  # the model's second embedder (None: its evidence head reads none)
+        self.stored = stored  # a scope's e5 rows outside the process (SQL), read before embedding
         self.stats = SweepStats()
         self._lock = threading.Lock()
-        self._vectors: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
+        self._vectors: OrderedDict[tuple[str, Any], np.ndarray] = OrderedDict()
+        self._seconds: OrderedDict[tuple[str, Any], np.ndarray] = OrderedDict()
 
     # -- configuration -------------------------------------------------------------------
     @property
@@ -189,26 +220,43 @@ class RetentionSweeper:
         need_vectors = self.effective_policy == "learned"
         emb = self._vectors_for(cubes) if need_vectors else np.zeros((len(cubes), 1), dtype=np.float32)
         previous, following = chain_neighbours(cubes) if need_vectors else (None, None)  # read by the model only
+        second = self._second_for(cubes) if need_vectors and self.second is not None else None
         return ScopeStream(
             texts=[c.content for c in cubes], embeddings=emb,
             importance=np.array([c.importance for c in cubes], dtype=np.float32),
             access_count=np.array([c.access_count for c in cubes], dtype=np.float32),
-            last_used=np.array(last, dtype=np.int64), previous=previous, following=following,
+            last_used=np.array(last, dtype=np.int64), previous=previous, following=following, second=second,
         )
 
     def _vectors_for(self, cubes: Sequence[MemoryCube]) -> np.ndarray:
-        keys = [(c.id, c.version) for c in cubes]
-        missing = [i for i, k in enumerate(keys) if k not in self._vectors]
-        if missing:
-            vecs = self.vectors_of([cubes[i] for i in missing])
-            for i, v in zip(missing, vecs, strict=True):
-                self._vectors[keys[i]] = np.asarray(v, dtype=np.float32)
-        out = np.stack([self._vectors[k] for k in keys]) if keys else np.zeros((0, self.dim), np.float32)
-        for k in keys:
-            self._vectors.move_to_end(k)
-        while len(self._vectors) > _CACHE:
-            self._vectors.popitem(last=False)
-        return out
+        return _cached(self._vectors, cubes, self.vectors_of, self.dim)
+
+    def _second_for(self, cubes: Sequence[MemoryCube]) -> np.ndarray:
+        """The second embedding of each memory, by memory id and text (an archive or a restore changes
+        the version, not the text): from the in-process cache, else from the scope's stored rows
+        (`stored`: SQL, shared by the nodes, kept across restarts, deleted with the user), else
+        embedded — once per text — and stored."""
+        return _cached(self._seconds, cubes, self._embed_second, 0,
+                       key=lambda c: (c.id, hashlib.sha256(c.content.encode()).hexdigest()[:16]))
+
+    def _embed_second(self, cubes: Sequence[MemoryCube]) -> list[np.ndarray]:
+        second = self.second
+        assert second is not None
+        if self.stored is None:
+            return list(second([c.content for c in cubes]))
+        found: dict[tuple[str, str, str], np.ndarray] = {}
+        scopes: dict[tuple[str, str], list[str]] = {}
+        for c in cubes:
+            scopes.setdefault((c.tenant, c.user_id), []).append(c.content)
+        for (tenant, user_id), texts in scopes.items():
+            have = self.stored.get(tenant, user_id, SECOND_KEY, texts)
+            todo = [t for t in dict.fromkeys(texts) if t not in have]
+            if todo:
+                fresh = dict(zip(todo, second(todo), strict=True))
+                self.stored.put(tenant, user_id, SECOND_KEY, fresh)
+                have.update(fresh)
+            found.update({(tenant, user_id, text): v for text, v in have.items()})
+        return [found[(c.tenant, c.user_id, c.content)] for c in cubes]
 
     def rank(self, cubes: Sequence[MemoryCube]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """(keep scores, protected mask or None, last-used positions) of `cubes` in stream order."""

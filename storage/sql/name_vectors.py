@@ -1,7 +1,9 @@
-"""A scope's entity-name embeddings in SQL (`name_vectors`): what `GraphService` reads back instead of
-embedding the scope's entity names again after a restart or after the scope left its in-process
-cache. Rows hold a hash of model and name and the vector, never the name; `purge_user` deletes a
-scope's rows with its other rows."""
+"""A scope's embeddings of short texts in SQL (`name_vectors`): what `GraphService` reads back instead
+of embedding the scope's entity names again after a restart or after the scope left its in-process
+cache, and what a retention sweep reads back instead of embedding the scope's memories with the
+retention model's second embedder again (model `retention:<embedder>`, the text a memory's content).
+Rows hold a hash of model and text and the vector, never the text; `purge_user` deletes a scope's
+rows with its other rows."""
 
 from __future__ import annotations
 

@@ -294,8 +294,9 @@ events = Table(
 
 # Entity-name embeddings of a scope, by a hash of the embedder's model and the name: the scope's name
 # index (synonym links, query entity matching) is rebuilt from here instead of by embedding every
-# name again after a restart or an eviction from the in-process cache. No name text is stored, and
-# a user's purge deletes them with the scope's other rows.
+# name again after a restart or an eviction from the in-process cache. The retention sweep keeps its
+# second embedding of the scope's memory texts here too (model `retention:<embedder>`). No text is
+# stored, and a user's purge deletes them with the scope's other rows.
 name_vectors = Table(
     "name_vectors",
     metadata,

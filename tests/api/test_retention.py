@@ -7,11 +7,12 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
@@ -212,14 +213,15 @@ def test_learned_model_runs_only_with_the_embedder_it_was_trained_on(tmp_path: P
 
     other = OpenAIEmbeddings(OpenAIEmbedder(base_url="http://127.0.0.1:9/v1", model="text-embedding-3-small", dim=384))
     settings = make_settings(tmp_path).model_copy(update={"retention": RetentionConfig(policy="learned")})
-    assert _retention_model(settings, other) == (None, None)
+    assert _retention_model(settings, other) == (None, None, None)
     explicit = settings.model_copy(update={"retention": RetentionConfig(policy="learned", model_path=artefact.PACKAGED)})
     with pytest.raises(ValueError, match="trained on all-MiniLM-L6-v2 embeddings"):
         _retention_model(explicit, other)
     from storage.registry import build_embedder
 
-    model, info = _retention_model(explicit, build_embedder(settings))
+    model, info, second = _retention_model(explicit, build_embedder(settings))
     assert model is not None and info is not None and info["loaded"]
+    assert (second is not None) == bool(model.second_dim)  # the e5 engine the evidence head reads, started lazily
 
 
 def test_no_budget_archives_nothing(tmp_path: Path) -> None:
@@ -260,13 +262,39 @@ def test_learned_policy_runs_the_packaged_model_and_keeps_its_guarantee(tmp_path
         from memsvc.learn import retention as artefact
 
         # which of the model's two orders it runs, as its manifest says (the one its cross-validation chose)
-        assert report["model"]["ranker"] == artefact.read_manifest(artefact.PACKAGED).config.get("ranker", "head")
+        manifest = artefact.read_manifest(artefact.PACKAGED)
+        assert report["model"]["ranker"] == manifest.config.get("ranker", "head")
+        # its evidence head reads e5 rows too: the sweep embedded each memory version of the scope once
+        assert report["model"]["second_embedder"] == manifest.heads["retention"]["second_embedder"]
+        assert manifest.heads["retention"]["second_dim"] == 384
+        cached = os_.retention._seconds
+        assert {k for k, _ in cached} == {c.id for c in every} and len(cached) == len(every)
+        rows = np.stack(list(cached.values()))
+        assert rows.shape == (len(every), 384) and np.allclose(np.linalg.norm(rows, axis=1), 1.0, atol=1e-3)
         seen = statuses(os_, [c.id for c in every])
         assert sum(s is MemoryStatus.ACTIVE for s in seen.values()) == BUDGET
         # protect 0.5 of a budget of 6: the 3 newest and the 3 most recently used are never archived
         newest = sorted(every, key=lambda c: (c.created_at, c.event_time or c.created_at))[-3:]
         assert all(seen[c.id] is MemoryStatus.ACTIVE for c in newest)
         assert seen[hit] is MemoryStatus.ACTIVE
+        # the next sweep embeds only the texts it has not met: archiving changed versions, not texts
+        embedded: list[str] = []
+        engine = os_.retention.second
+        assert engine is not None
+
+        def counting(texts: Sequence[str]) -> np.ndarray:
+            embedded.extend(texts)
+            return engine(texts)
+
+        os_.retention.second = counting
+        new = [m["id"] for m in os_.writer.write(TENANT, turns("carol", 30, 2)).written]
+        os_.lifecycle.settle(TENANT)
+        again = os_.jobs.submit(TENANT, SWEEP_JOB, {"user_id": "carol"})
+        assert os_.jobs.wait_idle(30, kind=SWEEP_JOB)
+        done = os_.records.get_job(TENANT, again.id)
+        assert done is not None and done.result is not None and done.result["archived"] >= len(new)
+        fresh = {c.content for c in os_.records.get_memories(TENANT, new)}
+        assert fresh <= set(embedded) and not set(embedded) & {c.content for c in every}
     finally:
         os_.close()
 
@@ -308,6 +336,50 @@ def test_a_sweep_reads_current_vectors_from_the_index_and_embeds_only_stale_ones
         again = os_.retention.vectors_of(cubes)
         assert embedded == [c.content for c in cubes]
         assert again.shape == got.shape and (again[1:] * got[1:]).sum(1).min() > 0.999
+    finally:
+        os_.close()
+
+
+def test_e5_rows_outlive_a_restart_in_sql_and_a_purge_deletes_them(tmp_path: Path) -> None:
+    """The second embedding costs ~30 ms a text: a sweep stores each row with the scope (SQL,
+    `name_vectors`, keyed by a hash of model and text) so that a restarted node, or another node,
+    reads it back instead of embedding the scope again; deleting the user deletes the rows."""
+    from memsvc.lifecycle.sweep import SECOND_KEY
+    from storage.sql.name_vectors import SqlNameVectors
+
+    retention = RetentionConfig(policy="learned", max_active_per_user=BUDGET, interval_s=3600)
+    settings = make_settings(tmp_path).model_copy(update={"retention": retention})
+    first = build_memory_os(settings)
+    try:
+        first.writer.write(TENANT, turns("finn", 0, 10))
+        first.lifecycle.settle(TENANT)
+        assert first.retention.second is not None
+        first.jobs.submit(TENANT, SWEEP_JOB, {"user_id": "finn"})
+        assert first.jobs.wait_idle(30, kind=SWEEP_JOB)
+        texts = [c.content for c in first.records.iter_memories(TENANT, "finn")]
+        stored = SqlNameVectors(first.records.engine).get(TENANT, "finn", SECOND_KEY, texts)  # type: ignore[attr-defined]
+        assert set(stored) == set(texts)
+        cached = np.stack(list(first.retention._seconds.values()))
+        assert np.allclose(np.sort((cached @ np.stack(list(stored.values())).T).max(1)), 1.0, atol=1e-5)
+    finally:
+        first.close()
+    os_ = build_memory_os(settings)
+    try:
+        embedded: list[str] = []
+        engine = os_.retention.second
+        assert engine is not None
+
+        def counting(batch: Sequence[str]) -> np.ndarray:
+            embedded.extend(batch)
+            return engine(batch)
+
+        os_.retention.second = counting
+        scope = os_.retention._scope(TENANT, "finn")
+        scores, _, _ = os_.retention.rank(scope)  # what the next sweep ranks, from the stored rows alone
+        assert embedded == [] and len(scores) == len(scope) and np.isfinite(scores).all()
+        rows = SqlNameVectors(os_.records.engine)  # type: ignore[attr-defined]
+        os_.purge_user(TENANT, "finn")
+        assert rows.get(TENANT, "finn", SECOND_KEY, texts) == {}
     finally:
         os_.close()
 

