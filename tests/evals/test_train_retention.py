@@ -1,5 +1,5 @@
-"""`memsvc train retention`, bounded: two LoCoMo and two REALTALK conversations, three folds, a few
-steps — the same code path as the full run (cross-fitted importance and evidence, the replayed CV of
+"""`memsvc train retention`, bounded: the first 150 turns of two LoCoMo and two REALTALK conversations,
+three folds, a few steps — the same code path as the full run (cross-fitted importance and evidence, the replayed CV of
 every policy), ending in an artefact the service loads."""
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ def test_bounded_training_writes_a_loadable_retention_model(data_root: Path, tmp
     out = tmp_path / "retention"
     result = CliRunner().invoke(app, [
         "train", "retention", "--data", str(data_root), "--tasks", "locomo,realtalk", "--scenes", "2",
-        "--folds", "3", "--steps", "10", "--out", str(out), "--cache", str(tmp_path / "cache"),
+        "--folds", "3", "--steps", "10", "--turns", "150", "--out", str(out), "--cache", str(tmp_path / "cache"),
     ])
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["name"] == R.NAME and manifest["version"] == R.VERSION
-    assert manifest["config"]["scenes"] == 2 and sorted(set(manifest["config"]["folds_of"].values())) == [0, 1, 2]
+    assert manifest["config"]["scenes"] == 2 and manifest["config"]["turns"] == 150 and sorted(set(manifest["config"]["folds_of"].values())) == [0, 1, 2]
     wr = manifest["metrics"]["WR@500"]
     assert set(wr) == {"locomo", "realtalk"}
     ranker = manifest["config"]["ranker"]
