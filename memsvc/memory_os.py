@@ -9,7 +9,7 @@ import threading
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydantic import ValidationError
@@ -25,7 +25,6 @@ from memsvc.errors import (
     RateLimited,
 )
 from memsvc.gating import GateFallbacks
-from memsvc.graph.service import NameVectors
 from memsvc.indexer import GraphExtractor, GraphPrefetch, Indexer
 from memsvc.jobs import InProcessQueue, JobContext, JobRunner
 from memsvc.lifecycle.consolidate import Consolidator
@@ -84,6 +83,9 @@ from memsvc.skills.registry import default_executors
 from memsvc.skills.runtime import SkillRuntime
 from memsvc.skills.stats import ablation_of, skill_stats
 from memsvc.write.pipeline import WritePipeline, assign_message_ids
+
+if TYPE_CHECKING:
+    from memsvc.graph.service import NameVectors
 
 log = logging.getLogger(__name__)
 

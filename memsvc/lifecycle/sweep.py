@@ -25,6 +25,7 @@ import numpy as np
 
 from memsvc.config import RetentionConfig
 from memsvc.errors import Conflict
+from memsvc.learn.second import DIM as SECOND_DIM
 from memsvc.learn.second import NAME as SECOND_NAME
 from memsvc.models import (
     RETENTION_KEY,
@@ -237,7 +238,7 @@ class RetentionSweeper:
         the version, not the text): from the in-process cache, else from the scope's stored rows
         (`stored`: SQL, shared by the nodes, kept across restarts, deleted with the user), else
         embedded — once per text — and stored."""
-        return _cached(self._seconds, cubes, self._embed_second, 0,
+        return _cached(self._seconds, cubes, self._embed_second, SECOND_DIM,
                        key=lambda c: (c.id, hashlib.sha256(c.content.encode()).hexdigest()[:16]))
 
     def _embed_second(self, cubes: Sequence[MemoryCube]) -> list[np.ndarray]:

@@ -425,6 +425,7 @@ def test_a_sweep_cut_short_while_embedding_resumes_from_the_rows_it_stored(tmp_p
         os_.retention.second = counting
         scores, _, _ = os_.retention.rank(scope)
         assert sorted(t for c in calls for t in c) == sorted(set(texts) - set(first))
+        assert os_.retention._second_for([]).shape == (0, 384)  # an empty scope has rows of the model's width
         assert len(scores) == len(scope) and np.isfinite(scores).all()
         assert set(rows.get(TENANT, "gus", sweep_module.SECOND_KEY, texts)) == set(texts)
     finally:
