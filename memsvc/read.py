@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -21,6 +22,7 @@ from memsvc.learn.features import (
     rerank_features,
     route_features,
 )
+from memsvc.learn.second import SecondRows
 from memsvc.models import (
     DIGEST_KEY,
     SPEAKER_KEY,
@@ -63,6 +65,7 @@ EntityResolver = Callable[[str, str, list[str]], list[str]]
 
 
 _ADAPTED = RERANK_FEATURES.index("adapted")  # the read gate's column of the adapted query's cosine
+_SECOND = RERANK_FEATURES.index("second")  # its column of the second embedder's cosine
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class _Candidate:
     rerank: float | None = None  # the read gate's score, when it ran
     per_token: float | None = None  # its order: log expected evidence per token (`per_length`)
     adapted: float | None = None  # cosine to the query as the read gate's query adapter moved it
+    second: float | None = None  # cosine to the query in the second embedder's space (e5)
 
     @property
     def score(self) -> float:
@@ -93,6 +97,7 @@ class _Retrieved:
     rerank: bool
     qvec: list[float] | None
     window: bool = False  # the query named a period and the `temporal` ranking ran
+    second_query: Future[np.ndarray] | None = None  # the query's e5 row, embedded beside the retrievers
 
 
 @dataclass
@@ -106,6 +111,7 @@ class CandidateSet:
     route: dict[str, float] | None = None  # the router's P(retriever ranks the evidence high), when loaded
     unranked: str | None = None  # why a loaded read gate did not order this pool (`why.rerank.skipped`)
     adapted: bool = False  # the features hold the candidates' cosines to the adapted query
+    second: list[bool] | None = None  # per candidate: the features hold its second-embedder cosine
 
 
 def restated(item: _Candidate, chosen: Sequence[_Candidate]) -> bool:
@@ -128,8 +134,10 @@ class ReadPipeline:
         config: SearchConfig, limits: Limits,
         graph_retriever: GraphRetriever | None = None, entity_resolver: EntityResolver | None = None,
         gate: GateModel | None = None, recall_log: RecallLog | None = None, fallbacks: GateFallbacks | None = None,
+        second: SecondRows | None = None,
     ) -> None:
         self.records = records
+        self.second = second  # the second embedder's rows of the candidates' texts (None: read as unknown)
         self.fallbacks = fallbacks or GateFallbacks()  # a gate worker out of reach: the heuristic twins run
         self.recall_log = recall_log or RecallLog(records)
         self.vectors = vectors
@@ -235,6 +243,7 @@ class ReadPipeline:
         qvec: list[float] | None = None
         searched: list[float] = []  # what the dense searches ask with: qvec, or qvec adapted (`adapt_query`)
         rerank = (preset.rerank and self.gate is not None) or features
+        second_query = self.second.query_soon(req.query) if rerank and self.gate is not None and self.second else None
         if "dense" in preset.retrievers or "graph" in preset.retrievers or rerank or preset.episodes or preset.temporal:
             qvec = self.embedder.embed_query(req.query).tolist()
             searched = qvec
@@ -264,7 +273,8 @@ class ReadPipeline:
             rankings["neighbours"] = self._neighbours(tenant, req.user_id, fused, preset.expand_neighbours)
             fused = rrf(rankings, k=k, weights=preset.weights, tie_tolerance=preset.tie_tolerance)
         depth = max(self.config.rerank_depth if rerank else n, req.top_k)
-        return _Retrieved(preset, flt, fused[:depth], paths, rerank, qvec, window=window is not None)
+        return _Retrieved(preset, flt, fused[:depth], paths, rerank, qvec, window=window is not None,
+                          second_query=second_query)
 
     def _complete(self, tenant: str, req: SearchRequest, found: _Retrieved) -> CandidateSet:
         """The whole fused pool loaded, with the read gate's features and the router's view when due."""
@@ -273,8 +283,11 @@ class ReadPipeline:
         cset = CandidateSet(preset, candidates, paths=found.paths)
         if found.rerank and candidates and qvec is not None:
             moved = self._adapt(qvec) if self.gate is not None else None
-            cset.features = self._features(req.query, qvec, flt, candidates, window=found.window, moved=moved)
+            seconds = self._second(tenant, req, candidates, found.second_query) if self.gate is not None else {}
+            cset.features = self._features(req.query, qvec, flt, candidates, window=found.window, moved=moved,
+                                           seconds=seconds)
             cset.adapted = moved is not None
+            cset.second = [c.cube.id in seconds for c in candidates]
             router = self.router
             if router is not None:
                 p = self.fallbacks.call("route", lambda: router.route(np.asarray([qvec], dtype=np.float32),
@@ -332,11 +345,28 @@ class ReadPipeline:
         moved = self.fallbacks.call("query", lambda: adapter.adapt(np.asarray([qvec], dtype=np.float32)))
         return None if moved is None else moved[0]
 
+    def _second(self, tenant: str, req: SearchRequest, cands: list[_Candidate],
+                query: Future[np.ndarray] | None = None) -> dict[str, float]:
+        """Each candidate's cosine to the query in the second embedder's space, by memory id: the rows
+        stored for the candidates' texts, at most `second_fill` missing ones embedded now (and stored);
+        the others are left out (the read gate reads them as unknown). `query`: the query's row, when
+        it is being embedded already."""
+        if self.second is None or not cands:
+            return {}
+        rows = self.second.rows(tenant, req.user_id, [c.cube.content for c in cands], fill=self.config.second_fill)
+        if not rows:
+            return {}
+        q = query.result() if query is not None else self.second.query(req.query)
+        return {c.cube.id: float(rows[c.cube.content] @ q) for c in cands if c.cube.content in rows}
+
     def _features(self, query: str, qvec: list[float], flt: VectorFilter, cands: list[_Candidate], *,
-                  window: bool = False, moved: np.ndarray | None = None) -> np.ndarray:
+                  window: bool = False, moved: np.ndarray | None = None,
+                  seconds: dict[str, float] | None = None) -> np.ndarray:
         """The read gate's inputs; the dense score of every candidate comes from one id-restricted search,
         its cosine to `moved` (the query as the query adapter moves it, `_adapt`) from a second; without
-        it the read gate reads the adapter's columns as unknown."""
+        it the read gate reads the adapter's columns as unknown. `seconds`: the candidates' cosines in
+        the second embedder's space (`_second`), unknown where absent."""
+        seconds = seconds or {}
         ids = [c.cube.id for c in cands]
         only = replace(flt, ids=ids)
         cosine = dict(self.vectors.search(qvec, only, len(ids)))
@@ -354,7 +384,7 @@ class ReadPipeline:
                 dense=cosine.get(c.cube.id, sc.get("dense")), keyword=sc.get("keyword"), graph=sc.get("graph"),
                 dense_rank=r.get("dense"), keyword_rank=r.get("keyword"), graph_rank=r.get("graph"),
                 fused=c.fused.score, fused_rank=c.fused_rank, temporal_rank=r.get("temporal"),
-                adapted=adapted.get(c.cube.id),
+                adapted=adapted.get(c.cube.id), second=seconds.get(c.cube.id),
             ))
         return rerank_features(query, views, window=window)
 
@@ -370,8 +400,11 @@ class ReadPipeline:
         scores = lists[0]
         keys = per_length(scores, [c.tokens for c in cset.candidates])
         cosines = features[:, _ADAPTED] if cset.adapted else [None] * len(scores)
-        scored = [replace(c, rerank=_sigmoid(float(s)), per_token=float(k), adapted=None if a is None else float(a))
-                  for c, s, k, a in zip(cset.candidates, scores, keys, cosines, strict=True)]
+        second = [float(x) if known else None for x, known in
+                  zip(features[:, _SECOND], cset.second or [False] * len(scores), strict=True)]
+        scored = [replace(c, rerank=_sigmoid(float(s)), per_token=float(k), adapted=None if a is None else float(a),
+                          second=e)
+                  for c, s, k, a, e in zip(cset.candidates, scores, keys, cosines, second, strict=True)]
         return sorted(scored, key=lambda c: (-c.score, c.fused_rank))
 
     def _stream(self, tenant: str, flt: VectorFilter, fused: Sequence[Fused], *, first: int) -> Iterator[_Candidate]:
@@ -413,7 +446,8 @@ class ReadPipeline:
             if cset.preset.rerank:
                 why["rerank"] = (
                     {"score": round(c.rerank, 6), "per_token": round(c.per_token or 0.0, 6)}
-                    | ({"query_cosine": round(c.adapted, 6)} if c.adapted is not None else {}) if c.rerank is not None
+                    | ({"query_cosine": round(c.adapted, 6)} if c.adapted is not None else {})
+                    | ({"second_cosine": round(c.second, 6)} if c.second is not None else {}) if c.rerank is not None
                     else {"skipped": cset.unranked or "no read gate loaded: fused order"}
                 )
             if cset.route is not None:

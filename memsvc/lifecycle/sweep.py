@@ -26,7 +26,7 @@ import numpy as np
 from memsvc.config import RetentionConfig
 from memsvc.errors import Conflict
 from memsvc.learn.second import DIM as SECOND_DIM
-from memsvc.learn.second import NAME as SECOND_NAME
+from memsvc.learn.second import ROWS_MODEL
 from memsvc.models import (
     RETENTION_KEY,
     SYSTEM_TENANT,
@@ -55,7 +55,7 @@ SWEEP_JOB = "retention.sweep"
 CHUNK = 100  # archived per transaction
 _CACHE = 20_000  # embeddings kept between sweeps (memory id + version)
 SECOND_CHUNK = 256  # e5 rows embedded and stored together (~7 s on 2 cores)
-SECOND_KEY = f"retention:{SECOND_NAME}"  # the model part of the stored e5 rows' keys (`name_vectors`)
+SECOND_KEY = ROWS_MODEL  # the model part of the stored e5 rows' keys (`name_vectors`), shared with the read gate
 
 
 @dataclass

@@ -10,6 +10,7 @@ import pytest
 
 from memsvc.learn import gates as G
 from memsvc.learn.features import LENGTH_FLOOR, with_previous, write_features
+from memsvc.learn.second import SecondEmbedder
 from memsvc.memory_os import MemoryOS
 from memsvc.models import Role
 from memsvc.write.pipeline import episodic_content
@@ -43,6 +44,12 @@ async def test_rerank_preset_orders_by_the_read_gate_and_explains_it(client: Cli
     # result's score is that key through a sigmoid, so scores fall with rank.
         # the candidate's cosine to the query as the read gate's query adapter moved it
         assert -1.0 <= res["why"]["rerank"]["query_cosine"] <= 1.0
+    # and its cosine to the query in the second embedder's space (e5, `query:` against `passage:`)
+    second = SecondEmbedder()
+    q = second.encode_query("Where did Caroline move to?")
+    for res in results:
+        assert res["why"]["rerank"]["second_cosine"] == pytest.approx(
+            float(second.encode([res["content"]])[0] @ q), abs=1e-5)
     keys = [x["why"]["rerank"]["per_token"] for x in results]
     assert keys == sorted(keys, reverse=True)
     assert [x["score"] for x in results] == sorted((x["score"] for x in results), reverse=True)

@@ -69,6 +69,21 @@ def turns(user: str, start: int, n: int) -> WriteRequest:
                   timestamp=t0 + timedelta(minutes=i)) for i in range(start, start + n)])
 
 
+def counting_second(os_: MemoryOS) -> list[str]:
+    """Wrap the retention sweep's e5 engine so that every text it embeds from now on is listed in the
+    returned list (the engine still embeds them)."""
+    engine = os_.retention.second
+    assert engine is not None
+    embedded: list[str] = []
+
+    def counting(texts: Sequence[str]) -> np.ndarray:
+        embedded.extend(texts)
+        return engine(texts)
+
+    os_.retention.second = counting
+    return embedded
+
+
 def statuses(os_: MemoryOS, ids: list[str]) -> dict[str, MemoryStatus]:
     return {c.id: c.status for c in os_.records.get_memories(TENANT, ids)}
 
@@ -278,15 +293,7 @@ def test_learned_policy_runs_the_packaged_model_and_keeps_its_guarantee(tmp_path
         assert all(seen[c.id] is MemoryStatus.ACTIVE for c in newest)
         assert seen[hit] is MemoryStatus.ACTIVE
         # the next sweep embeds only the texts it has not met: archiving changed versions, not texts
-        embedded: list[str] = []
-        engine = os_.retention.second
-        assert engine is not None
-
-        def counting(texts: Sequence[str]) -> np.ndarray:
-            embedded.extend(texts)
-            return engine(texts)
-
-        os_.retention.second = counting
+        embedded = counting_second(os_)
         new = [m["id"] for m in os_.writer.write(TENANT, turns("carol", 30, 2)).written]
         os_.lifecycle.settle(TENANT)
         again = os_.jobs.submit(TENANT, SWEEP_JOB, {"user_id": "carol"})
@@ -365,15 +372,7 @@ def test_e5_rows_outlive_a_restart_in_sql_and_a_purge_deletes_them(tmp_path: Pat
         first.close()
     os_ = build_memory_os(settings)
     try:
-        embedded: list[str] = []
-        engine = os_.retention.second
-        assert engine is not None
-
-        def counting(batch: Sequence[str]) -> np.ndarray:
-            embedded.extend(batch)
-            return engine(batch)
-
-        os_.retention.second = counting
+        embedded = counting_second(os_)
         scope = os_.retention._scope(TENANT, "finn")
         scores, _, _ = os_.retention.rank(scope)  # what the next sweep ranks, from the stored rows alone
         assert embedded == [] and len(scores) == len(scope) and np.isfinite(scores).all()
@@ -416,15 +415,10 @@ def test_a_sweep_cut_short_while_embedding_resumes_from_the_rows_it_stored(tmp_p
         rows = SqlNameVectors(os_.records.engine)  # type: ignore[attr-defined]
         first = calls[0]
         assert len(first) == 4 and set(rows.get(TENANT, "gus", sweep_module.SECOND_KEY, texts)) == set(first)
-        calls.clear()
-
-        def counting(batch: Sequence[str]) -> np.ndarray:
-            calls.append(list(batch))
-            return engine(batch)
-
-        os_.retention.second = counting
+        os_.retention.second = engine
+        embedded = counting_second(os_)
         scores, _, _ = os_.retention.rank(scope)
-        assert sorted(t for c in calls for t in c) == sorted(set(texts) - set(first))
+        assert sorted(embedded) == sorted(set(texts) - set(first))
         assert os_.retention._second_for([]).shape == (0, 384)  # an empty scope has rows of the model's width
         assert len(scores) == len(scope) and np.isfinite(scores).all()
         assert set(rows.get(TENANT, "gus", sweep_module.SECOND_KEY, texts)) == set(texts)

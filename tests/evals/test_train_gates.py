@@ -33,6 +33,9 @@ def test_bounded_training_writes_a_loadable_artefact_with_its_manifest(data_root
     pooled = manifest["metrics"]["rerank"]["locomo/hybrid_temporal"]
     assert set(pooled) >= {"fused", "fused+dedup", "rerank", "by_category"} and pooled["rerank"]["n"] >= 1
     assert set(manifest["config"]["folds_of"].values()) <= {0, 1}
+    # the reranker read the candidates' e5 cosines (computed from their texts, cached with the examples)
+    assert manifest["heads"]["rerank"]["second_embedder"] == manifest["config"]["second_embedder"]["name"]
+    assert (tmp_path / "cache" / "second.pkl").exists()
     folds = G.load_folds(out)
     assert len(folds) == 2 and all(set(f) == {"rerank", "query"} for f in folds)
     model = TorchGateModel(out, device="cpu")
@@ -85,3 +88,40 @@ def test_feedback_finetuning_reads_the_tenants_events_and_keeps_a_model_nothing_
     # (the branch that keeps a better model is covered in tests/unit/test_feedback_tuning.py)
     assert report["base"]["mrr"] == 1.0 and report["kept"] == "base"
     assert "written" not in report and not out.exists()
+
+
+def test_second_columns_are_the_candidates_e5_cosines_to_the_question(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from evals.gates_data import QueryExample
+    from evals.train_gates import BASE_WIDTH, second_vectors, with_adapted
+    from memsvc.learn.features import ADAPTED_FEATURES, RERANK_FEATURES, SECOND_FEATURES, second_columns
+    from memsvc.learn.second import SecondEmbedder
+
+    contents = ["Caroline: I moved to Berlin in May.", "Melanie: We went camping by the lake.", "Jon: ok"]
+    ex = QueryExample(task="locomo", scene="c1", query_id="q1", category="single_hop", text="Where did Caroline move?",
+                      gold=("d1",), pool="hybrid_temporal", features=np.zeros((3, BASE_WIDTH + 8), np.float32),
+                      labels=np.array([True, False, False]), credited=[("d1",), (), ()], words=[7, 7, 2],
+                      episodic=[True] * 3, sources=[("d1",), ("d2",), ("d3",)], ranks=np.zeros((3, 3), np.int32),
+                      contents=contents)
+    assert ex.second is None
+    second_vectors([ex], tmp_path)
+    e5 = SecondEmbedder()
+    expected = second_columns(e5.encode(contents) @ e5.encode_query(ex.text))
+    assert ex.second is not None
+    np.testing.assert_allclose(ex.second, expected, atol=1e-5)
+    assert int(np.argmin(ex.second[:, 3])) == 0  # the Berlin turn ranks first by e5
+    rows = with_adapted(ex, np.ones((3, len(ADAPTED_FEATURES)), np.float32))
+    assert rows.shape == (3, len(RERANK_FEATURES))
+    np.testing.assert_allclose(rows[:, BASE_WIDTH:BASE_WIDTH + len(SECOND_FEATURES)], expected, atol=1e-5)
+    # a second run reads the cache instead of embedding again
+
+    def no_engine(*_: object, **__: object) -> np.ndarray:
+        raise AssertionError("embedded again")
+
+    monkeypatch.setattr(SecondEmbedder, "encode", no_engine)
+    monkeypatch.setattr(SecondEmbedder, "encode_query", no_engine)
+    ex.second = None
+    second_vectors([ex], tmp_path)
+    np.testing.assert_allclose(ex.second, expected, atol=1e-5)

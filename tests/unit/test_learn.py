@@ -13,15 +13,18 @@ from memsvc.learn import gates as G
 from memsvc.learn.artefact import Manifest, read_manifest, sha256_file
 from memsvc.learn.features import (
     ADAPTED_FEATURES,
+    BASE_FEATURES,
     LENGTH_FLOOR,
     PREVIOUS_FEATURES,
     RERANK_FEATURES,
+    SECOND_FEATURES,
     WRITE_FEATURES,
     WRITE_GATE_FEATURES,
     Candidate,
     adapted_columns,
     per_length,
     rerank_features,
+    second_columns,
     with_previous,
     with_previous_by_group,
     write_features,
@@ -188,6 +191,16 @@ def test_a_head_trained_on_other_features_is_not_loaded(tmp_path: Path) -> None:
     assert G.load(tmp_path)[1] == {}
 
 
+
+def test_a_reranker_whose_second_cosines_came_from_another_embedder_is_not_loaded() -> None:
+    from memsvc.learn.features import compatible
+
+    spec = G.head_spec("rerank", hidden=64)
+    assert spec["second_embedder"] == "multilingual-e5-small-q4" and compatible("rerank", spec)
+    assert not compatible("rerank", {**spec, "second_embedder": "another-e5"})
+    assert not compatible("rerank", {k: v for k, v in spec.items() if k != "second_embedder"})
+
+
 def test_per_length_orders_by_expected_evidence_per_token() -> None:
     # Equal scores: the shorter memory first; a memory twice as likely and twice as long ties.
     scores = np.array([0.0, 0.0, math.log(2.0)])
@@ -216,6 +229,20 @@ def test_rerank_rows_end_with_the_adapted_columns_of_the_candidates() -> None:
                          keyword_rank=None, graph_rank=None, fused=0.01, fused_rank=1, adapted=adapted)
     x = rerank_features("Where did Caroline move?", [c(0.3), c(0.7), c(None)])
     np.testing.assert_allclose(x[:, -len(ADAPTED_FEATURES):], adapted_columns(np.array([0.3, 0.7, np.nan])))
+
+
+def test_rerank_rows_hold_the_second_embedders_columns_between_the_base_and_the_adapters() -> None:
+    def c(second: float | None, adapted: float | None) -> Candidate:
+        return Candidate(type="episodic", content="Caroline: I moved to Berlin.", speaker="Caroline", derived=False,
+                         tokens=8, event_epoch=None, dense=0.5, keyword=None, graph=None, dense_rank=1,
+                         keyword_rank=None, graph_rank=None, fused=0.01, fused_rank=1, adapted=adapted, second=second)
+    x = rerank_features("Where did Caroline move?", [c(0.8, None), c(None, 0.2), c(0.1, 0.4)])
+    assert (*BASE_FEATURES, *SECOND_FEATURES, *ADAPTED_FEATURES) == RERANK_FEATURES
+    at = len(BASE_FEATURES)
+    np.testing.assert_allclose(x[:, at:at + len(SECOND_FEATURES)], second_columns(np.array([0.8, np.nan, 0.1])))
+    np.testing.assert_allclose(x[:, -len(ADAPTED_FEATURES):], adapted_columns(np.array([np.nan, 0.2, 0.4])))
+    value, gap, _, rank = x[:, at:at + len(SECOND_FEATURES)].T
+    assert value[0] == pytest.approx(0.8) and gap[2] == pytest.approx(-0.7) and rank[0] < rank[2] < rank[1]
 
 
 def test_query_adapter_learns_to_move_questions_to_their_answers_and_round_trips(tmp_path: Path) -> None:
