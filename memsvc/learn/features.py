@@ -2,10 +2,12 @@
 
 The read gate scores (query, candidate) pairs from what the read path already has: each
 retriever's score and rank, the fused rank, the memory's type and length, and cheap lexical
-signals (query words and names found in the memory, dates and numbers). No per-candidate
-embedding is computed: the dense score of every candidate comes from one id-restricted vector
-search. The write gate scores a message from its embedding (computed anyway for the episodic
-cube) plus the heuristic gate's signals.
+signals (query words and names found in the memory, dates and numbers), plus each candidate's
+cosine to the query as the query adapter moves it and in a second embedder's space. No candidate is
+embedded at search time: the dense score of every candidate comes from one id-restricted vector
+search, and the second embedder's rows are stored with the scope (`memsvc.learn.second.SecondRows`;
+a search embeds at most a few it lacks). The write gate scores a message from its embedding
+(computed anyway for the episodic cube) plus the heuristic gate's signals.
 """
 
 from __future__ import annotations
