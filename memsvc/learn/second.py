@@ -18,7 +18,7 @@ reranks for the ones it lacks (at most `MEMSVC_SEARCH__SECOND_FILL` a search), b
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import metadata
 from typing import TYPE_CHECKING
@@ -117,15 +117,16 @@ class SecondRows:
         return self._pool.submit(self.query, text)
 
     def rows(self, tenant: str, user_id: str, texts: Sequence[str], *, fill: int | None = None,
-             chunk: int = 256) -> dict[str, np.ndarray]:
-        """The stored row of each text; the missing ones embedded and stored, at most `fill` of them
-        (None: all), `chunk` at a time (a caller cut short keeps the chunks stored before)."""
+             chunk: int = 256, encode: Callable[[Sequence[str]], np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """The stored row of each text; the missing ones embedded (`encode`, default this embedder's)
+        and stored, at most `fill` of them (None: all), `chunk` at a time (a caller cut short keeps
+        the chunks stored before)."""
         distinct = list(dict.fromkeys(texts))
         found = self.stored.get(tenant, user_id, ROWS_MODEL, distinct) if self.stored is not None and distinct else {}
         todo = [t for t in distinct if t not in found][:fill]
         for start in range(0, len(todo), chunk):
             part = todo[start:start + chunk]
-            made = dict(zip(part, self.embedder.encode(part), strict=True))
+            made = dict(zip(part, (encode or self.embedder.encode)(part), strict=True))
             if self.stored is not None:
                 self.stored.put(tenant, user_id, ROWS_MODEL, made)
             found.update(made)

@@ -26,7 +26,7 @@ import numpy as np
 from memsvc.config import RetentionConfig
 from memsvc.errors import Conflict
 from memsvc.learn.second import DIM as SECOND_DIM
-from memsvc.learn.second import ROWS_MODEL
+from memsvc.learn.second import ROWS_MODEL, SecondRows
 from memsvc.models import (
     RETENTION_KEY,
     SYSTEM_TENANT,
@@ -118,6 +118,7 @@ class RetentionSweeper:
         self.model_info = model_info
         self.second = second  # the model's second embedder (None: its evidence head reads none)
         self.stored = stored  # a scope's e5 rows outside the process (SQL), read before embedding
+        self._rows = SecondRows(stored)  # read, embedded with `second` where missing, stored
         self.stats = SweepStats()
         self._lock = threading.Lock()
         self._vectors: OrderedDict[tuple[str, Any], np.ndarray] = OrderedDict()
@@ -244,20 +245,12 @@ class RetentionSweeper:
     def _embed_second(self, cubes: Sequence[MemoryCube]) -> list[np.ndarray]:
         second = self.second
         assert second is not None
-        if self.stored is None:
-            return list(second([c.content for c in cubes]))
         found: dict[tuple[str, str, str], np.ndarray] = {}
         scopes: dict[tuple[str, str], list[str]] = {}
         for c in cubes:
             scopes.setdefault((c.tenant, c.user_id), []).append(c.content)
-        for (tenant, user_id), texts in scopes.items():
-            have = self.stored.get(tenant, user_id, SECOND_KEY, texts)
-            todo = [t for t in dict.fromkeys(texts) if t not in have]
-            for i in range(0, len(todo), SECOND_CHUNK):  # stored as it goes: a sweep cut short resumes there
-                part = todo[i:i + SECOND_CHUNK]
-                fresh = dict(zip(part, second(part), strict=True))
-                self.stored.put(tenant, user_id, SECOND_KEY, fresh)
-                have.update(fresh)
+        for (tenant, user_id), texts in scopes.items():  # stored as it goes: a sweep cut short resumes there
+            have = self._rows.rows(tenant, user_id, texts, chunk=SECOND_CHUNK, encode=second)
             found.update({(tenant, user_id, text): v for text, v in have.items()})
         return [found[(c.tenant, c.user_id, c.content)] for c in cubes]
 
