@@ -72,10 +72,10 @@ def create_gates_app(model: GateModel, token: str | None = None) -> FastAPI:
 
     auth = [Depends(authorised)]
     app = FastAPI(title="memsvc gates", version="0.1.0",
-                  description="The learned gate heads (reranker and its query adapter, write gate, router) as a shared worker.")
+                  description="The learned gate heads (reranker with its query adapter and second-embedder projection, write gate, router) as a shared worker.")
     errors.install(app)
     info = model.describe()
-    dims = {h: _dim(info, h) for h in ("query", "write", "route")}  # the embedding width each head reads
+    dims = {h: _dim(info, h) for h in ("query", "second", "write", "route")}  # the embedding width each head reads
 
     @app.get("/v1/gates", dependencies=auth)
     def describe() -> dict[str, Any]:
@@ -96,6 +96,13 @@ def create_gates_app(model: GateModel, token: str | None = None) -> FastAPI:
             raise InvalidInput("the loaded artefact has no query adapter")
         q = _matrix(body.embeddings, dims["query"], "embeddings")
         return {"q": model.adapt(q).tolist() if len(q) else []}
+
+    @app.post("/v1/gates/second", dependencies=auth)
+    def second(body: QueryBody) -> dict[str, Any]:
+        if not model.has("second"):
+            raise InvalidInput("the loaded artefact has no second-embedder projection")
+        q = _matrix(body.embeddings, dims["second"], "embeddings")
+        return {"q": model.project(q).tolist() if len(q) else []}
 
     def _rows(body: RowsBody, head: str, side_width: int) -> tuple[np.ndarray, np.ndarray]:
         emb = _matrix(body.embeddings, dims[head], "embeddings")

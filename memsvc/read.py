@@ -97,7 +97,7 @@ class _Retrieved:
     rerank: bool
     qvec: list[float] | None
     window: bool = False  # the query named a period and the `temporal` ranking ran
-    second_query: Future[np.ndarray] | None = None  # the query's e5 row, embedded beside the retrievers
+    second_query: Future[np.ndarray] | None = None  # the query's e5 row, embedded beside the retrievers (no projection)
 
 
 @dataclass
@@ -166,6 +166,12 @@ class ReadPipeline:
     @property
     def adapter(self) -> GateModel | None:
         return self._head("query")
+
+    @property
+    def projector(self) -> GateModel | None:
+        """The read gate's projection of the query into the second embedder's space (None: the query
+        is embedded with e5)."""
+        return self._head("second")
 
     def preset(self, name: str | None) -> RetrievalPreset:
         name = name or self.config.preset
@@ -243,7 +249,10 @@ class ReadPipeline:
         qvec: list[float] | None = None
         searched: list[float] = []  # what the dense searches ask with: qvec, or qvec adapted (`adapt_query`)
         rerank = (preset.rerank and self.gate is not None) or features
-        second_query = self.second.query_soon(req.query) if rerank and self.gate is not None and self.second else None
+        # The query's e5 row: projected from its MiniLM embedding when the artefact has the projection,
+        # else embedded with e5 on a thread of its own while the retrievers run.
+        second_query = (self.second.query_soon(req.query) if rerank and self.gate is not None and self.second
+                        and self.projector is None else None)
         if "dense" in preset.retrievers or "graph" in preset.retrievers or rerank or preset.episodes or preset.temporal:
             qvec = self.embedder.embed_query(req.query).tolist()
             searched = qvec
@@ -283,7 +292,7 @@ class ReadPipeline:
         cset = CandidateSet(preset, candidates, paths=found.paths)
         if found.rerank and candidates and qvec is not None:
             moved = self._adapt(qvec) if self.gate is not None else None
-            seconds = self._second(tenant, req, candidates, found.second_query) if self.gate is not None else {}
+            seconds = self._second(tenant, req, candidates, qvec, found.second_query) if self.gate is not None else {}
             cset.features = self._features(req.query, qvec, flt, candidates, window=found.window, moved=moved,
                                            seconds=seconds)
             cset.adapted = moved is not None
@@ -345,19 +354,30 @@ class ReadPipeline:
         moved = self.fallbacks.call("query", lambda: adapter.adapt(np.asarray([qvec], dtype=np.float32)))
         return None if moved is None else moved[0]
 
-    def _second(self, tenant: str, req: SearchRequest, cands: list[_Candidate],
+    def _second(self, tenant: str, req: SearchRequest, cands: list[_Candidate], qvec: Sequence[float],
                 query: Future[np.ndarray] | None = None) -> dict[str, float]:
         """Each candidate's cosine to the query in the second embedder's space, by memory id: the rows
         stored for the candidates' texts, at most `second_fill` missing ones embedded now (and stored);
-        the others are left out (the read gate reads them as unknown). `query`: the query's row, when
-        it is being embedded already."""
+        the others are left out (the read gate reads them as unknown). The query's row: `query` when it
+        is being embedded already, else `qvec` (its MiniLM embedding) as the gate's projection moves it,
+        else (no projection, or a gate worker out of reach) embedded with e5 now."""
         if self.second is None or not cands:
             return {}
         rows = self.second.rows(tenant, req.user_id, [c.cube.content for c in cands], fill=self.config.second_fill)
         if not rows:
             return {}
-        q = query.result() if query is not None else self.second.query(req.query)
+        q = query.result() if query is not None else self._project(qvec)
+        if q is None:
+            q = self.second.query(req.query)
         return {c.cube.id: float(rows[c.cube.content] @ q) for c in cands if c.cube.content in rows}
+
+    def _project(self, qvec: Sequence[float]) -> np.ndarray | None:
+        """The query's row in the second embedder's space by the gate's projection; None without one."""
+        projector = self.projector
+        if projector is None:
+            return None
+        moved = self.fallbacks.call("second", lambda: projector.project(np.asarray([qvec], dtype=np.float32)))
+        return None if moved is None else moved[0]
 
     def _features(self, query: str, qvec: list[float], flt: VectorFilter, cands: list[_Candidate], *,
                   window: bool = False, moved: np.ndarray | None = None,

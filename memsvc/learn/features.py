@@ -87,8 +87,9 @@ class Candidate:
 # gate's rows, so training can fill them with the adapter of the right fold.
 ADAPTED_FEATURES: tuple[str, ...] = ("adapted", "adapted_gap", "adapted_z", "adapted_rank")
 # The candidate's cosine to the query in a second embedder's space (`memsvc.learn.second`: the 4-bit
-# multilingual-e5-small, the query's `query:` embedding against the `passage:` row stored for the
-# memory's text), in the same four forms. Two embedders trained on different data disagree on what
+# multilingual-e5-small: the `passage:` row stored for the memory's text against the query's MiniLM
+# embedding projected into e5's space by the artefact's `second` head, or, without that head, the
+# query's own `query:` embedding), in the same four forms. Two embedders trained on different data disagree on what
 # matches a question, and the head reads both (see the README's Learned gates for what it measured).
 SECOND_FEATURES: tuple[str, ...] = ("second", "second_gap", "second_z", "second_rank")
 SECOND_EMBEDDER = "multilingual-e5-small-q4"  # `memsvc.learn.second.NAME` (kept torch- and engine-free here)
@@ -326,6 +327,8 @@ def head_spec(head: str, **shape: Any) -> dict[str, Any]:
     """What the manifest records of a head: its shape and the feature names it was trained on."""
     if head == "query":  # the query adapter reads the query embedding only
         return {**shape}
+    if head == "second":  # the query embedding, projected into the second embedder's space
+        return {"second_embedder": SECOND_EMBEDDER, **shape}
     spec: dict[str, Any] = {"features": list(HEAD_FEATURES[head]), **shape}
     if head == "route":
         spec["outputs"] = list(ROUTES)
@@ -339,6 +342,8 @@ def compatible(head: str, spec: dict[str, Any]) -> bool:
     be used."""
     if head == "query":
         return "dim" in spec
+    if head == "second":
+        return "dim" in spec and "out_dim" in spec and spec.get("second_embedder") == SECOND_EMBEDDER
     return head in HEAD_FEATURES and spec.get("features") == head_spec(head)["features"] and (
         head != "route" or spec.get("outputs") == list(ROUTES)) and (
         head != "rerank" or spec.get("second_embedder") == SECOND_EMBEDDER)

@@ -11,12 +11,15 @@ from torch import nn
 from memsvc.learn.artefact import Manifest, read_manifest, write_manifest
 from memsvc.learn.features import ADAPTED_FEATURES, compatible
 from memsvc.learn.features import head_spec as head_spec  # the artefact's head specs, defined torch-free
-from memsvc.learn.nets import QueryAdapter, RerankHead, RouterHead, WriteGateHead
+from memsvc.learn.nets import QueryAdapter, RerankHead, RouterHead, SecondProjection, WriteGateHead
 
 NAME = "memsvc-gates"
 VERSION = "1"
-HEADS = ("rerank", "query", "write", "route")
+HEADS = ("rerank", "query", "second", "write", "route")
 PACKAGED = Path(__file__).resolve().parent / "artefacts" / "gates"
+# The same heads with the reranker trained on the projected query (`second` head: no e5 pass per
+# search; `MEMSVC_GATES__PATH` names it): half the CPU of a reranked search, a little less recall (README).
+PROJECTED = PACKAGED.parent / "gates-projected"
 
 
 def build_head(head: str, spec: dict[str, Any]) -> nn.Module:
@@ -24,6 +27,8 @@ def build_head(head: str, spec: dict[str, Any]) -> nn.Module:
         return RerankHead(len(spec["features"]), hidden=int(spec.get("hidden", 64)))
     if head == "query":
         return QueryAdapter(int(spec["dim"]))
+    if head == "second":
+        return SecondProjection(int(spec["dim"]), int(spec["out_dim"]))
     if head == "write":
         return WriteGateHead(int(spec["dim"]), len(spec["features"]), hidden=int(spec.get("hidden", 32)))
     if head == "route":

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from memsvc.learn.nets import QueryAdapter, RerankHead, RouterHead, WriteGateHead
+from memsvc.learn.nets import QueryAdapter, RerankHead, RouterHead, SecondProjection, WriteGateHead
 
 Progress = Callable[[int, int, float], None]  # (step, total, loss)
 
@@ -161,6 +161,23 @@ def fit_adapter(
         loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
     return model.eval()
+
+
+def fit_projection(x: np.ndarray, y: np.ndarray, *, ridge: float = 1.0) -> SecondProjection:
+    """The second embedder's space from the packaged MiniLM's: W = argmin ||XW - Y||^2 + ridge ||W||^2
+    over rows that both embed (closed form, float64), as a `SecondProjection` (unit-length outputs)."""
+    x64, y64 = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    w = np.linalg.solve(x64.T @ x64 + ridge * np.eye(x64.shape[1]), x64.T @ y64)
+    model = SecondProjection(x64.shape[1], y64.shape[1])
+    with torch.no_grad():
+        model.w.copy_(torch.from_numpy(w.astype(np.float32)))
+    return model.eval()
+
+
+def project_queries(model: SecondProjection, queries: np.ndarray) -> np.ndarray:
+    with torch.inference_mode():
+        out: np.ndarray = model(torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))).numpy()
+    return out
 
 
 def adapt_queries(model: QueryAdapter, queries: np.ndarray) -> np.ndarray:

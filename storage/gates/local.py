@@ -63,6 +63,12 @@ class TorchGateModel:
         out: np.ndarray = moved.float().cpu().numpy()
         return out
 
+    def project(self, queries: np.ndarray) -> np.ndarray:
+        with self._lock, torch.inference_mode():
+            moved = self.heads["second"](self._tensor(queries))
+        out: np.ndarray = moved.float().cpu().numpy()
+        return out
+
     def memorability(self, embeddings: np.ndarray, side: np.ndarray) -> np.ndarray:
         with self._lock, torch.inference_mode():
             logits = self.heads["write"](self._tensor(embeddings), self._tensor(side))

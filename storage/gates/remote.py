@@ -106,6 +106,14 @@ class RemoteGateModel:
         out = self._call("POST", "/v1/gates/query", {"embeddings": q.tolist()})
         return np.asarray(out["q"], dtype=np.float32)
 
+    def project(self, queries: np.ndarray) -> np.ndarray:
+        q = np.asarray(queries, dtype=np.float32)
+        if len(q) == 0:
+            out_dim = int(self._info.get("specs", {}).get("second", {}).get("out_dim", 0))
+            return np.zeros((0, out_dim), dtype=np.float32)
+        out = self._call("POST", "/v1/gates/second", {"embeddings": q.tolist()})
+        return np.asarray(out["q"], dtype=np.float32)
+
     def memorability(self, embeddings: np.ndarray, side: np.ndarray) -> np.ndarray:
         if len(embeddings) == 0:
             return np.zeros(0, dtype=np.float32)

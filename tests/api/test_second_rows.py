@@ -62,18 +62,36 @@ def counted() -> Iterator[list[str]]:
         SecondEmbedder.encode = original  # type: ignore[method-assign]
 
 
+@pytest.fixture
+def queried() -> Iterator[list[str]]:
+    """Every query the e5 engine embeds while the test runs."""
+    seen: list[str] = []
+    original = SecondEmbedder.encode_query
+
+    def encode_query(self: SecondEmbedder, text: str) -> np.ndarray:
+        seen.append(text)
+        return original(self, text)
+
+    SecondEmbedder.encode_query = encode_query  # type: ignore[method-assign]
+    try:
+        yield seen
+    finally:
+        SecondEmbedder.encode_query = original  # type: ignore[method-assign]
+
+
 def search(os_: MemoryOS, user: str) -> list[dict[str, object]]:
     res = os_.search(TENANT, SearchRequest(user_id=user, query=QUERY, preset="hybrid_temporal_rerank",
                                            explain=True, top_k=len(TEXTS)))
     return res.results
 
 
-def test_the_indexer_stores_every_memorys_row_and_searches_read_them(tmp_path: Path, counted: list[str]) -> None:
+def test_the_indexer_stores_every_memorys_row_and_searches_read_them(tmp_path: Path, counted: list[str],
+                                                                     queried: list[str]) -> None:
     os_ = build(tmp_path, second_rows="on")
     try:
         assert os_.second_rows is not None and os_.indexer.second is os_.second_rows
         assert os_.policies(TENANT)["read_gate"]["reranker"]["second_embedder"] == {
-            "name": "multilingual-e5-small-q4", "rows_at_index": True, "fill_per_search": 32}
+            "name": "multilingual-e5-small-q4", "rows_at_index": True, "fill_per_search": 32, "query": "embedded"}
         texts = write(os_, "ann")
         rows = stored(os_, "ann", texts)
         assert set(rows) == set(texts) and sorted(counted) == sorted(texts)  # each text embedded once, at index time
@@ -82,6 +100,7 @@ def test_the_indexer_stores_every_memorys_row_and_searches_read_them(tmp_path: P
         counted.clear()
         results = search(os_, "ann")
         assert counted == []  # the search read the stored rows
+        assert queried == [QUERY]  # and embedded the query with e5 (the packaged artefact has no projection)
         q = e5.encode_query(QUERY)
         assert len(results) == len(TEXTS)
         for r in results:
@@ -124,5 +143,30 @@ def test_without_a_gate_model_no_second_embedder_runs(tmp_path: Path, counted: l
         write(os_, "cy")
         search(os_, "cy")
         assert counted == []
+    finally:
+        os_.close()
+
+
+def test_the_projected_artefact_runs_no_e5_pass_for_the_query(tmp_path: Path, queried: list[str]) -> None:
+    from memsvc.config import LocalGates
+    from memsvc.learn import gates as G
+
+    settings = make_settings(tmp_path)
+    os_ = build_memory_os(settings.model_copy(update={"gates": LocalGates(path=G.PROJECTED),
+                                                      "search": SearchConfig(second_rows="on")}))
+    try:
+        gate = os_.gate
+        assert gate is not None and gate.has("second")
+        assert os_.policies(TENANT)["read_gate"]["reranker"]["second_embedder"]["query"] == "projected"
+        texts = write(os_, "dee")
+        results = search(os_, "dee")
+        assert queried == []  # the query's e5 row is the projection of its MiniLM embedding
+        q = gate.project(os_.embedder.embed_query(QUERY)[None])[0]
+        assert float(q @ SecondEmbedder().encode_query(QUERY)) > 0.85  # near where e5 would put it
+        rows = stored(os_, "dee", texts)
+        for r in results:
+            assert r["why"]["rerank"]["second_cosine"] == pytest.approx(  # type: ignore[index]
+                float(rows[str(r["content"])] @ q), abs=1e-5)
+        assert "Berlin in May" in str(results[0]["content"])
     finally:
         os_.close()

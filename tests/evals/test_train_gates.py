@@ -20,6 +20,7 @@ def test_bounded_training_writes_a_loadable_artefact_with_its_manifest(data_root
     result = CliRunner().invoke(app, [
         "train", "gates", "--data", str(data_root), "--tasks", "locomo,proced_mem_bench", "--scenes", "1", "--limit", "8",
         "--folds", "2", "--steps", "10", "--out", str(out), "--cache", str(tmp_path / "cache"), "--no-progress",
+        "--second-query", "projected",
     ])
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
@@ -28,7 +29,8 @@ def test_bounded_training_writes_a_loadable_artefact_with_its_manifest(data_root
     assert manifest["data"]["locomo/locomo10_dev.json"] == sums["locomo/locomo10_dev.json"]
     assert all(sums[f] == h for f, h in manifest["data"].items())
     assert manifest["name"] == "memsvc-gates" and manifest["config"]["folds"] == 2
-    assert set(manifest["metrics"]) == {"rerank", "rerank_without_adapter", "query", "write", "route"}
+    assert set(manifest["metrics"]) == {"rerank", "rerank_without_adapter", "rerank_second_embedded", "query", "second",
+                                        "write", "route"}
     assert manifest["metrics"]["query"]["n"] >= 1 and 0 < manifest["metrics"]["query"]["mrr_adapted"] <= 1
     pooled = manifest["metrics"]["rerank"]["locomo/hybrid_temporal"]
     assert set(pooled) >= {"fused", "fused+dedup", "rerank", "by_category"} and pooled["rerank"]["n"] >= 1
@@ -36,8 +38,12 @@ def test_bounded_training_writes_a_loadable_artefact_with_its_manifest(data_root
     # the reranker read the candidates' e5 cosines (computed from their texts, cached with the examples)
     assert manifest["heads"]["rerank"]["second_embedder"] == manifest["config"]["second_embedder"]["name"]
     assert (tmp_path / "cache" / "second.pkl").exists()
+    # the query's e5 row is projected from its MiniLM embedding: held-out questions land near their own
+    second = manifest["metrics"]["second"]
+    assert second["n"] >= 1 and 0 < second["cosine_to_e5_query"] <= 1
+    assert manifest["heads"]["second"]["out_dim"] == 384
     folds = G.load_folds(out)
-    assert len(folds) == 2 and all(set(f) == {"rerank", "query"} for f in folds)
+    assert len(folds) == 2 and all(set(f) == {"rerank", "query", "second"} for f in folds)
     model = TorchGateModel(out, device="cpu")
     assert all(model.has(h) for h in G.HEADS)
     assert model.describe()["metrics"] == manifest["metrics"]
@@ -121,3 +127,9 @@ def test_second_columns_are_the_candidates_e5_cosines_to_the_question(tmp_path: 
     second_vectors([ex], tmp_path)
     np.testing.assert_allclose(ex.second, expected, atol=1e-5)
     assert (cache.stat().st_mtime_ns, cache.read_bytes()) == before
+
+
+def test_the_query_row_option_names_its_two_ways(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["train", "gates", "--second-query", "guessed", "--out", str(tmp_path / "g")])
+    assert result.exit_code != 0 and "'projected' or 'embedded'" in result.output
+    assert not (tmp_path / "g").exists()

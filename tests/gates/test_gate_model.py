@@ -30,6 +30,9 @@ from storage.gates.local import TorchGateModel
 from storage.gates.remote import RemoteGateModel
 from tests.conftest import free_port
 
+# The packaged artefact's heads: all but the projection (its reranker reads the query embedded by e5)
+PACKAGED_HEADS = tuple(h for h in G.HEADS if h != "second")
+
 
 @pytest.fixture(scope="module")
 def local() -> TorchGateModel:
@@ -61,6 +64,27 @@ def _serve(model: GateModel, port: int | None = None, token: str | None = None) 
     thread.join(timeout=10)
 
 
+@pytest.fixture(scope="module")
+def projected_local() -> TorchGateModel:
+    return TorchGateModel(G.PROJECTED, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def projected_worker(projected_local: TorchGateModel) -> Iterator[str]:
+    yield from _serve(projected_local)
+
+
+@pytest.fixture(params=["local", "remote"])
+def projected(request: pytest.FixtureRequest, projected_local: TorchGateModel) -> Iterator[GateModel]:
+    """The artefact whose reranker reads the projected query (`second` head), on both kinds."""
+    if request.param == "local":
+        yield projected_local
+        return
+    remote = RemoteGateModel(request.getfixturevalue("projected_worker"))
+    yield remote
+    remote.close()
+
+
 @pytest.fixture(params=["local", "remote"])
 def gate(request: pytest.FixtureRequest, local: TorchGateModel) -> Iterator[GateModel]:
     if request.param == "local":
@@ -89,8 +113,8 @@ def test_describe_reports_the_packaged_manifest(gate: GateModel) -> None:
     manifest = json.loads((G.PACKAGED / "manifest.json").read_text())
     assert info["name"] == "memsvc-gates" and info["version"] == manifest["version"]
     assert info["metrics"] == manifest["metrics"] and info["data"] == manifest["data"]
-    assert info["heads"] == ["query", "rerank", "route", "write"]
-    assert all(gate.has(h) for h in G.HEADS) and not gate.has("nonsense")
+    assert info["heads"] == ["query", "rerank", "route", "write"]  # the query's e5 row is embedded, not projected
+    assert all(gate.has(h) for h in PACKAGED_HEADS) and not gate.has("second") and not gate.has("nonsense")
 
 
 def test_rerank_scores_every_list_and_prefers_the_named_speaker_and_the_matching_words(gate: GateModel) -> None:
@@ -141,6 +165,54 @@ def test_the_query_adapter_moves_questions_towards_the_turns_that_answer_them(ga
     assert list(np.argmax(moved @ d.T, axis=1)) == [0, 1, 2, 3]
     cv = gate.describe()["metrics"]["query"]
     assert cv["mrr_adapted"] > cv["mrr_plain"]
+
+
+def test_the_projection_puts_a_question_where_e5_embeds_it_and_ranks_turns_as_e5_does(projected: GateModel) -> None:
+    gate = projected
+    assert gate.describe()["heads"] == ["query", "rerank", "route", "second", "write"]
+    from memsvc.config import Settings
+    from memsvc.learn.second import SecondEmbedder
+    from storage.registry import build_embedder
+
+    embedder, e5 = build_embedder(Settings()), SecondEmbedder()
+    turns = ["Caroline: I went to a LGBTQ support group yesterday and it was so powerful.",
+             "Melanie: I painted a lake sunrise last year, it's my favourite.",
+             "Caroline: I'm keen on counseling or working in mental health.",
+             "Melanie: We're going camping with the kids next month."]
+    questions = ["When did Caroline go to the LGBTQ support group?", "What did Melanie paint?",
+                 "What career path is Caroline considering?", "Where is Melanie going with her kids?"]
+    projected = gate.project(np.stack([embedder.embed_query(t) for t in questions]))
+    embedded = np.stack([e5.encode_query(t) for t in questions])
+    assert projected.shape == (4, 384) and np.allclose(np.linalg.norm(projected, axis=1), 1.0, atol=1e-4)
+    own = (projected * embedded).sum(1)
+    assert (own > 0.85).all(), own  # each question lands near its own e5 row ...
+    assert (own > (projected @ embedded.T).max(1) - 1e-6).all()  # ... nearer than to the others'
+    rows = e5.encode(turns)
+    assert list(np.argmax(projected @ rows.T, axis=1)) == list(np.argmax(embedded @ rows.T, axis=1)) == [0, 1, 2, 3]
+    cv = gate.describe()["metrics"]["second"]
+    assert cv["n"] > 1000 and cv["cosine_to_e5_query"] > 0.8  # held-out questions of the development data
+    empty = gate.project(np.zeros((0, 384), dtype=np.float32))
+    assert empty.shape == (0, 384)
+
+
+def test_the_projected_artefact_answers_the_same_numbers_on_both_kinds(projected_local: TorchGateModel,
+                                                                     projected_worker: str) -> None:
+    remote = RemoteGateModel(projected_worker)
+    emb = np.random.default_rng(1).normal(size=(3, 384)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    np.testing.assert_allclose(remote.project(emb), projected_local.project(emb), atol=1e-5)
+    x = rerank_features("Where did Caroline move to?", _candidates())
+    np.testing.assert_allclose(remote.rerank([x])[0], projected_local.rerank([x])[0], atol=1e-5)
+    r = httpx.post(f"{projected_worker}/v1/gates/second", json={"embeddings": []})
+    assert r.status_code == 200 and r.json() == {"q": []}
+    r = httpx.post(f"{projected_worker}/v1/gates/second", json={"embeddings": [[0.0] * 383]})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_input"
+    remote.close()
+
+
+def test_a_worker_without_the_projection_refuses_it(worker: str) -> None:
+    r = httpx.post(f"{worker}/v1/gates/second", json={"embeddings": [[0.0] * 384]})
+    assert r.status_code == 422 and "no second-embedder projection" in r.json()["error"]["message"]
 
 
 def test_the_worker_refuses_malformed_batches_with_the_error_shape(worker: str) -> None:
@@ -206,7 +278,7 @@ def test_a_worker_with_a_token_serves_only_nodes_that_send_it(local: TorchGateMo
             assert not any(remote.has(h) for h in G.HEADS) and remote.describe()["connected"] is False
             remote.close()
         remote = RemoteGateModel(url, token="s3cret-gates")
-        assert all(remote.has(h) for h in G.HEADS) and "s3cret" not in json.dumps(remote.describe())
+        assert all(remote.has(h) for h in PACKAGED_HEADS) and "s3cret" not in json.dumps(remote.describe())
         x = rerank_features("Where did Caroline move?", _candidates())
         np.testing.assert_allclose(remote.rerank([x])[0], local.rerank([x])[0], atol=1e-5)
         remote.close()
@@ -312,7 +384,7 @@ def test_a_node_started_before_its_gate_worker_uses_the_worker_once_it_answers(l
             MessageIn(id="m2", role="user", name="Caroline", content=text)])).written
         assert w["importance"] != heuristic_gate(Role.USER, text).importance  # the worker's write head
         policies = os_.policies("t")
-        assert policies["gates"]["connected"] is True and policies["gates"]["heads"] == sorted(G.HEADS)
+        assert policies["gates"]["connected"] is True and policies["gates"]["heads"] == sorted(PACKAGED_HEADS)
         assert policies["read_gate"]["reranker"]["kind"] == "learned"
     finally:
         os_.close()
@@ -368,13 +440,13 @@ def test_a_worker_that_does_not_say_what_its_heads_read_is_not_used(local: Torch
 
     assert local.describe()["specs"]["write"]["features"] == list(WRITE_GATE_FEATURES)
     stated = RemoteGateModel(worker)
-    assert all(stated.has(h) for h in G.HEADS)
+    assert all(stated.has(h) for h in PACKAGED_HEADS)
     stated.close()
     served = _serve(_UnstatedInputs(local))  # type: ignore[arg-type]
     url = next(served)
     try:
         remote = RemoteGateModel(url)
-        assert remote.describe()["heads"] == sorted(G.HEADS) and not any(remote.has(h) for h in G.HEADS)
+        assert remote.describe()["heads"] == sorted(PACKAGED_HEADS) and not any(remote.has(h) for h in G.HEADS)
         remote.close()
         os_ = build_memory_os(Settings(data_dir=tmp_path, gates=RemoteGates(url=url)))
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +37,10 @@ from memsvc.learn.train import (
     adapt_queries,
     auroc,
     fit_adapter,
+    fit_projection,
     fit_reranker,
     folds_by_group,
+    project_queries,
     score_lists,
 )
 from memsvc.models import MemoryCube, MemoryType
@@ -288,3 +291,25 @@ def test_a_preset_cannot_both_adapt_its_dense_query_and_rerank() -> None:
     assert PRESETS["hybrid_temporal_adapted"].adapt_query and not PRESETS["hybrid_temporal_adapted"].rerank
     with pytest.raises(ValueError, match="do not combine"):
         RetrievalPreset("both", {"dense": 1.0}, rerank=True, adapt_query=True)
+
+
+def test_the_projection_recovers_a_linear_map_between_two_spaces_and_saves_with_the_artefact(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    w0 = rng.normal(size=(16, 8))
+    x = rng.normal(size=(2000, 16))
+    y = x @ w0 + 0.01 * rng.normal(size=(2000, 8))
+    model = fit_projection(x, y, ridge=1e-3)
+    np.testing.assert_allclose(model.w.detach().numpy(), w0, atol=0.01)
+    queries = rng.normal(size=(5, 16)).astype(np.float32)
+    want = queries @ w0
+    want /= np.linalg.norm(want, axis=1, keepdims=True)
+    got = project_queries(model, queries)
+    np.testing.assert_allclose(got, want, atol=1e-3)  # unit rows, in the second space
+    # a strong ridge shrinks the map towards zero (the direction survives the normalisation less well)
+    assert np.abs(fit_projection(x, y, ridge=1e6).w.detach().numpy()).max() < 0.2 * np.abs(w0).max()
+    # the artefact stores it as the `second` head and loads it back
+    manifest = Manifest(name=G.NAME, version=G.VERSION, created=datetime.now(UTC), command="test", data={}, config={},
+                        metrics={}, heads={"second": G.head_spec("second", dim=16, out_dim=8)})
+    G.save(tmp_path, {"second": model}, manifest)
+    _, heads = G.load(tmp_path)
+    np.testing.assert_allclose(project_queries(heads["second"], queries), got, atol=1e-6)  # type: ignore[arg-type]
