@@ -538,3 +538,17 @@ def test_packaged_fold_heads_are_stored_in_half_precision_and_load_as_float32(tm
     again = torch.load(tmp_path / G.FOLDS, map_location="cpu", weights_only=True)
     assert all(torch.equal(again[f][h][k], stored[f][h][k]) for f in range(len(stored)) for h in stored[f]
                for k in stored[f][h])
+
+
+def test_the_admin_policies_page_shows_the_other_way_to_the_query_row(tmp_path: Path) -> None:
+    from memsvc.config import LocalGates, Settings
+    from storage.registry import build_memory_os
+
+    for path, twin, projection in ((None, "projected", False), (G.PROJECTED, "embedded", True)):
+        os_ = build_memory_os(Settings(data_dir=tmp_path / twin, gates=LocalGates(path=path)))
+        try:
+            page = _admin_policies_page(os_)
+            assert f"reranked WR@500, the query's e5 row {twin} instead</th>" in page
+            assert ("mean cosine to the query's own e5 embedding" in page) is projection
+        finally:
+            os_.close()
