@@ -291,35 +291,32 @@ def cv_projection(examples: Sequence[QueryExample], vectors: Vectors, second: Se
     """Fit the MiniLM -> e5 map on the candidate texts of the training folds (each text's index vector
     against its e5 `passage: ` row; no labels are read) and score how close the projected query of a
     held-out question comes to its real e5 row."""
-    folds = folds_by_group([ex.group for ex in examples], k)
+    folds = np.asarray(folds_by_group([ex.group for ex in examples], k))
+    mini = {t: j for j, t in enumerate(vectors.texts)}
+    queries = np.stack([ex.query_embedding for ex in examples]) if examples else np.zeros((0, 1), np.float32)
 
     def fit(excluded: int | None) -> SecondProjection:
         used = sorted({int(r) for i, fo in enumerate(folds) if fo != excluded for r in vectors.rows[i]})
-        mini = {t: j for j, t in enumerate(vectors.texts)}
         x = vectors.table[[mini[second.texts[r]] for r in used]]
         return fit_projection(x, second.table[used], ridge=ridge)
 
-    def columns(model: SecondProjection, which: Sequence[int]) -> dict[int, np.ndarray]:
-        if not which:
-            return {}
-        q = project_queries(model, np.stack([examples[i].query_embedding for i in which]))
-        return {i: second_columns(second.table[second.rows[i]] @ qi) for i, qi in zip(which, q, strict=True)}
+    def columns(q: np.ndarray) -> dict[int, np.ndarray]:
+        return {i: second_columns(second.table[second.rows[i]] @ qi) for i, qi in enumerate(q)}
 
     final_model = fit(None)
-    everyone = list(range(len(examples)))
     outer: list[dict[int, np.ndarray]] = []
     fold_models: list[SecondProjection] = []
     agreement: list[float] = []
     for f in range(k):
         fold_models.append(fit(f))
-        outer.append(columns(fold_models[-1], everyone))
-        held = [i for i in everyone if folds[i] == f]
-        if held:
-            q = project_queries(fold_models[-1], np.stack([examples[i].query_embedding for i in held]))
-            agreement.extend((q * second.queries[held]).sum(1).tolist())
+        q = project_queries(fold_models[-1], queries) if examples else queries
+        outer.append(columns(q))
+        held = folds == f
+        agreement.extend((q[held] * second.queries[held]).sum(1).tolist())
     summary = {"ridge": ridge, "fit_on": "candidate texts", "n": len(agreement),
                "cosine_to_e5_query": round(float(np.mean(agreement)), 4) if agreement else None}
-    return ProjectedCV(outer, columns(final_model, everyone), final_model, fold_models, summary)
+    final = columns(project_queries(final_model, queries)) if examples else {}
+    return ProjectedCV(outer, final, final_model, fold_models, summary)
 
 
 @dataclass

@@ -74,25 +74,25 @@ def projected_worker(projected_local: TorchGateModel) -> Iterator[str]:
     yield from _serve(projected_local)
 
 
+def _kind(request: pytest.FixtureRequest, local: TorchGateModel, worker: str) -> Iterator[GateModel]:
+    """`local` itself, or a remote port on its worker (the fixture named `worker`)."""
+    if request.param == "local":
+        yield local
+        return
+    remote = RemoteGateModel(request.getfixturevalue(worker))
+    yield remote
+    remote.close()
+
+
 @pytest.fixture(params=["local", "remote"])
 def projected(request: pytest.FixtureRequest, projected_local: TorchGateModel) -> Iterator[GateModel]:
     """The artefact whose reranker reads the projected query (`second` head), on both kinds."""
-    if request.param == "local":
-        yield projected_local
-        return
-    remote = RemoteGateModel(request.getfixturevalue("projected_worker"))
-    yield remote
-    remote.close()
+    yield from _kind(request, projected_local, "projected_worker")
 
 
 @pytest.fixture(params=["local", "remote"])
 def gate(request: pytest.FixtureRequest, local: TorchGateModel) -> Iterator[GateModel]:
-    if request.param == "local":
-        yield local
-        return
-    remote = RemoteGateModel(request.getfixturevalue("worker"))
-    yield remote
-    remote.close()
+    yield from _kind(request, local, "worker")
 
 
 def _candidates(adapted: tuple[float, float, float] = (0.38, 0.66, 0.15)) -> list[Candidate]:
