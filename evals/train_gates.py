@@ -48,6 +48,8 @@ from memsvc.learn.features import (
     ROUTE_FEATURES,
     WRITE_GATE_FEATURES,
     adapted_columns,
+    context_columns,
+    context_prescore,
     per_token_order,
     second_columns,
     with_previous_by_group,
@@ -120,12 +122,19 @@ def task_weights(examples: Sequence[QueryExample], balance: bool) -> dict[str, f
 BASE_WIDTH = len(BASE_FEATURES)  # the columns kept from collection
 
 
-def with_adapted(ex: QueryExample, columns: np.ndarray, second: np.ndarray | None = None) -> np.ndarray:
+def with_adapted(ex: QueryExample, columns: np.ndarray, second: np.ndarray | None = None,
+                 vectors: np.ndarray | None = None) -> np.ndarray:
     """The example's read-gate rows: the collected base columns, the second embedder's columns (`second`,
-    else the example's own, `second_vectors`; unknown when not computed) and the adapter's `columns`."""
+    else the example's own, `second_vectors`; unknown when not computed), the adapter's `columns` and
+    the context columns those give with the candidates' e5 rows (`vectors`; None: none known, so the
+    centroid and nearest columns are zero, as for a search whose candidates have no stored rows)."""
     if second is None:
         second = ex.second if ex.second is not None else second_columns(np.full(len(ex.labels), np.nan))
-    return np.concatenate([ex.features[:, :BASE_WIDTH], second, columns], axis=1).astype(np.float32)
+    rows = np.concatenate([ex.features[:, :BASE_WIDTH], second, columns], axis=1)
+    if vectors is None:
+        vectors = np.zeros((len(rows), 1), np.float32)
+    context = context_columns(context_prescore(rows), vectors, ex.dates)
+    return np.concatenate([rows, context], axis=1).astype(np.float32)
 
 
 @dataclass
@@ -329,11 +338,11 @@ class RerankCV:
 
 def cv_rerank(data: list[TaskData], main: dict[str, tuple[str, ...] | None], k: int, steps: int,
               progress: bool, balance: bool = False, adapted: AdaptedCV | None = None,
-              projected: ProjectedCV | None = None) -> RerankCV:
+              projected: ProjectedCV | None = None, table: SecondTable | None = None) -> RerankCV:
     """k-fold by scene: per (task, pool) the mean metrics of fused order, fused + dedup, reranked.
     With `adapted`, fold f's reranker reads the query adapter's columns cross-fitted for fold f; with
     `projected`, the second embedder's columns of fold f's projected queries (else of the queries
-    embedded with e5)."""
+    embedded with e5); with `table`, the context columns read the candidates' e5 rows."""
     examples = [ex for d in data for ex in d.queries]
     folds = folds_by_group([ex.group for ex in examples], k)
     weight = task_weights(examples, balance)
@@ -343,9 +352,10 @@ def cv_rerank(data: list[TaskData], main: dict[str, tuple[str, ...] | None], k: 
     def rows_of(f: int, i: int) -> np.ndarray:
         ex = examples[i]
         second = projected.outer[f][i] if projected is not None else None
+        vectors = table.table[table.rows[i]] if table is not None else None
         if adapted is None:
-            return with_adapted(ex, adapted_columns(np.full(len(ex.labels), np.nan)), second)
-        return with_adapted(ex, adapted.outer[f][i], second)
+            return with_adapted(ex, adapted_columns(np.full(len(ex.labels), np.nan)), second, vectors)
+        return with_adapted(ex, adapted.outer[f][i], second, vectors)
 
     for f in tqdm(range(k), desc="rerank folds", disable=not progress):
         train = [ListGroup(rows_of(f, i), ex.labels, weight[ex.task]) for i, (ex, fo) in enumerate(zip(examples, folds, strict=True))
@@ -587,12 +597,18 @@ def train_gates(
     adapted = cv_adapter(everything, vectors, folds, progress)
     typer.echo(f"query adapter (cv, first gold's MRR by cosine): {json.dumps(adapted.summary)}", err=True)
     shipped, other = (projected, None) if project else (None, projected)
-    plain = cv_rerank(collected, main, folds, steps, progress, balance_tasks, projected=shipped)
+    plain = cv_rerank(collected, main, folds, steps, progress, balance_tasks, projected=shipped, table=second)
     # the other way to get the query's e5 row, same folds, for the manifest's comparison
-    twin = cv_rerank(collected, main, folds, steps, progress, balance_tasks, adapted=adapted, projected=other)
-    cv = cv_rerank(collected, main, folds, steps, progress, balance_tasks, adapted=adapted, projected=shipped)
+    twin = cv_rerank(collected, main, folds, steps, progress, balance_tasks, adapted=adapted, projected=other,
+                     table=second)
+    # the same reranker with its context columns read without the candidates' e5 rows (the centroid and
+    # nearest columns zero; the day and first-look columns as shipped), for the comparison
+    blind = cv_rerank(collected, main, folds, steps, progress, balance_tasks, adapted=adapted, projected=shipped)
+    cv = cv_rerank(collected, main, folds, steps, progress, balance_tasks, adapted=adapted, projected=shipped,
+                   table=second)
     rerank_cv = cv.summary
     typer.echo("without the query adapter:\n" + _fmt_table(plain.summary), err=True)
+    typer.echo("the context columns without e5 rows:\n" + _fmt_table(blind.summary), err=True)
     typer.echo(f"the query's e5 row {'embedded' if project else 'projected'} instead:\n" + _fmt_table(twin.summary),
                err=True)
     write_cv = cv_write(collected, folds)
@@ -605,8 +621,8 @@ def train_gates(
 
     t0 = time.time()
     weight = task_weights(everything, balance_tasks)
-    rerank = fit_reranker([ListGroup(with_adapted(ex, adapted.final[i], projected.final[i] if project else None),
-                                     ex.labels, weight[ex.task])
+    rerank = fit_reranker([ListGroup(with_adapted(ex, adapted.final[i], projected.final[i] if project else None,
+                                                  second.table[second.rows[i]]), ex.labels, weight[ex.task])
                            for i, ex in enumerate(everything)], steps=steps)
     turns = [d.turns for d in collected if d.turns is not None]
     write_turns = [t for t in turns if t.task in WRITE_TRAIN_TASKS] or turns
@@ -628,6 +644,7 @@ def train_gates(
                             "collected": {d.name: d.seconds for d in collected}}},
         metrics={"rerank": rerank_cv, "rerank_without_adapter": {key: {s: v[s] for s in SYSTEMS} for key, v in
                                                                   plain.summary.items()},
+                 "rerank_context_without_e5": {key: {"rerank": v["rerank"]} for key, v in blind.summary.items()},
                  f"rerank_second_{'embedded' if project else 'projected'}": {
                      key: {"rerank": v["rerank"]} for key, v in twin.summary.items()},
                  "query": adapted.summary, **({"second": projected.summary} if project else {}), "write": write_cv,

@@ -355,12 +355,13 @@ class ReadPipeline:
         return None if moved is None else moved[0]
 
     def _second(self, tenant: str, req: SearchRequest, cands: list[_Candidate], qvec: Sequence[float],
-                query: Future[np.ndarray] | None = None) -> dict[str, float]:
-        """Each candidate's cosine to the query in the second embedder's space, by memory id: the rows
-        stored for the candidates' texts, at most `second_fill` missing ones embedded now (and stored);
-        the others are left out (the read gate reads them as unknown). The query's row: `query` when it
-        is being embedded already, else `qvec` (its MiniLM embedding) as the gate's projection moves it,
-        else (no projection, or a gate worker out of reach) embedded with e5 now."""
+                query: Future[np.ndarray] | None = None) -> dict[str, tuple[float, np.ndarray]]:
+        """Each candidate's cosine to the query in the second embedder's space and its row there (the
+        context columns read it), by memory id: the rows stored for the candidates' texts, at most
+        `second_fill` missing ones embedded now (and stored); the others are left out (the read gate
+        reads them as unknown). The query's row: `query` when it is being embedded already, else `qvec`
+        (its MiniLM embedding) as the gate's projection moves it, else (no projection, or a gate worker
+        out of reach) embedded with e5 now."""
         if self.second is None or not cands:
             return {}
         rows = self.second.rows(tenant, req.user_id, [c.cube.content for c in cands], fill=self.config.second_fill)
@@ -369,7 +370,8 @@ class ReadPipeline:
         q = query.result() if query is not None else self._project(qvec)
         if q is None:
             q = self.second.query(req.query)
-        return {c.cube.id: float(rows[c.cube.content] @ q) for c in cands if c.cube.content in rows}
+        return {c.cube.id: (float(rows[c.cube.content] @ q), rows[c.cube.content]) for c in cands
+                if c.cube.content in rows}
 
     def _project(self, qvec: Sequence[float]) -> np.ndarray | None:
         """The query's row in the second embedder's space by the gate's projection; None without one."""
@@ -381,11 +383,11 @@ class ReadPipeline:
 
     def _features(self, query: str, qvec: list[float], flt: VectorFilter, cands: list[_Candidate], *,
                   window: bool = False, moved: np.ndarray | None = None,
-                  seconds: dict[str, float] | None = None) -> np.ndarray:
+                  seconds: dict[str, tuple[float, np.ndarray]] | None = None) -> np.ndarray:
         """The read gate's inputs; the dense score of every candidate comes from one id-restricted search,
         its cosine to `moved` (the query as the query adapter moves it, `_adapt`) from a second; without
-        it the read gate reads the adapter's columns as unknown. `seconds`: the candidates' cosines in
-        the second embedder's space (`_second`), unknown where absent."""
+        it the read gate reads the adapter's columns as unknown. `seconds`: the candidates' cosines and
+        rows in the second embedder's space (`_second`), unknown where absent."""
         seconds = seconds or {}
         ids = [c.cube.id for c in cands]
         only = replace(flt, ids=ids)
@@ -404,7 +406,8 @@ class ReadPipeline:
                 dense=cosine.get(c.cube.id, sc.get("dense")), keyword=sc.get("keyword"), graph=sc.get("graph"),
                 dense_rank=r.get("dense"), keyword_rank=r.get("keyword"), graph_rank=r.get("graph"),
                 fused=c.fused.score, fused_rank=c.fused_rank, temporal_rank=r.get("temporal"),
-                adapted=adapted.get(c.cube.id), second=seconds.get(c.cube.id),
+                adapted=adapted.get(c.cube.id), second=seconds[c.cube.id][0] if c.cube.id in seconds else None,
+                second_row=seconds[c.cube.id][1] if c.cube.id in seconds else None,
             ))
         return rerank_features(query, views, window=window)
 

@@ -3,7 +3,9 @@
 The read gate scores (query, candidate) pairs from what the read path already has: each
 retriever's score and rank, the fused rank, the memory's type and length, and cheap lexical
 signals (query words and names found in the memory, dates and numbers), plus each candidate's
-cosine to the query as the query adapter moves it and in a second embedder's space. No candidate is
+cosine to the query as the query adapter moves it and in a second embedder's space, and what the
+rest of the list says of it (the context columns: its e5 cosine to the list's top, and the weight of
+its day there, `context_columns`). No candidate is
 embedded at search time: the dense score of every candidate comes from one id-restricted vector
 search, and the second embedder's rows are stored with the scope (`memsvc.learn.second.SecondRows`;
 a search embeds at most a few it lacks). The write gate scores a message from its embedding
@@ -16,6 +18,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -80,6 +83,7 @@ class Candidate:
     temporal_rank: int | None = None  # rank in the `temporal` ranking (dated in the period the query names)
     adapted: float | None = None  # cosine to the query as the query adapter moves it (None: no adapter)
     second: float | None = None  # cosine to the query in the second embedder's space (None: no row stored)
+    second_row: np.ndarray | None = None  # the memory's row in the second embedder's space (None: none stored)
 
 
 # The candidate's cosine to the adapted query (`memsvc.learn.nets.QueryAdapter`), as a value, its gap
@@ -128,6 +132,59 @@ def second_columns(cosines: np.ndarray) -> np.ndarray:
     return cosine_columns(cosines)
 
 
+# What the rest of the list says of a candidate (pseudo-relevance feedback): its e5 cosine to the
+# score-weighted centroid of the list's top `CONTEXT_TOP` by the first-look score (`context_prescore`:
+# the sum of the dense, second-embedder and adapted-query z-scores), leaving itself out, and to the
+# nearest of the top three; how much of that score's probability mass sits in other candidates of the
+# same day (a conversation's session) and the largest such candidate's; and the first-look score's
+# z, gap and rank. Measured (5 folds by conversation, development suite, 2026-12-06), against the same
+# reranker without them: LoCoMo WR@500 79.3 -> 81.2, ToolBench 76.7 -> 78.9, ReMe 82.5 -> 82.8;
+# KnowMe 63.2 -> 59.2, Gorilla 35.0 -> 33.0, REALTALK 73.7 -> 72.7 (see the README's Learned gates).
+CONTEXT_FEATURES: tuple[str, ...] = (
+    "context_z", "context_gap", "context_rank", "context_centroid", "context_nearest", "context_day_mass",
+    "context_day_max")
+CONTEXT_TOP = 5
+
+
+def context_prescore(rows: np.ndarray) -> np.ndarray:
+    """The first-look score the context columns rank by: from a list's read-gate rows (`RERANK_FEATURES`
+    columns before `CONTEXT_FEATURES`), the sum of its dense, second and adapted z-scores."""
+    return np.asarray(rows[:, _DENSE_Z] + rows[:, _SECOND_Z] + rows[:, _ADAPTED_Z], dtype=np.float64)
+
+
+def context_columns(prescore: np.ndarray, vectors: np.ndarray, days: Sequence[str], top: int = CONTEXT_TOP) -> np.ndarray:
+    """`CONTEXT_FEATURES` of one candidate list: `prescore` per candidate, `vectors` their unit rows in
+    the second embedder's space (zeros where unknown) and `days` their ISO event days ("" when none)."""
+    s = np.asarray(prescore, dtype=np.float64)
+    n = len(s)
+    out = np.zeros((n, len(CONTEXT_FEATURES)), dtype=np.float32)
+    if n == 0:
+        return out
+    order = np.argsort(-s, kind="stable")
+    rank = np.empty(n)
+    rank[order] = np.arange(n)
+    p = np.exp(s - s.max())
+    p /= p.sum()
+    best = order[:top]
+    sim = np.asarray(vectors, dtype=np.float64) @ np.asarray(vectors, dtype=np.float64)[best].T  # (n, top)
+    itself = best[None, :] == np.arange(n)[:, None]
+    weights = np.where(itself, 0.0, p[best][None, :])
+    centroid = (sim * weights).sum(1) / np.maximum(weights.sum(1), 1e-9)
+    nearest = np.where(itself[:, :3], -1.0, sim[:, :3]).max(1)
+    day = np.asarray(days, dtype=object)
+    mass = np.zeros(n)
+    largest = np.zeros(n)
+    for d in set(days) - {""}:
+        idx = np.flatnonzero(day == d)
+        mass[idx] = p[idx].sum() - p[idx]
+        if len(idx) > 1:
+            ordered = np.sort(p[idx])
+            largest[idx] = np.where(p[idx] == ordered[-1], ordered[-2], ordered[-1])
+    out[:] = np.stack([(s - s.mean()) / (s.std() + 1e-6), s - s.max(), np.log1p(rank) / 6.0, centroid, nearest,
+                       mass, largest], 1)
+    return out
+
+
 RERANK_FEATURES: tuple[str, ...] = (
     "dense", "dense_gap", "dense_z", "dense_rank", "dense_missing",
     "keyword_rel", "keyword_rank", "keyword_missing",
@@ -139,11 +196,14 @@ RERANK_FEATURES: tuple[str, ...] = (
     "q_window", "temporal_rank", "temporal_missing",
     *SECOND_FEATURES,
     *ADAPTED_FEATURES,
+    *CONTEXT_FEATURES,
 )
 # The columns the read path's candidate stage fills from what the retrievers returned; the second
-# embedder's and the adapter's come after them, so training can fill those from the candidates' texts
-# (and, for the adapter, the model of the right fold).
-BASE_FEATURES: tuple[str, ...] = RERANK_FEATURES[:len(RERANK_FEATURES) - len(SECOND_FEATURES) - len(ADAPTED_FEATURES)]
+# embedder's, the adapter's and the context's come after them, so training can fill those from the
+# candidates' texts (and, for the adapter, the model of the right fold).
+BASE_FEATURES: tuple[str, ...] = RERANK_FEATURES[:len(RERANK_FEATURES) - len(SECOND_FEATURES) - len(ADAPTED_FEATURES)
+                                                 - len(CONTEXT_FEATURES)]
+_DENSE_Z, _SECOND_Z, _ADAPTED_Z = (RERANK_FEATURES.index(c) for c in ("dense_z", "second_z", "adapted_z"))
 
 
 def _rank_feature(rank: int | None, missing: float) -> float:
@@ -199,12 +259,22 @@ def rerank_features(query: str, cands: Sequence[Candidate], *, window: bool = Fa
             float(window and c.temporal_rank is None),
             *(0.0 for _ in SECOND_FEATURES),
             *(0.0 for _ in ADAPTED_FEATURES),
+            *(0.0 for _ in CONTEXT_FEATURES),
         )
     second = np.array([c.second if c.second is not None else np.nan for c in cands], dtype=np.float64)
     out[:, len(BASE_FEATURES):len(BASE_FEATURES) + len(SECOND_FEATURES)] = second_columns(second)
     adapted = np.array([c.adapted if c.adapted is not None else np.nan for c in cands], dtype=np.float64)
-    out[:, -len(ADAPTED_FEATURES):] = adapted_columns(adapted)
+    at = len(BASE_FEATURES) + len(SECOND_FEATURES)
+    out[:, at:at + len(ADAPTED_FEATURES)] = adapted_columns(adapted)
+    dim = next((len(c.second_row) for c in cands if c.second_row is not None), 1)
+    rows = np.stack([c.second_row if c.second_row is not None else np.zeros(dim) for c in cands])
+    out[:, -len(CONTEXT_FEATURES):] = context_columns(context_prescore(out), rows, [day_of(c.event_epoch) for c in cands])
     return out
+
+
+def day_of(epoch: float | None) -> str:
+    """A memory's event day as the context columns compare them (ISO, UTC; "" when undated)."""
+    return datetime.fromtimestamp(epoch, UTC).date().isoformat() if epoch is not None else ""
 
 
 # -- write gate -----------------------------------------------------------------------------------

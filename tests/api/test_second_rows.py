@@ -114,6 +114,34 @@ def test_the_indexer_stores_every_memorys_row_and_searches_read_them(tmp_path: P
         os_.close()
 
 
+def test_the_read_gates_context_columns_read_the_stored_rows_of_the_candidates(tmp_path: Path) -> None:
+    from memsvc.learn.features import CONTEXT_FEATURES, RERANK_FEATURES, context_columns, context_prescore
+
+    os_ = build(tmp_path, second_rows="on")
+    try:
+        texts = write(os_, "cy")
+        req = SearchRequest(user_id="cy", query=QUERY, preset="hybrid_temporal_rerank", top_k=len(TEXTS))
+        cset = os_.reader.candidates(TENANT, req)
+        assert cset is not None and cset.features is not None
+        contents = [c.cube.content for c in cset.candidates]
+        assert set(texts) <= set(contents)
+        rows = stored(os_, "cy", contents)
+        x = cset.features
+        vectors = np.stack([rows[t] for t in contents])
+        days = [(c.cube.event_time or c.cube.valid_from).date().isoformat() for c in cset.candidates]
+        assert set(days) == {"2024-05-01"}  # the turns' timestamps: one day, one session
+        expected = context_columns(context_prescore(x), vectors, days)
+        np.testing.assert_allclose(x[:, -len(CONTEXT_FEATURES):], expected, rtol=1e-5, atol=1e-6)
+        centroid = x[:, RERANK_FEATURES.index("context_centroid")]
+        assert np.all(centroid != 0.0)  # every candidate's row was there to compare
+        # one session: every candidate's day holds all the first look's mass but its own
+        first_look = np.exp(context_prescore(x) - context_prescore(x).max())
+        first_look /= first_look.sum()
+        np.testing.assert_allclose(x[:, RERANK_FEATURES.index("context_day_mass")] + first_look, 1.0, rtol=1e-5)
+    finally:
+        os_.close()
+
+
 def test_a_reranking_search_embeds_at_most_second_fill_rows_and_keeps_them(tmp_path: Path, counted: list[str]) -> None:
     # the default preset does not rerank: with `auto` the indexer embeds nothing
     os_ = build(tmp_path, second_fill=2)

@@ -29,8 +29,8 @@ def test_bounded_training_writes_a_loadable_artefact_with_its_manifest(data_root
     assert manifest["data"]["locomo/locomo10_dev.json"] == sums["locomo/locomo10_dev.json"]
     assert all(sums[f] == h for f, h in manifest["data"].items())
     assert manifest["name"] == "memsvc-gates" and manifest["config"]["folds"] == 2
-    assert set(manifest["metrics"]) == {"rerank", "rerank_without_adapter", "rerank_second_embedded", "query", "second",
-                                        "write", "route"}
+    assert set(manifest["metrics"]) == {"rerank", "rerank_without_adapter", "rerank_context_without_e5",
+                                        "rerank_second_embedded", "query", "second", "write", "route"}
     assert manifest["metrics"]["query"]["n"] >= 1 and 0 < manifest["metrics"]["query"]["mrr_adapted"] <= 1
     pooled = manifest["metrics"]["rerank"]["locomo/hybrid_temporal"]
     assert set(pooled) >= {"fused", "fused+dedup", "rerank", "by_category"} and pooled["rerank"]["n"] >= 1
@@ -101,7 +101,15 @@ def test_second_columns_are_the_candidates_e5_cosines_to_the_question(tmp_path: 
 
     from evals.gates_data import QueryExample
     from evals.train_gates import BASE_WIDTH, second_vectors, with_adapted
-    from memsvc.learn.features import ADAPTED_FEATURES, RERANK_FEATURES, SECOND_FEATURES, second_columns
+    from memsvc.learn.features import (
+        ADAPTED_FEATURES,
+        CONTEXT_FEATURES,
+        RERANK_FEATURES,
+        SECOND_FEATURES,
+        context_columns,
+        context_prescore,
+        second_columns,
+    )
     from memsvc.learn.second import SecondEmbedder
 
     contents = ["Caroline: I moved to Berlin in May.", "Melanie: We went camping by the lake.", "Jon: ok"]
@@ -109,7 +117,7 @@ def test_second_columns_are_the_candidates_e5_cosines_to_the_question(tmp_path: 
                       gold=("d1",), pool="hybrid_temporal", features=np.zeros((3, BASE_WIDTH + 8), np.float32),
                       labels=np.array([True, False, False]), credited=[("d1",), (), ()], words=[7, 7, 2],
                       episodic=[True] * 3, sources=[("d1",), ("d2",), ("d3",)], ranks=np.zeros((3, 3), np.int32),
-                      contents=contents)
+                      contents=contents, dates=["2023-05-08", "2023-05-08", "2023-06-01"])
     assert ex.second is None
     second_vectors([ex], tmp_path)
     e5 = SecondEmbedder()
@@ -120,6 +128,14 @@ def test_second_columns_are_the_candidates_e5_cosines_to_the_question(tmp_path: 
     rows = with_adapted(ex, np.ones((3, len(ADAPTED_FEATURES)), np.float32))
     assert rows.shape == (3, len(RERANK_FEATURES))
     np.testing.assert_allclose(rows[:, BASE_WIDTH:BASE_WIDTH + len(SECOND_FEATURES)], expected, atol=1e-5)
+    # the context columns read the candidates' e5 rows when given, else none (zeros: orthogonal)
+    vectors = e5.encode(contents)
+    with_rows = with_adapted(ex, np.ones((3, len(ADAPTED_FEATURES)), np.float32), vectors=vectors)
+    head = with_rows[:, :-len(CONTEXT_FEATURES)]
+    np.testing.assert_allclose(head, rows[:, :-len(CONTEXT_FEATURES)])
+    np.testing.assert_allclose(with_rows[:, -len(CONTEXT_FEATURES):],
+                               context_columns(context_prescore(head), vectors, ex.dates), atol=1e-5)
+    assert not np.allclose(with_rows[:, -len(CONTEXT_FEATURES):], rows[:, -len(CONTEXT_FEATURES):])
     # a second run reads the cache instead of embedding again: every text is in it, and it is not rewritten
     cache = tmp_path / "second.pkl"
     before = (cache.stat().st_mtime_ns, cache.read_bytes())

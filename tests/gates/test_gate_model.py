@@ -549,6 +549,10 @@ def test_the_admin_policies_page_shows_the_other_way_to_the_query_row(tmp_path: 
         try:
             page = _admin_policies_page(os_)
             assert f"reranked WR@500, the query's e5 row {twin} instead</th>" in page
+            # and the same reranker with its context columns read without e5 rows, from the same run
+            blind = G.read_manifest(path or G.PACKAGED).metrics["rerank_context_without_e5"]["locomo/hybrid_temporal"]
+            assert "reranked WR@500, the context columns without e5 rows</th>" in page
+            assert f'<td>{blind["rerank"]["WR@500"]:.3f}</td>' in page
             assert ("mean cosine to the query's own e5 embedding" in page) is projection
         finally:
             os_.close()

@@ -15,6 +15,7 @@ from memsvc.learn.artefact import Manifest, read_manifest, sha256_file
 from memsvc.learn.features import (
     ADAPTED_FEATURES,
     BASE_FEATURES,
+    CONTEXT_FEATURES,
     LENGTH_FLOOR,
     PREVIOUS_FEATURES,
     RERANK_FEATURES,
@@ -23,6 +24,8 @@ from memsvc.learn.features import (
     WRITE_GATE_FEATURES,
     Candidate,
     adapted_columns,
+    context_columns,
+    context_prescore,
     per_length,
     rerank_features,
     second_columns,
@@ -225,13 +228,14 @@ def test_adapted_columns_rank_within_the_list_and_stand_in_for_unknown_cosines()
     assert adapted_columns(np.zeros(0)).shape == (0, len(ADAPTED_FEATURES))
 
 
-def test_rerank_rows_end_with_the_adapted_columns_of_the_candidates() -> None:
+def test_rerank_rows_hold_the_adapted_columns_of_the_candidates_before_the_context() -> None:
     def c(adapted: float | None) -> Candidate:
         return Candidate(type="episodic", content="Caroline: I moved to Berlin.", speaker="Caroline", derived=False,
                          tokens=8, event_epoch=None, dense=0.5, keyword=None, graph=None, dense_rank=1,
                          keyword_rank=None, graph_rank=None, fused=0.01, fused_rank=1, adapted=adapted)
     x = rerank_features("Where did Caroline move?", [c(0.3), c(0.7), c(None)])
-    np.testing.assert_allclose(x[:, -len(ADAPTED_FEATURES):], adapted_columns(np.array([0.3, 0.7, np.nan])))
+    at = len(BASE_FEATURES) + len(SECOND_FEATURES)
+    np.testing.assert_allclose(x[:, at:at + len(ADAPTED_FEATURES)], adapted_columns(np.array([0.3, 0.7, np.nan])))
 
 
 def test_rerank_rows_hold_the_second_embedders_columns_between_the_base_and_the_adapters() -> None:
@@ -240,12 +244,49 @@ def test_rerank_rows_hold_the_second_embedders_columns_between_the_base_and_the_
                          tokens=8, event_epoch=None, dense=0.5, keyword=None, graph=None, dense_rank=1,
                          keyword_rank=None, graph_rank=None, fused=0.01, fused_rank=1, adapted=adapted, second=second)
     x = rerank_features("Where did Caroline move?", [c(0.8, None), c(None, 0.2), c(0.1, 0.4)])
-    assert (*BASE_FEATURES, *SECOND_FEATURES, *ADAPTED_FEATURES) == RERANK_FEATURES
+    assert (*BASE_FEATURES, *SECOND_FEATURES, *ADAPTED_FEATURES, *CONTEXT_FEATURES) == RERANK_FEATURES
     at = len(BASE_FEATURES)
     np.testing.assert_allclose(x[:, at:at + len(SECOND_FEATURES)], second_columns(np.array([0.8, np.nan, 0.1])))
-    np.testing.assert_allclose(x[:, -len(ADAPTED_FEATURES):], adapted_columns(np.array([np.nan, 0.2, 0.4])))
+    after = at + len(SECOND_FEATURES)
+    np.testing.assert_allclose(x[:, after:after + len(ADAPTED_FEATURES)], adapted_columns(np.array([np.nan, 0.2, 0.4])))
     value, gap, _, rank = x[:, at:at + len(SECOND_FEATURES)].T
     assert value[0] == pytest.approx(0.8) and gap[2] == pytest.approx(-0.7) and rank[0] < rank[2] < rank[1]
+
+
+def test_context_columns_read_the_first_looks_top_and_the_candidates_day() -> None:
+    # 0 and 1 lead the first look; 2 says what 0 says (same e5 row), 3 is undated, 4 shares 1's day
+    rows = np.array([[1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 0, 1], [0, 0, 1]], dtype=np.float32)
+    prescore = np.array([3.0, 2.0, 0.0, -1.0, -2.0])
+    days = ["2023-05-08", "2023-06-01", "2023-05-08", "", "2023-06-01"]
+    x = context_columns(prescore, rows, days, top=2)
+    assert x.shape == (5, len(CONTEXT_FEATURES))
+    p = np.exp(prescore - prescore.max())
+    p /= p.sum()
+    col = {name: x[:, i] for i, name in enumerate(CONTEXT_FEATURES)}
+    np.testing.assert_allclose(col["context_rank"], np.log1p(np.arange(5)) / 6.0, rtol=1e-6)
+    np.testing.assert_allclose(col["context_gap"], prescore - 3.0)
+    # the top two leave themselves out (each sees only the other: orthogonal); 2 sits on 0's row
+    np.testing.assert_allclose(col["context_centroid"], [0.0, 0.0, p[0] / (p[0] + p[1]), 0.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(col["context_nearest"], [0.0, 0.0, 1.0, 0.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(col["context_day_mass"], [p[2], p[4], p[0], 0.0, p[1]], rtol=1e-5)
+    np.testing.assert_allclose(col["context_day_max"], [p[2], p[4], p[0], 0.0, p[1]], rtol=1e-5)
+    assert context_columns(np.zeros(0), np.zeros((0, 3)), []).shape == (0, len(CONTEXT_FEATURES))
+
+
+def test_rerank_rows_end_with_the_context_of_the_list_from_the_candidates_e5_rows() -> None:
+    def c(i: int, row: np.ndarray | None) -> Candidate:
+        return Candidate(type="episodic", content=f"Caroline: I moved to Berlin ({i}).", speaker="Caroline",
+                         derived=False, tokens=8, event_epoch=1.7e9 + 86400 * (i % 2), dense=0.3 + 0.1 * i,
+                         keyword=None, graph=None, dense_rank=i, keyword_rank=None, graph_rank=None, fused=0.01,
+                         fused_rank=i, adapted=0.2, second=0.1 * i, second_row=row)
+    rows = np.eye(4, dtype=np.float32)
+    x = rerank_features("Where did Caroline move?", [c(0, rows[0]), c(1, rows[1]), c(2, None), c(3, rows[3])])
+    known = rows.copy()
+    known[2] = 0.0  # no stored row: unknown, orthogonal to every other
+    days = [datetime.fromtimestamp(1.7e9 + 86400 * (i % 2), UTC).date().isoformat() for i in range(4)]
+    np.testing.assert_allclose(x[:, -len(CONTEXT_FEATURES):], context_columns(context_prescore(x), known, days),
+                               rtol=1e-5)
+    assert x[2, RERANK_FEATURES.index("context_centroid")] == 0.0
 
 
 def test_query_adapter_learns_to_move_questions_to_their_answers_and_round_trips(tmp_path: Path) -> None:
