@@ -166,7 +166,8 @@ def context_columns(prescore: np.ndarray, vectors: np.ndarray, days: Sequence[st
     p = np.exp(s - s.max())
     p /= p.sum()
     best = order[:top]
-    sim = np.asarray(vectors, dtype=np.float64) @ np.asarray(vectors, dtype=np.float64)[best].T  # (n, top)
+    v = np.asarray(vectors, dtype=np.float64)
+    sim = v @ v[best].T  # (n, top)
     itself = best[None, :] == np.arange(n)[:, None]
     weights = np.where(itself, 0.0, p[best][None, :])
     centroid = (sim * weights).sum(1) / np.maximum(weights.sum(1), 1e-9)

@@ -144,17 +144,20 @@ def test_local_and_remote_answer_the_same_numbers(local: TorchGateModel, worker:
     remote.close()
 
 
+# Four LoCoMo-like turns and the question each answers (question i -> turn i).
+TURNS = ["Caroline: I went to a LGBTQ support group yesterday and it was so powerful.",
+         "Melanie: I painted a lake sunrise last year, it's my favourite.",
+         "Caroline: I'm keen on counseling or working in mental health.",
+         "Melanie: We're going camping with the kids next month."]
+QUESTIONS = ["When did Caroline go to the LGBTQ support group?", "What did Melanie paint?",
+             "What career path is Caroline considering?", "Where is Melanie going with her kids?"]
+
 def test_the_query_adapter_moves_questions_towards_the_turns_that_answer_them(gate: GateModel) -> None:
     from memsvc.config import Settings
     from storage.registry import build_embedder
 
     embedder = build_embedder(Settings())
-    turns = ["Caroline: I went to a LGBTQ support group yesterday and it was so powerful.",
-             "Melanie: I painted a lake sunrise last year, it's my favourite.",
-             "Caroline: I'm keen on counseling or working in mental health.",
-             "Melanie: We're going camping with the kids next month."]
-    questions = ["When did Caroline go to the LGBTQ support group?", "What did Melanie paint?",
-                 "What career path is Caroline considering?", "Where is Melanie going with her kids?"]
+    turns, questions = TURNS, QUESTIONS
     d = embedder.embed(turns)
     q = np.stack([embedder.embed_query(t) for t in questions])
     moved = gate.adapt(q)
@@ -175,12 +178,7 @@ def test_the_projection_puts_a_question_where_e5_embeds_it_and_ranks_turns_as_e5
     from storage.registry import build_embedder
 
     embedder, e5 = build_embedder(Settings()), SecondEmbedder()
-    turns = ["Caroline: I went to a LGBTQ support group yesterday and it was so powerful.",
-             "Melanie: I painted a lake sunrise last year, it's my favourite.",
-             "Caroline: I'm keen on counseling or working in mental health.",
-             "Melanie: We're going camping with the kids next month."]
-    questions = ["When did Caroline go to the LGBTQ support group?", "What did Melanie paint?",
-                 "What career path is Caroline considering?", "Where is Melanie going with her kids?"]
+    turns, questions = TURNS, QUESTIONS
     projected = gate.project(np.stack([embedder.embed_query(t) for t in questions]))
     embedded = np.stack([e5.encode_query(t) for t in questions])
     assert projected.shape == (4, 384) and np.allclose(np.linalg.norm(projected, axis=1), 1.0, atol=1e-4)
