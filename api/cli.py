@@ -142,6 +142,10 @@ def gates_serve(
     path: Annotated[Path | None, typer.Option("--path", help="artefact folder (default: the packaged one)")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
     precision: Annotated[str, typer.Option(help="auto, fp32, bf16 or fp16")] = "auto",
+    cross: Annotated[bool, typer.Option("--cross/--no-cross", help="serve the cross-encoder stage when its artefact "
+                                        "is present")] = True,
+    cross_path: Annotated[Path | None, typer.Option("--cross-path", help="the cross-encoder's artefact folder "
+                                                    "(default: the packaged one)")] = None,
     token: Annotated[str | None, typer.Option(envvar="MEMSVC_GATES__TOKEN", show_default=False,
                                               help="shared secret the API nodes send; set it in the environment "
                                                    "(MEMSVC_GATES__TOKEN), not on the command line")] = None,
@@ -153,7 +157,7 @@ def gates_serve(
     from api.gates_server import create_gates_app
     from storage.gates.local import TorchGateModel
 
-    model = TorchGateModel(path, device=device, precision=precision)
+    model = TorchGateModel(path, device=device, precision=precision, cross=(cross_path or True) if cross else False)
     info = model.describe()
     typer.echo(f"memsvc gates: {info['name']} v{info['version']} heads={info['heads']} on {info['device']} "
                f"({info['dtype']}), listening on http://{host}:{port}"
@@ -480,6 +484,7 @@ def _mount_eval() -> None:
         return
     app.add_typer(eval_app, name="eval", help="Run the evaluation suite.")
     import evals.retention  # noqa: F401  (registers `eval retention` and `train retention`)
+    import evals.train_cross  # noqa: F401  (registers `train cross` on train_app)
     import evals.train_skills  # noqa: F401  (registers `train skills` on train_app)
     from evals.train_gates import train_app
 

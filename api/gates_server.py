@@ -16,11 +16,19 @@ from memsvc.learn.features import RERANK_FEATURES, ROUTE_FEATURES, WRITE_GATE_FE
 from memsvc.ports import GateModel
 
 MAX_ROWS = 20_000
+MAX_TEXTS = 512  # texts per cross-encoder call (a read path sends its first stage's top `cross_depth`)
+MAX_TEXT_CHARS = 20_000  # each is cut to the model's 128 tokens anyway
 
 
 class RerankBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     lists: list[list[list[float]]] = Field(description="candidate lists; rows of RERANK_FEATURES")
+
+
+class CrossBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    query: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    texts: list[str] = Field(max_length=MAX_TEXTS, description="memories as `memsvc.learn.cross.memory_text` writes them")
 
 
 class RowsBody(BaseModel):
@@ -72,7 +80,8 @@ def create_gates_app(model: GateModel, token: str | None = None) -> FastAPI:
 
     auth = [Depends(authorised)]
     app = FastAPI(title="memsvc gates", version="0.1.0",
-                  description="The learned gate heads (reranker with its query adapter and second-embedder projection, write gate, router) as a shared worker.")
+                  description="The learned gate heads (reranker with its query adapter and second-embedder projection, "
+                              "cross-encoder stage, write gate, router) as a shared worker.")
     errors.install(app)
     info = model.describe()
     dims = {h: _dim(info, h) for h in ("query", "second", "write", "route")}  # the embedding width each head reads
@@ -89,6 +98,14 @@ def create_gates_app(model: GateModel, token: str | None = None) -> FastAPI:
             raise InvalidInput(f"lists: at most {MAX_ROWS} candidates per call, over all lists")
         lists = [_matrix(x, len(RERANK_FEATURES), "lists") for x in body.lists]
         return {"scores": [s.tolist() for s in model.rerank(lists)]}
+
+    @app.post("/v1/gates/cross", dependencies=auth)
+    def cross(body: CrossBody) -> dict[str, Any]:
+        if not model.has("cross"):
+            raise InvalidInput("this worker has no cross-encoder stage loaded")
+        if any(len(t) > MAX_TEXT_CHARS for t in body.texts):
+            raise InvalidInput(f"texts: each at most {MAX_TEXT_CHARS} characters")
+        return {"scores": model.cross(body.query, body.texts).tolist() if body.texts else []}
 
     @app.post("/v1/gates/query", dependencies=auth)
     def query(body: QueryBody) -> dict[str, Any]:

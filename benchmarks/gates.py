@@ -37,8 +37,8 @@ from memsvc.config import SearchConfig, Settings
 from memsvc.schemas import SearchRequest, WriteRequest
 from storage.registry import build_memory_os
 
-PRESETS = ("hybrid", "hybrid_rerank", "hybrid_temporal", "hybrid_temporal_rerank", "hybrid_temporal_adapted", "hybrid_ppr",
-           "hybrid_ppr_rerank")
+PRESETS = ("hybrid", "hybrid_rerank", "hybrid_temporal", "hybrid_temporal_rerank", "hybrid_temporal_cross",
+           "hybrid_temporal_adapted", "hybrid_ppr", "hybrid_ppr_rerank")
 MONTHS = ("January", "February")  # the synthetic turns are 7 minutes apart from 2024-01-01: 10k span Jan-Feb
 
 
@@ -47,6 +47,7 @@ def main() -> None:
     ap.add_argument("--memories", type=int, default=10_000)
     ap.add_argument("--depths", default="50,100,200")
     ap.add_argument("--queries", type=int, default=200)
+    ap.add_argument("--cross-depths", default="10,30", help="the cross-encoder stage's depths measured (its artefact loaded)")
     ap.add_argument("--out", type=Path, default=Path("bench-gates.json"))
     ap.add_argument("--second-rows", choices=("auto", "on", "off"), default="on",
                     help="MEMSVC_SEARCH__SECOND_ROWS while the scope is written")
@@ -96,6 +97,19 @@ def main() -> None:
                              "p95_ms": round(pct(total, 95), 2), "features_p50_ms": round(pct(feats, 50), 2),
                              "forward_p50_ms": round(pct(fwd, 50), 2), "second_p50_ms": round(pct(second, 50), 2)})
             reader.config = SearchConfig(**{**reader.config.model_dump(), "rerank_depth": 200})
+            for depth in (int(d) for d in args.cross_depths.split(",") if d) if reader.crosser is not None else ():
+                reader.config = SearchConfig(**{**reader.config.model_dump(), "cross_depth": depth})
+                lat = []
+                for q in queries:
+                    cset = reader.candidates("bench", SearchRequest(user_id="u", query=q, top_k=10,
+                                                                    preset="hybrid_temporal_cross"))
+                    assert cset is not None and cset.features is not None
+                    t = time.perf_counter()
+                    reader.rank(cset)  # the read gate's forward pass (~2 ms, above) and the cross stage
+                    lat.append((time.perf_counter() - t) * 1000)
+                rows.append({"what": f"rerank + cross stage, cross depth {depth}", "p50_ms": round(pct(lat, 50), 2),
+                             "p95_ms": round(pct(lat, 95), 2)})
+            reader.config = SearchConfig(**{**reader.config.model_dump(), "cross_depth": 30})
             for preset in PRESETS:
                 lat = []
                 cpu = time.process_time()  # every thread of the process: what a search costs a loaded node

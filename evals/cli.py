@@ -32,7 +32,7 @@ from evals.qa import QA_BENCHMARKS, SKIP_MESSAGE, QAScorer, endpoint_from_env
 from evals.report import dataset_checksums, write_outputs
 from evals.runner import RunOptions, run_system, scope_id, system_summary
 from evals.tasks import BENCHMARKS, Task, build_task, write_lmeb
-from memsvc.config import SearchConfig
+from memsvc.config import Settings
 from memsvc.retrieval.presets import PRESETS
 
 # memsvc-ppr: memsvc's own scopes searched with the `hybrid_ppr` preset (dense + BM25 + graph PPR).
@@ -42,7 +42,8 @@ MEMSVC_SYSTEMS = {"memsvc": None, "memsvc-hybrid": "hybrid", "memsvc-ppr": "hybr
                   "memsvc-ppr-rerank": "hybrid_ppr_rerank", "memsvc-episodes": "hybrid_episodes",
                   "memsvc-neighbours": "hybrid_neighbours", "memsvc-temporal": "hybrid_temporal",
                   "memsvc-temporal-rerank": "hybrid_temporal_rerank", "memsvc-temporal-adapted": "hybrid_temporal_adapted",
-                  "memsvc-time": "hybrid_time", "memsvc-structured": "structured"}
+                  "memsvc-time": "hybrid_time", "memsvc-structured": "structured",
+                  "memsvc-cross": "hybrid_temporal_cross"}
 SYSTEMS = (*MEMSVC_SYSTEMS, *BASELINES)
 ALL_SYSTEMS = ("memsvc", *BASELINES)  # `eval all`: the graph preset is measured per benchmark (locomo, musique)
 # `memsvc eval all`: (query limit, scene limit) per task, chosen to keep the development suite under
@@ -93,7 +94,10 @@ def _memsvc_client(stack: ExitStack, url: str | None, key: str | None, data_dir:
     else:
         folder = str(data_dir) if data_dir else stack.enter_context(tempfile.TemporaryDirectory(prefix="memsvc-eval-"))
         try:
-            client = build_in_process(folder, search=SearchConfig(second_rows="on")) if rerank else build_in_process(folder)
+            # the rerank presets read every memory's e5 row, stored at write; the rest of the search section
+            # is the environment's (MEMSVC_SEARCH__*), as a server's would be
+            search = Settings().search.model_copy(update={"second_rows": "on"})
+            client = build_in_process(folder, search=search) if rerank else build_in_process(folder)
         except ImportError as exc:
             typer.echo(f"memsvc cannot be built in-process ({exc}); run with --systems {','.join(BASELINES)} "
                        "or against a server with --url/--key", err=True)
@@ -165,7 +169,12 @@ def run_suite(
                         held_out = CrossValidatedClient.folds_of(memsvc._os.reader.gate)
                         by_user = {scope_id(name, scene, opts.run_id): held_out[f"{name}/{scene}"]
                                    for scene in task.scenes if f"{name}/{scene}" in held_out}
-                        client = CrossValidatedClient(memsvc, preset, by_user)
+                        cross_by_user: dict[str, int] = {}
+                        if preset is not None and PRESETS[preset].cross:
+                            cross_held = CrossValidatedClient.cross_folds_of(memsvc._os.reader.gate)
+                            cross_by_user = {scope_id(name, scene, opts.run_id): cross_held[f"{name}/{scene}"]
+                                             for scene in task.scenes if f"{name}/{scene}" in cross_held}
+                        client = CrossValidatedClient(memsvc, preset, by_user, cross_by_user)
                 else:
                     client = make_baseline(system, encoder)
                 run = run_system(task, system, client, opts, qa=scorer)

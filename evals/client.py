@@ -84,7 +84,12 @@ class CrossValidatedClient:
     scenes no fold trained on (evaluation-only sets, held-out data) get the shipped model, which
     never saw them either. Writes go to the inner client unchanged."""
 
-    def __init__(self, inner: InProcessClient, preset: str | None, fold_by_user: dict[str, int]) -> None:
+    def __init__(self, inner: InProcessClient, preset: str | None, fold_by_user: dict[str, int],
+                 cross_fold_by_user: dict[str, int] | None = None, cross_folds: Path | None = None) -> None:
+        """`cross_fold_by_user`: for a `*_cross` preset, the cross-encoder's own folds (`memsvc train
+        cross` has its own), whose models are read from `cross_folds` (a scene the shipped cross-encoder
+        was trained on is never scored without its fold model: that is an error, not a fallback)."""
+        from memsvc.learn import cross as X
         from memsvc.learn import gates as G
 
         self._inner = inner
@@ -94,6 +99,19 @@ class CrossValidatedClient:
         self._gate = gate
         wanted = bool(fold_by_user) and gate is not None and hasattr(gate, "heads")
         self._models = G.load_folds(gate.path) if wanted else []
+        self._cross_fold_by_user = cross_fold_by_user or {}
+        self._cross_models: dict[int, Any] = {}
+        manifest = getattr(gate, "cross_manifest", None)
+        if self._cross_fold_by_user and manifest is not None:
+            folder = cross_folds or X.FOLDS
+            for fold in sorted(set(self._cross_fold_by_user.values())):
+                self._cross_models[fold] = X.load_fold(folder, manifest, fold)
+
+    @staticmethod
+    def cross_folds_of(gate: Any) -> dict[str, int]:
+        """`task/scene` -> the cross-encoder's held-out fold (empty without its artefact)."""
+        manifest = getattr(gate, "cross_manifest", None)
+        return dict(manifest.config.get("folds_of", {})) if manifest is not None else {}
 
     @staticmethod
     def folds_of(gate: Any) -> dict[str, int]:
@@ -110,6 +128,17 @@ class CrossValidatedClient:
     def search(self, req: SearchRequest) -> SearchResult:
         if self.preset is not None:
             req = req.model_copy(update={"preset": self.preset})
+        cross_fold = self._cross_fold_by_user.get(req.user_id)
+        if cross_fold is not None and self._gate is not None:
+            shipped_cross = self._gate._cross
+            self._gate._cross = self._cross_models[cross_fold]
+            try:
+                return self._search(req)
+            finally:
+                self._gate._cross = shipped_cross
+        return self._search(req)
+
+    def _search(self, req: SearchRequest) -> SearchResult:
         fold = self._fold_by_user.get(req.user_id)
         if fold is None or self._gate is None or fold >= len(self._models):
             return self._inner.search(req)

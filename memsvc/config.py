@@ -145,6 +145,8 @@ class LocalGates(_Section):
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = cuda when available, else cpu")
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
         "auto", description="auto = bf16 on CUDA, fp32 on CPU (the heads are tiny; fp32 costs nothing there)")
+    cross: bool = Field(True, description="serve the cross-encoder stage (the *_cross presets) when its artefact is present")
+    cross_path: Path | None = Field(None, description="the cross-encoder's artefact folder; default the packaged one")
 
 
 class RemoteGates(_Section):
@@ -299,6 +301,8 @@ class SearchConfig(_Section):
     candidates: int = Field(100, description="candidates per retriever before fusion")
     rrf_k: int = 60
     rerank_depth: int = Field(200, ge=1, le=1000, description="fused candidates the learned reranker scores")
+    cross_depth: int = Field(30, ge=1, le=200, description="the read gate's top candidates the cross-encoder stage "
+                             "re-sorts (`*_cross` presets)")
     preset: str = Field("hybrid_temporal", description="preset of a search that names none (a rerank preset falls back to "
                         "fused order when no reranker is loaded)")
     second_rows: Literal["auto", "on", "off"] = Field(

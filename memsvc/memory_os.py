@@ -508,6 +508,14 @@ class MemoryOS:
                      "metrics": (gates or {}).get("metrics", {}).get("rerank", {})}
                     if self.reader.gate is not None else {"kind": "none", "note": "rerank presets use fused order"}
                 ),
+                "cross_encoder": (
+                    {"kind": "learned", "head": "cross", "depth": self.settings.search.cross_depth,
+                     "order": "the read gate's top re-sorted by the sum of both logits per token (why.rerank.cross)",
+                     "presets": [p for p, v in PRESETS.items() if v.cross],
+                     "metrics": (gates or {}).get("cross", {}).get("metrics", {}).get("cross", {})}
+                    if self.reader.gate is not None and self.reader.crosser is not None
+                    else {"kind": "none", "note": "the *_cross presets serve the read gate's order"}
+                ),
                 "query_adapter": (
                     {"kind": "learned", "head": "query", "used_by": "the reranker's query_cosine (why.rerank) and "
                      "the dense searches of " + ", ".join(p for p, v in PRESETS.items() if v.adapt_query),

@@ -530,7 +530,8 @@ class GateModel(Protocol):
     """
 
     def has(self, head: str) -> bool:
-        """Whether the loaded artefact carries `head` ("rerank", "query", "second", "write", "route")."""
+        """Whether the loaded artefact carries `head` ("rerank", "query", "second", "write", "route"; "cross"
+        when the cross-encoder stage's artefact is loaded too)."""
 
     def rerank(self, lists: Sequence[np.ndarray]) -> list[np.ndarray]:
         """One score vector per candidate list (rows: `memsvc.learn.features.RERANK_FEATURES`)."""
@@ -541,6 +542,10 @@ class GateModel(Protocol):
     def project(self, queries: np.ndarray) -> np.ndarray:
         """Query embeddings (rows) projected into the second embedder's space, unit length ("second"
         head): what the read gate's e5 cosines are taken against instead of embedding the query with e5."""
+
+    def cross(self, query: str, texts: Sequence[str]) -> np.ndarray:
+        """The cross-encoder stage's logit per text ("cross" head): the query and each memory read together
+        (texts as `memsvc.learn.cross.memory_text` writes them); higher is more likely evidence."""
 
     def memorability(self, embeddings: np.ndarray, side: np.ndarray) -> np.ndarray:
         """P(the message is needed later) per row (embedding + `WRITE_GATE_FEATURES` side features)."""

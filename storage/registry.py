@@ -119,7 +119,8 @@ def _local_gates(cfg: LocalGates) -> GateModel | None:
     from storage.gates.local import TorchGateModel
 
     try:
-        return TorchGateModel(cfg.path, device=cfg.device, precision=cfg.precision)
+        return TorchGateModel(cfg.path, device=cfg.device, precision=cfg.precision,
+                              cross=(cfg.cross_path or True) if cfg.cross else False)
     except FileNotFoundError:
         if cfg.path is not None:
             raise

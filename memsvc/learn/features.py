@@ -18,7 +18,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
@@ -408,9 +408,33 @@ def head_spec(head: str, **shape: Any) -> dict[str, Any]:
     return spec
 
 
+# What the cross-encoder stage reads (`memsvc.learn.cross.pair_text`): one sequence, the query, then the
+# memory with its event day first. A model trained on another input must not be served.
+CROSS_INPUT = "query [SEP] (day month year) content"
+
+
+def pair_text(content: str, day: str) -> str:
+    """A memory as the cross-encoder reads it: `(8 May 2023) Caroline: …` (the day only when known)."""
+    if not day:
+        return content
+    try:
+        d = date.fromisoformat(day)
+    except ValueError:
+        return content
+    return f"({d.day} {d.strftime('%B')} {d.year}) {content}"
+
+
+def memory_text(cube: Any) -> str:
+    """A stored memory as the cross-encoder reads it (its event day, else the day it became valid)."""
+    when = cube.event_time or cube.valid_from
+    return pair_text(cube.content, when.date().isoformat() if when is not None else "")
+
+
 def compatible(head: str, spec: dict[str, Any]) -> bool:
     """A head trained on other features than this code computes (or one it does not know) must not
     be used."""
+    if head == "cross":
+        return spec.get("input") == CROSS_INPUT and isinstance(spec.get("layers"), int)
     if head == "query":
         return "dim" in spec
     if head == "second":

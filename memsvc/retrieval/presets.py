@@ -19,10 +19,15 @@ class RetrievalPreset:
     # (the plain query without an adapter). Not with `rerank`: the reranker learns from the candidates
     # of plain-query searches.
     adapt_query: bool = False
+    # The cross-encoder stage (`memsvc train cross`) re-sorts the read gate's top `SearchConfig.cross_depth`
+    # by the sum of both models' logits, per token (the read gate's order without a cross artefact).
+    cross: bool = False
 
     def __post_init__(self) -> None:
         if self.adapt_query and self.rerank:
             raise ValueError(f"preset {self.name}: adapt_query and rerank do not combine")
+        if self.cross and not self.rerank:
+            raise ValueError(f"preset {self.name}: cross re-sorts the read gate's order, so it needs rerank")
 
     @property
     def retrievers(self) -> tuple[str, ...]:
@@ -57,6 +62,11 @@ HYBRID_TIME = RetrievalPreset("hybrid_time", {**HYBRID.weights, "neighbours": 0.
 # `hybrid_temporal` (the default's candidates) reordered by the read gate, which is trained on this
 # pool and sees whether the query named a period and each candidate's rank in the `temporal` ranking.
 HYBRID_TEMPORAL_RERANK = RetrievalPreset("hybrid_temporal_rerank", HYBRID_TEMPORAL.weights, temporal=True, rerank=True)
+# `hybrid_temporal_rerank` with the cross-encoder stage over the read gate's top: a query and a memory
+# read together (~5 ms a pair on a CPU core, so for a GPU-hosted gate worker or a node with CPU to
+# spare; README "Cross-encoder stage").
+HYBRID_TEMPORAL_CROSS = RetrievalPreset("hybrid_temporal_cross", HYBRID_TEMPORAL.weights, temporal=True, rerank=True,
+                                        cross=True)
 # `hybrid_temporal` whose dense searches use the adapted query (`memsvc.learn.nets.QueryAdapter`).
 HYBRID_TEMPORAL_ADAPTED = RetrievalPreset("hybrid_temporal_adapted", HYBRID_TEMPORAL.weights, temporal=True,
                                           adapt_query=True)
@@ -66,7 +76,7 @@ STRUCTURED = RetrievalPreset("structured", {**HYBRID.weights, "episodes": 0.5, "
 PRESETS: dict[str, RetrievalPreset] = {
     p.name: p for p in (DENSE, KEYWORD, HYBRID, HYBRID_PPR, HYBRID_RERANK, HYBRID_PPR_RERANK,
                         HYBRID_EPISODES, HYBRID_NEIGHBOURS, HYBRID_TEMPORAL, HYBRID_TEMPORAL_RERANK,
-                        HYBRID_TEMPORAL_ADAPTED, HYBRID_TIME, STRUCTURED)
+                        HYBRID_TEMPORAL_CROSS, HYBRID_TEMPORAL_ADAPTED, HYBRID_TIME, STRUCTURED)
 }
 # `hybrid` plus the period a query names: wins or ties `hybrid` on LoCoMo, REALTALK, TMD and
 # KnowMe-Bench in WR@500, ER@10 and nDCG@10 (README "Lifecycle"), so it is the default.

@@ -1,4 +1,5 @@
-"""The gate model in-process: the artefact's heads on CPU (fp32) or CUDA (bf16 by default)."""
+"""The gate model in-process: the artefact's heads on CPU (fp32) or CUDA (bf16 by default), and the
+cross-encoder stage (`memsvc.learn.cross`) when its artefact is present, loaded at its first use."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ import numpy as np
 import torch
 
 from memsvc.errors import BackendUnavailable
+from memsvc.learn import cross as X
 from memsvc.learn import gates as G
+from memsvc.learn.artefact import Manifest, read_manifest
+from memsvc.learn.features import compatible
 
 
 def pick_device(device: str) -> str:
@@ -31,7 +35,10 @@ def pick_dtype(precision: str, device: str) -> torch.dtype:
 class TorchGateModel:
     """Heads loaded from one artefact folder; every call is one batched forward pass per head."""
 
-    def __init__(self, path: Path | None = None, device: str = "auto", precision: str = "auto") -> None:
+    def __init__(self, path: Path | None = None, device: str = "auto", precision: str = "auto",
+                 cross: Path | bool = True) -> None:
+        """`cross`: the cross-encoder's artefact folder, True for the packaged one when present, False
+        for none."""
         self.path = Path(path) if path is not None else G.PACKAGED
         if not (self.path / "manifest.json").exists():
             raise FileNotFoundError(f"no gate artefact at {self.path} (train one: memsvc train gates)")
@@ -40,9 +47,19 @@ class TorchGateModel:
         self.dtype = pick_dtype(precision, self.device)
         self.heads = {h: m.to(self.device, self.dtype) for h, m in heads.items()}
         self._lock = threading.Lock()  # modules are shared by request threads; inference is tiny
+        self.cross_path: Path | None = None
+        self.cross_manifest: Manifest | None = None
+        self._cross: X.CrossEncoder | None = None
+        folder = X.PACKAGED if cross is True else Path(cross) if cross else None
+        if folder is not None and (folder / "manifest.json").exists():
+            manifest = read_manifest(folder)
+            if compatible("cross", manifest.heads.get("cross", {})):
+                self.cross_path, self.cross_manifest = folder, manifest
+        elif folder is not None and cross is not True:
+            raise FileNotFoundError(f"no cross-encoder artefact at {folder} (train one: memsvc train cross)")
 
     def has(self, head: str) -> bool:
-        return head in self.heads
+        return head in self.heads or (head == "cross" and self.cross_manifest is not None)
 
     def _tensor(self, x: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.ascontiguousarray(x, dtype=np.float32), device=self.device).to(self.dtype)
@@ -81,15 +98,38 @@ class TorchGateModel:
         out: np.ndarray = torch.sigmoid(logits.float()).cpu().numpy()
         return out
 
+    def _cross_model(self) -> X.CrossEncoder:
+        """The cross-encoder, loaded at its first use (a node that serves no `*_cross` preset never
+        pays its memory or load time)."""
+        with self._lock:
+            if self._cross is None:
+                if self.cross_path is None:
+                    raise KeyError("cross")
+                _, model = X.load(self.cross_path)
+                self._cross = model.to(self.device, self.dtype)
+            return self._cross
+
+    def cross(self, query: str, texts: Sequence[str]) -> np.ndarray:
+        scores = self._cross_model().score(query, texts)  # no lock: a forward pass changes nothing
+        return np.asarray(scores, dtype=np.float32)
+
     def describe(self) -> dict[str, Any]:
-        m = self.manifest
+        m, c = self.manifest, self.cross_manifest
+        specs = {h: m.heads[h] for h in sorted(self.heads)}  # what each loaded head reads
+        if c is not None:
+            specs["cross"] = c.heads["cross"]
         return {
             "name": m.name, "version": m.version, "created": m.created.isoformat(), "kind": "local",
-            "device": self.device, "dtype": str(self.dtype).removeprefix("torch."), "heads": sorted(self.heads),
+            "device": self.device, "dtype": str(self.dtype).removeprefix("torch."),
+            "heads": sorted([*self.heads, *(["cross"] if c is not None else [])]),
             "data": m.data, "metrics": m.metrics, "config": m.config, "command": m.command,
             "query_dim": int(m.heads["query"]["dim"]) if "query" in self.heads else None,
-            "specs": {h: m.heads[h] for h in sorted(self.heads)},  # what each loaded head reads
+            "specs": specs,
+            **({"cross": {"name": c.name, "version": c.version, "created": c.created.isoformat(), "data": c.data,
+                          "metrics": c.metrics, "config": c.config, "command": c.command,
+                          "loaded": self._cross is not None}} if c is not None else {}),
         }
 
     def close(self) -> None:
         self.heads = {}
+        self._cross = None

@@ -97,6 +97,12 @@ class RemoteGateModel:
         out = self._call("POST", "/v1/gates/rerank", {"lists": [np.asarray(x).tolist() for x in lists]})
         return [np.asarray(s, dtype=np.float32) for s in out["scores"]]
 
+    def cross(self, query: str, texts: Sequence[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros(0, dtype=np.float32)
+        out = self._call("POST", "/v1/gates/cross", {"query": query, "texts": list(texts)})
+        return np.asarray(out["scores"], dtype=np.float32)
+
     # An empty batch is answered here, in the shapes the local model gives, without a round trip.
 
     def adapt(self, queries: np.ndarray) -> np.ndarray:

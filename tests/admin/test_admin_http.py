@@ -493,6 +493,18 @@ async def test_policies_page_shows_the_loaded_gates_cross_validated_figures(logi
     assert re.findall(r"<td>([^<]*)</td>", row.group(1))[1:3] == [
         f"{m['fused']['WR@500']:.3f}", f"{m['rerank']['WR@500']:.3f}"]
     assert str(manifest["metrics"]["write"]["all"]["auroc"]) in html
+    # the cross-encoder stage's own cross-validation: first stage against first stage + cross-encoder
+    from memsvc.learn import cross as X
+
+    cross = json.loads((X.PACKAGED / "manifest.json").read_text())
+    assert f"{cross['name']} v{cross['version']}" in html and f"top {cross['config']['depth']}" in html
+    table = html.split('data-testid="gates-cross"')[1].split("</table>")[0]
+    key, m = next(iter(cross["metrics"]["cross"].items()))
+    row = re.search(rf"<tr><td>{re.escape(key)}</td>(.*?)</tr>", table, re.S)
+    assert row is not None
+    assert re.findall(r"<td>([^<]*)</td>", row.group(1)) == [
+        str(m["rerank"]["n"]), f"{m['rerank']['WR@500']:.3f}", f"{m['rerank+cross']['WR@500']:.3f}",
+        f"{m['rerank']['ER@10']:.3f}", f"{m['rerank+cross']['ER@10']:.3f}"]
 
 
 async def test_skills_page_shows_state_statistics_and_history(login: Login, keys: dict[str, str],

@@ -8,8 +8,9 @@ import math
 import numpy as np
 import pytest
 
+from memsvc.learn import cross as X
 from memsvc.learn import gates as G
-from memsvc.learn.features import LENGTH_FLOOR, with_previous, write_features
+from memsvc.learn.features import LENGTH_FLOOR, pair_text, with_previous, write_features
 from memsvc.learn.second import SecondEmbedder
 from memsvc.memory_os import MemoryOS
 from memsvc.models import Role
@@ -105,7 +106,8 @@ async def test_policies_report_the_loaded_gates_with_their_manifest_metrics(clie
     assert body["write_gate"]["kind"] == "learned"
     assert body["write_gate"]["metrics"] == manifest["metrics"]["write"]
     assert body["read_gate"]["reranker"]["kind"] == "learned"
-    assert set(body["read_gate"]["reranker"]["presets"]) == {"hybrid_rerank", "hybrid_ppr_rerank", "hybrid_temporal_rerank"}
+    assert set(body["read_gate"]["reranker"]["presets"]) == {"hybrid_rerank", "hybrid_ppr_rerank", "hybrid_temporal_rerank",
+                                                             "hybrid_temporal_cross"}
     adapter = body["read_gate"]["query_adapter"]
     assert adapter["kind"] == "learned" and adapter["metrics"] == manifest["metrics"]["query"]
     assert "hybrid_temporal_adapted" in adapter["used_by"]
@@ -128,3 +130,40 @@ async def test_adapted_preset_searches_with_the_moved_query(client: ClientFactor
     vec = memory_os.embedder.embed([results[0]["content"]])[0]
     assert results[0]["why"]["retrievers"]["dense"]["score"] == pytest.approx(float(moved @ vec), abs=2e-3)
     assert abs(float(moved @ vec) - float(plain @ vec)) > 1e-3
+
+
+async def test_cross_preset_resorts_the_read_gates_top_by_both_models_and_explains_it(
+        client: ClientFactory, keys: dict[str, str], memory_os: MemoryOS) -> None:
+    c = client(keys["a"])
+    assert (await c.post("/v1/memories", json={"user_id": "u7", "messages": TURNS})).status_code == 200
+    query = "Where did Caroline move to?"
+    r = await c.post("/v1/memories/search", json={"user_id": "u7", "query": query, "preset": "hybrid_temporal_cross",
+                                                  "explain": True, "top_k": 5})
+    assert r.status_code == 200
+    results = sorted(r.json()["results"], key=lambda x: x["rank"])
+    assert results and "Berlin" in results[0]["content"]
+    assert memory_os.gate is not None
+
+    def logit(p: float) -> float:
+        return math.log(p / (1.0 - p))
+
+    # every result is within the cross depth (30): each carries the cross-encoder's logit, which is the
+    # gate model's own for the memory as it reads it
+    for res in results:
+        assert res["why"]["preset"] == "hybrid_temporal_cross" and "cross_skipped" not in res["why"]["rerank"]
+        day = (res.get("event_time") or res.get("valid_from") or "")[:10]
+        (own,) = memory_os.gate.cross(query, [pair_text(res["content"], day)])
+        assert res["why"]["rerank"]["cross"] == pytest.approx(float(own), abs=1e-4)
+    # ordered by the sum of both logits per token; scores still fall with rank
+    both = [logit(x["why"]["rerank"]["score"]) + x["why"]["rerank"]["cross"]
+            - math.log(max(x["why"]["tokens"], LENGTH_FLOOR)) for x in results]
+    assert all(a >= b - 1e-3 for a, b in zip(both, both[1:], strict=False))
+    assert [x["score"] for x in results] == sorted((x["score"] for x in results), reverse=True)
+    # the read gate alone (same candidates) carries no cross logit
+    r = await c.post("/v1/memories/search", json={"user_id": "u7", "query": query, "preset": "hybrid_temporal_rerank",
+                                                  "explain": True, "top_k": 5})
+    assert all("cross" not in x["why"]["rerank"] for x in r.json()["results"])
+    policies = (await c.get("/v1/policies")).json()
+    assert policies["read_gate"]["cross_encoder"]["kind"] == "learned"
+    assert policies["read_gate"]["cross_encoder"]["presets"] == ["hybrid_temporal_cross"]
+    assert policies["gates"]["cross"]["metrics"] == json.loads((X.PACKAGED / "manifest.json").read_text())["metrics"]

@@ -15,6 +15,7 @@ import pytest
 import uvicorn
 
 from api.gates_server import create_gates_app
+from memsvc.learn import cross as X
 from memsvc.learn import gates as G
 from memsvc.learn.features import (
     RERANK_FEATURES,
@@ -30,8 +31,9 @@ from storage.gates.local import TorchGateModel
 from storage.gates.remote import RemoteGateModel
 from tests.conftest import free_port
 
-# The packaged artefact's heads: all but the projection (its reranker reads the query embedded by e5)
-PACKAGED_HEADS = tuple(h for h in G.HEADS if h != "second")
+# The packaged artefacts' heads: all but the projection (its reranker reads the query embedded by e5),
+# and the cross-encoder stage (`memsvc train cross`)
+PACKAGED_HEADS = (*(h for h in G.HEADS if h != "second"), "cross")
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +115,7 @@ def test_describe_reports_the_packaged_manifest(gate: GateModel) -> None:
     manifest = json.loads((G.PACKAGED / "manifest.json").read_text())
     assert info["name"] == "memsvc-gates" and info["version"] == manifest["version"]
     assert info["metrics"] == manifest["metrics"] and info["data"] == manifest["data"]
-    assert info["heads"] == ["query", "rerank", "route", "write"]  # the query's e5 row is embedded, not projected
+    assert info["heads"] == ["cross", "query", "rerank", "route", "write"]  # the query's e5 row is embedded, not projected
     assert all(gate.has(h) for h in PACKAGED_HEADS) and not gate.has("second") and not gate.has("nonsense")
 
 
@@ -172,7 +174,7 @@ def test_the_query_adapter_moves_questions_towards_the_turns_that_answer_them(ga
 
 def test_the_projection_puts_a_question_where_e5_embeds_it_and_ranks_turns_as_e5_does(projected: GateModel) -> None:
     gate = projected
-    assert gate.describe()["heads"] == ["query", "rerank", "route", "second", "write"]
+    assert gate.describe()["heads"] == ["cross", "query", "rerank", "route", "second", "write"]
     from memsvc.config import Settings
     from memsvc.learn.second import SecondEmbedder
     from storage.registry import build_embedder
@@ -206,6 +208,75 @@ def test_the_projected_artefact_answers_the_same_numbers_on_both_kinds(projected
     r = httpx.post(f"{projected_worker}/v1/gates/second", json={"embeddings": [[0.0] * 383]})
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_input"
     remote.close()
+
+
+MEMORIES = ["(20 May 2023) Caroline: I moved to Berlin in May, the flat is lovely.",
+            "(20 May 2023) Melanie: Nice! We went camping with the kids last weekend.",
+            "(20 May 2023) Caroline: Hey, how are you?"]
+
+
+def test_the_cross_stage_reads_the_query_and_each_memory_together_on_both_kinds(gate: GateModel,
+                                                                                local: TorchGateModel) -> None:
+    assert gate.has("cross")
+    scores = gate.cross("Where did Caroline move to?", MEMORIES)
+    assert scores.shape == (3,) and scores.dtype == np.float32 and np.isfinite(scores).all()
+    assert scores[0] > max(scores[1:])  # the memory that answers, above a neighbour and small talk
+    # the same numbers on both kinds, and as the artefact's model scores them itself
+    np.testing.assert_allclose(scores, local.cross("Where did Caroline move to?", MEMORIES), atol=1e-5)
+    _, model = X.load(X.PACKAGED)
+    np.testing.assert_allclose(scores, model.score("Where did Caroline move to?", MEMORIES), atol=1e-4)
+    assert gate.cross("Where did Caroline move to?", []).shape == (0,)
+    other = gate.cross("What did Melanie do with her kids?", MEMORIES)
+    assert int(np.argmax(other)) == 1
+
+
+def test_the_cross_stage_in_bf16_orders_as_in_fp32(local: TorchGateModel) -> None:
+    """The precision a GPU worker runs it in (bf16), checked on the CPU: the same order, logits close."""
+    half = TorchGateModel(device="cpu", precision="bf16")
+    query = "Where did Caroline move to?"
+    fp32, bf16 = local.cross(query, MEMORIES), half.cross(query, MEMORIES)
+    assert bf16.dtype == np.float32 and list(np.argsort(-bf16)) == list(np.argsort(-fp32))
+    np.testing.assert_allclose(bf16, fp32, atol=0.05)
+
+
+def test_the_cross_manifest_is_reported_and_the_stage_loads_at_its_first_use(tmp_path: Path) -> None:
+    model = TorchGateModel(device="cpu")
+    manifest = json.loads((X.PACKAGED / "manifest.json").read_text())
+    info = model.describe()["cross"]
+    assert info["name"] == "memsvc-cross" and info["metrics"] == manifest["metrics"] and info["data"] == manifest["data"]
+    assert info["loaded"] is False and model.describe()["specs"]["cross"] == manifest["heads"]["cross"]
+    model.cross("Where did Caroline move to?", MEMORIES[:1])
+    assert model.describe()["cross"]["loaded"] is True
+    without = TorchGateModel(device="cpu", cross=False)
+    assert not without.has("cross") and "cross" not in without.describe() and "cross" not in without.describe()["heads"]
+    with pytest.raises(FileNotFoundError, match="memsvc train cross"):
+        TorchGateModel(device="cpu", cross=tmp_path / "nothing-here")
+
+
+def test_the_worker_refuses_bad_cross_calls_by_name(worker: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    ok = httpx.post(f"{worker}/v1/gates/cross", json={"query": "Where did Caroline move?", "texts": []})
+    assert ok.status_code == 200 and ok.json() == {"scores": []}
+    for body in ({"query": "", "texts": ["a"]}, {"query": "q", "texts": [1.5]}, {"query": "q"},
+                 {"query": "q", "texts": ["a"], "extra": 1}):
+        r = httpx.post(f"{worker}/v1/gates/cross", json=body)
+        assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_input", body
+    r = httpx.post(f"{worker}/v1/gates/cross", json={"query": "q", "texts": ["x" * 20_001]})
+    assert r.status_code == 422 and "at most 20000 characters" in r.json()["error"]["message"]
+    r = httpx.post(f"{worker}/v1/gates/cross", json={"query": "q", "texts": ["a"] * 513})
+    assert r.status_code == 422
+
+
+def test_a_worker_without_the_cross_stage_refuses_it_and_its_clients_do_not_ask() -> None:
+    served = _serve(TorchGateModel(device="cpu", cross=False))
+    url = next(served)
+    try:
+        r = httpx.post(f"{url}/v1/gates/cross", json={"query": "q", "texts": ["a"]})
+        assert r.status_code == 422 and "no cross-encoder stage" in r.json()["error"]["message"]
+        remote = RemoteGateModel(url)
+        assert remote.has("rerank") and not remote.has("cross")
+        remote.close()
+    finally:
+        next(served, None)
 
 
 def test_a_worker_without_the_projection_refuses_it(worker: str) -> None:
