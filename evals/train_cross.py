@@ -39,6 +39,7 @@ from memsvc.learn import cross as X
 from memsvc.learn.artefact import Manifest, checksums
 from memsvc.learn.cross import CrossEncoder, PairGroup, fit_cross, pair_text
 from memsvc.learn.features import per_token_order
+from memsvc.learn.nets import RerankHead
 from memsvc.learn.train import ListGroup, fit_reranker, folds_by_group, score_lists
 
 SYSTEMS = ("fused", "rerank", "cross", "rerank+cross")
@@ -60,9 +61,9 @@ def pair_group(ex: QueryExample, order: list[int], depth: int) -> PairGroup:
 
 
 def fit_stages(examples: list[QueryExample], *, depth: int, layers: int, negatives: int, epochs: int,
-               base_pool: str, progress: bool, desc: str) -> CrossEncoder:
+               base_pool: str, progress: bool, desc: str) -> tuple[RerankHead, CrossEncoder]:
     """A first-stage head on `examples`, its top `depth` as the hard negatives, the cross-encoder on
-    them; returned as stored (int8 rows and back)."""
+    them; both returned, the cross-encoder as stored (int8 rows and back)."""
     stage1 = fit_reranker([ListGroup(ex.features, ex.labels) for ex in examples if ex.labels.any()])
     train_ex = [ex for ex in examples if ex.pool == base_pool and ex.labels.any()]
     s_train = score_lists(stage1, [ex.features for ex in train_ex])
@@ -76,7 +77,7 @@ def fit_stages(examples: list[QueryExample], *, depth: int, layers: int, negativ
 
     model = fit_cross(groups, layers=layers, negatives=negatives, epochs=epochs, progress=tick)
     bar.close()
-    return X.stored_copy(model)
+    return stage1, X.stored_copy(model)
 
 
 def collect(tasks: list[str], cache: Path, root: Path, progress: bool) -> tuple[list[TaskData], dict[str, tuple[str, ...] | None]]:
@@ -106,9 +107,7 @@ def run(collected: list[TaskData], main: dict[str, tuple[str, ...] | None], k: i
         train_idx = [i for i, fo in enumerate(folds) if fo != f]
         held = [i for i, fo in enumerate(folds) if fo == f and examples[i].pool in pools]
         t0 = time.time()
-        stage1 = fit_reranker([ListGroup(examples[i].features, examples[i].labels) for i in train_idx
-                               if examples[i].labels.any()])
-        model = fit_stages([examples[i] for i in train_idx], depth=depth, layers=layers, negatives=negatives,
+        stage1, model = fit_stages([examples[i] for i in train_idx], depth=depth, layers=layers, negatives=negatives,
                            epochs=epochs, base_pool=pools[0], progress=progress, desc=f"cross fold {f}")
         timing["train_s"] += time.time() - t0
         if folds_out is not None:
@@ -197,7 +196,7 @@ def train_cross(
     if folds_only is not None:
         return
     t0 = time.time()
-    model = fit_stages([ex for d in collected for ex in d.queries], depth=depth, layers=layers, negatives=negatives,
+    _, model = fit_stages([ex for d in collected for ex in d.queries], depth=depth, layers=layers, negatives=negatives,
                        epochs=epochs, base_pool=pool_names[0], progress=progress, desc="cross (all scenes)")
     fit_s = time.time() - t0
     manifest = Manifest(
