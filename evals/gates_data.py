@@ -62,6 +62,9 @@ class QueryExample:
     # the read gate's `SECOND_FEATURES` columns, filled at training from the candidates' texts
     # (`evals.train_gates.second_vectors`); None: not computed
     second: np.ndarray | None = None
+    # the read gate's `NEIGHBOUR_FEATURES` columns, filled at training from the candidates' stream
+    # positions (`evals.train_gates.fill_neighbours`); None: not computed
+    neighbours: np.ndarray | None = None
 
     @property
     def group(self) -> str:

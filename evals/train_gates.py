@@ -39,7 +39,7 @@ from evals.gates_data import (
     load_or_collect,
 )
 from evals.runner import RunOptions, score_hits
-from evals.tasks import build_task
+from evals.tasks import Task, build_task
 from memsvc.learn import gates as G
 from memsvc.learn.artefact import Manifest, checksums
 from memsvc.learn.features import (
@@ -50,8 +50,10 @@ from memsvc.learn.features import (
     adapted_columns,
     context_columns,
     context_prescore,
+    neighbour_columns,
     per_token_order,
     second_columns,
+    stream_positions,
     with_previous_by_group,
 )
 from memsvc.learn.nets import QueryAdapter, RerankHead, SecondProjection
@@ -123,18 +125,53 @@ BASE_WIDTH = len(BASE_FEATURES)  # the columns kept from collection
 
 
 def with_adapted(ex: QueryExample, columns: np.ndarray, second: np.ndarray | None = None,
-                 vectors: np.ndarray | None = None) -> np.ndarray:
+                 vectors: np.ndarray | None = None, neighbours: bool = True) -> np.ndarray:
     """The example's read-gate rows: the collected base columns, the second embedder's columns (`second`,
     else the example's own, `second_vectors`; unknown when not computed), the adapter's `columns` and
     the context columns those give with the candidates' e5 rows (`vectors`; None: none known, so the
-    centroid and nearest columns are zero, as for a search whose candidates have no stored rows)."""
+    centroid and nearest columns are zero, as for a search whose candidates have no stored rows), and
+    the neighbour columns (`fill_neighbours`; without them, or with `neighbours` False, read as for
+    candidates whose stream positions are unknown)."""
     if second is None:
         second = ex.second if ex.second is not None else second_columns(np.full(len(ex.labels), np.nan))
     rows = np.concatenate([ex.features[:, :BASE_WIDTH], second, columns], axis=1)
     if vectors is None:
         vectors = np.zeros((len(rows), 1), np.float32)
     context = context_columns(context_prescore(rows), vectors, ex.dates)
-    return np.concatenate([rows, context], axis=1).astype(np.float32)
+    n = len(rows)
+    near = (ex.neighbours if neighbours and ex.neighbours is not None
+            else neighbour_columns(rows, [None] * n, [None] * n, ex.episodic))
+    return np.concatenate([rows, context, near], axis=1).astype(np.float32)
+
+
+Stream = dict[str, tuple[int, str | None]]
+
+
+def stream_of(task: Task) -> dict[str, Stream]:
+    """Per scene, each message id -> its position in the scope's stream of turns and its session, as
+    the write assigns them (`TURN_KEY`): the collection writes every scene into a scope of its own, its
+    documents in order, and a message id seen before is skipped."""
+    out: dict[str, Stream] = {}
+    for scene, docs in task.scenes.items():
+        stream: Stream = {}
+        for d in docs:
+            if d.id not in stream:
+                stream[d.id] = (len(stream), d.session)
+        out[scene] = stream
+    return out
+
+
+def fill_neighbours(examples: Sequence[QueryExample], streams: dict[str, Stream]) -> None:
+    """Each example's `NEIGHBOUR_FEATURES` columns from its candidates' stream positions (`stream_of`),
+    as the read path computes them from the stored turns' `TURN_KEY`."""
+    for ex in examples:
+        where = streams.get(ex.scene, {})
+        turns = [where[s[0]][0] if e and len(s) == 1 and s[0] in where else None
+                 for e, s in zip(ex.episodic, ex.sources, strict=True)]
+        sessions = [where[s[0]][1] if e and len(s) == 1 and s[0] in where else None
+                    for e, s in zip(ex.episodic, ex.sources, strict=True)]
+        positions, placed = stream_positions(ex.episodic, ex.sources, turns, sessions)
+        ex.neighbours = neighbour_columns(ex.features, positions, placed, ex.episodic)
 
 
 @dataclass
@@ -338,11 +375,13 @@ class RerankCV:
 
 def cv_rerank(data: list[TaskData], main: dict[str, tuple[str, ...] | None], k: int, steps: int,
               progress: bool, balance: bool = False, adapted: AdaptedCV | None = None,
-              projected: ProjectedCV | None = None, table: SecondTable | None = None) -> RerankCV:
+              projected: ProjectedCV | None = None, table: SecondTable | None = None,
+              neighbours: bool = True) -> RerankCV:
     """k-fold by scene: per (task, pool) the mean metrics of fused order, fused + dedup, reranked.
     With `adapted`, fold f's reranker reads the query adapter's columns cross-fitted for fold f; with
     `projected`, the second embedder's columns of fold f's projected queries (else of the queries
-    embedded with e5); with `table`, the context columns read the candidates' e5 rows."""
+    embedded with e5); with `table`, the context columns read the candidates' e5 rows; without
+    `neighbours`, the neighbour columns are read as unknown."""
     examples = [ex for d in data for ex in d.queries]
     folds = folds_by_group([ex.group for ex in examples], k)
     weight = task_weights(examples, balance)
@@ -354,8 +393,8 @@ def cv_rerank(data: list[TaskData], main: dict[str, tuple[str, ...] | None], k: 
         second = projected.outer[f][i] if projected is not None else None
         vectors = table.table[table.rows[i]] if table is not None else None
         if adapted is None:
-            return with_adapted(ex, adapted_columns(np.full(len(ex.labels), np.nan)), second, vectors)
-        return with_adapted(ex, adapted.outer[f][i], second, vectors)
+            return with_adapted(ex, adapted_columns(np.full(len(ex.labels), np.nan)), second, vectors, neighbours)
+        return with_adapted(ex, adapted.outer[f][i], second, vectors, neighbours)
 
     for f in tqdm(range(k), desc="rerank folds", disable=not progress):
         train = [ListGroup(rows_of(f, i), ex.labels, weight[ex.task]) for i, (ex, fo) in enumerate(zip(examples, folds, strict=True))
@@ -585,6 +624,7 @@ def train_gates(
         main[name] = task.main_categories
         t0 = time.time()
         collected.append(load_or_collect(task, cache, progress=progress))
+        fill_neighbours(collected[-1].queries, stream_of(task))
         typer.echo(f"{name}: {len(task.queries)} queries, {task.n_docs} documents ({time.time() - t0:.0f} s)", err=True)
     collect_s = time.time() - started
 
@@ -596,11 +636,11 @@ def train_gates(
     typer.echo(f"second-embedder projection (cv, held-out queries): {json.dumps(projected.summary)}", err=True)
     adapted = cv_adapter(everything, vectors, folds, progress)
     typer.echo(f"query adapter (cv, first gold's MRR by cosine): {json.dumps(adapted.summary)}", err=True)
-    shipped, other = (projected, None) if project else (None, projected)
+    shipped = projected if project else None
     plain = cv_rerank(collected, main, folds, steps, progress, balance_tasks, projected=shipped, table=second)
-    # the other way to get the query's e5 row, same folds, for the manifest's comparison
-    twin = cv_rerank(collected, main, folds, steps, progress, balance_tasks, adapted=adapted, projected=other,
-                     table=second)
+    # the same reranker without the neighbour columns, same folds, for the manifest's comparison
+    alone = cv_rerank(collected, main, folds, steps, progress, balance_tasks, adapted=adapted, projected=shipped,
+                      table=second, neighbours=False)
     # the same reranker with its context columns read without the candidates' e5 rows (the centroid and
     # nearest columns zero; the day and first-look columns as shipped), for the comparison
     blind = cv_rerank(collected, main, folds, steps, progress, balance_tasks, adapted=adapted, projected=shipped)
@@ -609,8 +649,7 @@ def train_gates(
     rerank_cv = cv.summary
     typer.echo("without the query adapter:\n" + _fmt_table(plain.summary), err=True)
     typer.echo("the context columns without e5 rows:\n" + _fmt_table(blind.summary), err=True)
-    typer.echo(f"the query's e5 row {'embedded' if project else 'projected'} instead:\n" + _fmt_table(twin.summary),
-               err=True)
+    typer.echo("without the neighbour columns:\n" + _fmt_table(alone.summary), err=True)
     write_cv = cv_write(collected, folds)
     route_cv, r_emb, r_side, r_y, p_graph = cv_route(collected, folds)
     route_cv["graph_skip"] = route_simulation(cv.rows, p_graph, main)
@@ -645,8 +684,7 @@ def train_gates(
         metrics={"rerank": rerank_cv, "rerank_without_adapter": {key: {s: v[s] for s in SYSTEMS} for key, v in
                                                                   plain.summary.items()},
                  "rerank_context_without_e5": {key: {"rerank": v["rerank"]} for key, v in blind.summary.items()},
-                 f"rerank_second_{'embedded' if project else 'projected'}": {
-                     key: {"rerank": v["rerank"]} for key, v in twin.summary.items()},
+                 "rerank_without_neighbours": {key: {"rerank": v["rerank"]} for key, v in alone.summary.items()},
                  "query": adapted.summary, **({"second": projected.summary} if project else {}), "write": write_cv,
                  "route": route_cv},
         heads={"rerank": G.head_spec("rerank", hidden=64), "query": G.head_spec("query", dim=dim),

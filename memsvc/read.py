@@ -418,6 +418,8 @@ class ReadPipeline:
                 fused=c.fused.score, fused_rank=c.fused_rank, temporal_rank=r.get("temporal"),
                 adapted=adapted.get(c.cube.id), second=e5[0] if e5 is not None else None,
                 second_row=e5[1] if e5 is not None else None,
+                turn=turn_of(c.cube) if c.cube.type is MemoryType.EPISODIC else None, session=c.cube.session_id,
+                sources=tuple(c.cube.source_ids),
             ))
         return rerank_features(query, views, window=window)
 

@@ -30,10 +30,14 @@ class Standardise(nn.Module):
 
 
 class RerankHead(nn.Module):
-    """Read gate: a score per (query, candidate) from the candidate's retrieval features."""
+    """Read gate: a score per (query, candidate) from the candidate's retrieval features.
+
+    It reads the first `n_features` columns of its rows: a head trained before columns were appended
+    to `RERANK_FEATURES` keeps reading the ones it was trained on (`features.compatible`)."""
 
     def __init__(self, n_features: int, hidden: int = 64) -> None:
         super().__init__()
+        self.n_features = n_features
         self.norm = Standardise(n_features)
         self.linear = nn.Linear(n_features, 1)
         self.mlp = nn.Sequential(
@@ -42,7 +46,7 @@ class RerankHead(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.norm(x)
+        z = self.norm(x[..., :self.n_features])
         out: torch.Tensor = (self.linear(z) + self.mlp(z)).squeeze(-1)
         return out
 

@@ -115,7 +115,13 @@ def test_the_indexer_stores_every_memorys_row_and_searches_read_them(tmp_path: P
 
 
 def test_the_read_gates_context_columns_read_the_stored_rows_of_the_candidates(tmp_path: Path) -> None:
-    from memsvc.learn.features import CONTEXT_FEATURES, RERANK_FEATURES, context_columns, context_prescore
+    from memsvc.learn.features import (
+        CONTEXT_AT,
+        NEIGHBOUR_AT,
+        RERANK_FEATURES,
+        context_columns,
+        context_prescore,
+    )
 
     os_ = build(tmp_path, second_rows="on")
     try:
@@ -131,7 +137,7 @@ def test_the_read_gates_context_columns_read_the_stored_rows_of_the_candidates(t
         days = [(c.cube.event_time or c.cube.valid_from).date().isoformat() for c in cset.candidates]
         assert set(days) == {"2024-05-01"}  # the turns' timestamps: one day, one session
         expected = context_columns(context_prescore(x), vectors, days)
-        np.testing.assert_allclose(x[:, -len(CONTEXT_FEATURES):], expected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(x[:, CONTEXT_AT:NEIGHBOUR_AT], expected, rtol=1e-5, atol=1e-6)
         centroid = x[:, RERANK_FEATURES.index("context_centroid")]
         assert np.all(centroid != 0.0)  # every candidate's row was there to compare
         # one session: every candidate's day holds all the first look's mass but its own

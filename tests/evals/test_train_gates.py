@@ -30,7 +30,7 @@ def test_bounded_training_writes_a_loadable_artefact_with_its_manifest(data_root
     assert all(sums[f] == h for f, h in manifest["data"].items())
     assert manifest["name"] == "memsvc-gates" and manifest["config"]["folds"] == 2
     assert set(manifest["metrics"]) == {"rerank", "rerank_without_adapter", "rerank_context_without_e5",
-                                        "rerank_second_embedded", "query", "second", "write", "route"}
+                                        "rerank_without_neighbours", "query", "second", "write", "route"}
     assert manifest["metrics"]["query"]["n"] >= 1 and 0 < manifest["metrics"]["query"]["mrr_adapted"] <= 1
     pooled = manifest["metrics"]["rerank"]["locomo/hybrid_temporal"]
     assert set(pooled) >= {"fused", "fused+dedup", "rerank", "by_category"} and pooled["rerank"]["n"] >= 1
@@ -47,6 +47,25 @@ def test_bounded_training_writes_a_loadable_artefact_with_its_manifest(data_root
     model = TorchGateModel(out, device="cpu")
     assert all(model.has(h) for h in G.HEADS)
     assert model.describe()["metrics"] == manifest["metrics"]
+    # training fills the neighbour columns from the scene's stream as the write numbers it (`TURN_KEY`):
+    # exactly the columns the read path computed from the stored turns when the examples were collected
+    import pickle
+
+    import numpy as np
+
+    from evals.tasks import build_task
+    from evals.train_gates import fill_neighbours, stream_of
+    from memsvc.learn.features import NEIGHBOUR_AT
+
+    [cached] = (tmp_path / "cache").glob("locomo-*.pkl")
+    examples = pickle.loads(cached.read_bytes()).queries  # our own cache file, written by the run above
+    task = build_task("locomo", data_root).select(8, 1)  # the run's --limit and --scenes
+    assert examples and all(ex.neighbours is None for ex in examples)
+    fill_neighbours(examples, stream_of(task))
+    for ex in examples:
+        assert ex.neighbours is not None
+        np.testing.assert_allclose(ex.neighbours, ex.features[:, NEIGHBOUR_AT:], atol=1e-6)
+    assert sum(float(ex.neighbours[:, -1].sum()) for ex in examples) > 0  # turns beside candidates were found
 
 
 FACTS = [
@@ -103,7 +122,8 @@ def test_second_columns_are_the_candidates_e5_cosines_to_the_question(tmp_path: 
     from evals.train_gates import BASE_WIDTH, second_vectors, with_adapted
     from memsvc.learn.features import (
         ADAPTED_FEATURES,
-        CONTEXT_FEATURES,
+        CONTEXT_AT,
+        NEIGHBOUR_AT,
         RERANK_FEATURES,
         SECOND_FEATURES,
         context_columns,
@@ -131,11 +151,11 @@ def test_second_columns_are_the_candidates_e5_cosines_to_the_question(tmp_path: 
     # the context columns read the candidates' e5 rows when given, else none (zeros: orthogonal)
     vectors = e5.encode(contents)
     with_rows = with_adapted(ex, np.ones((3, len(ADAPTED_FEATURES)), np.float32), vectors=vectors)
-    head = with_rows[:, :-len(CONTEXT_FEATURES)]
-    np.testing.assert_allclose(head, rows[:, :-len(CONTEXT_FEATURES)])
-    np.testing.assert_allclose(with_rows[:, -len(CONTEXT_FEATURES):],
+    head = with_rows[:, :CONTEXT_AT]
+    np.testing.assert_allclose(head, rows[:, :CONTEXT_AT])
+    np.testing.assert_allclose(with_rows[:, CONTEXT_AT:NEIGHBOUR_AT],
                                context_columns(context_prescore(head), vectors, ex.dates), atol=1e-5)
-    assert not np.allclose(with_rows[:, -len(CONTEXT_FEATURES):], rows[:, -len(CONTEXT_FEATURES):])
+    assert not np.allclose(with_rows[:, CONTEXT_AT:NEIGHBOUR_AT], rows[:, CONTEXT_AT:NEIGHBOUR_AT])
     # a second run reads the cache instead of embedding again: every text is in it, and it is not rewritten
     cache = tmp_path / "second.pkl"
     before = (cache.stat().st_mtime_ns, cache.read_bytes())

@@ -609,15 +609,22 @@ def test_packaged_fold_heads_are_stored_in_half_precision_and_load_as_float32(tm
                for k in stored[f][h])
 
 
-def test_the_admin_policies_page_shows_the_other_way_to_the_query_row(tmp_path: Path) -> None:
+def test_the_admin_policies_page_shows_the_runs_comparisons(tmp_path: Path) -> None:
     from memsvc.config import LocalGates, Settings
     from storage.registry import build_memory_os
 
-    for path, twin, projection in ((None, "projected", False), (G.PROJECTED, "embedded", True)):
+    # the packaged artefact's run compared the reranker without its neighbour columns; the projected
+    # one's (trained before them) the other way to the query's e5 row
+    for path, twin, projection in ((None, "neighbours", False), (G.PROJECTED, "embedded", True)):
         os_ = build_memory_os(Settings(data_dir=tmp_path / twin, gates=LocalGates(path=path)))
         try:
             page = _admin_policies_page(os_)
-            assert f"reranked WR@500, the query's e5 row {twin} instead</th>" in page
+            if projection:
+                assert f"reranked WR@500, the query's e5 row {twin} instead</th>" in page
+            else:
+                alone = G.read_manifest(G.PACKAGED).metrics["rerank_without_neighbours"]["locomo/hybrid_temporal"]
+                assert "reranked WR@500 without the neighbour columns</th>" in page
+                assert f'<td>{alone["rerank"]["WR@500"]:.3f}</td>' in page
             # and the same reranker with its context columns read without e5 rows, from the same run
             blind = G.read_manifest(path or G.PACKAGED).metrics["rerank_context_without_e5"]["locomo/hybrid_temporal"]
             assert "reranked WR@500, the context columns without e5 rows</th>" in page

@@ -15,8 +15,11 @@ from memsvc.learn.artefact import Manifest, read_manifest, sha256_file
 from memsvc.learn.features import (
     ADAPTED_FEATURES,
     BASE_FEATURES,
+    CONTEXT_AT,
     CONTEXT_FEATURES,
     LENGTH_FLOOR,
+    NEIGHBOUR_AT,
+    NEIGHBOUR_FEATURES,
     PREVIOUS_FEATURES,
     RERANK_FEATURES,
     SECOND_FEATURES,
@@ -26,9 +29,11 @@ from memsvc.learn.features import (
     adapted_columns,
     context_columns,
     context_prescore,
+    neighbour_columns,
     per_length,
     rerank_features,
     second_columns,
+    stream_positions,
     with_previous,
     with_previous_by_group,
     write_features,
@@ -244,7 +249,7 @@ def test_rerank_rows_hold_the_second_embedders_columns_between_the_base_and_the_
                          tokens=8, event_epoch=None, dense=0.5, keyword=None, graph=None, dense_rank=1,
                          keyword_rank=None, graph_rank=None, fused=0.01, fused_rank=1, adapted=adapted, second=second)
     x = rerank_features("Where did Caroline move?", [c(0.8, None), c(None, 0.2), c(0.1, 0.4)])
-    assert (*BASE_FEATURES, *SECOND_FEATURES, *ADAPTED_FEATURES, *CONTEXT_FEATURES) == RERANK_FEATURES
+    assert (*BASE_FEATURES, *SECOND_FEATURES, *ADAPTED_FEATURES, *CONTEXT_FEATURES, *NEIGHBOUR_FEATURES) == RERANK_FEATURES
     at = len(BASE_FEATURES)
     np.testing.assert_allclose(x[:, at:at + len(SECOND_FEATURES)], second_columns(np.array([0.8, np.nan, 0.1])))
     after = at + len(SECOND_FEATURES)
@@ -284,9 +289,78 @@ def test_rerank_rows_end_with_the_context_of_the_list_from_the_candidates_e5_row
     known = rows.copy()
     known[2] = 0.0  # no stored row: unknown, orthogonal to every other
     days = [datetime.fromtimestamp(1.7e9 + 86400 * (i % 2), UTC).date().isoformat() for i in range(4)]
-    np.testing.assert_allclose(x[:, -len(CONTEXT_FEATURES):], context_columns(context_prescore(x), known, days),
+    np.testing.assert_allclose(x[:, CONTEXT_AT:NEIGHBOUR_AT], context_columns(context_prescore(x), known, days),
                                rtol=1e-5)
     assert x[2, RERANK_FEATURES.index("context_centroid")] == 0.0
+
+
+def _rows(dense_z: list[float], cover: list[float], keyword: list[float]) -> np.ndarray:
+    x = np.zeros((len(dense_z), len(RERANK_FEATURES)), np.float32)
+    for name, values in (("dense_z", dense_z), ("query_cover", cover), ("keyword_rel", keyword)):
+        x[:, RERANK_FEATURES.index(name)] = values
+    return x
+
+
+def test_neighbour_columns_read_the_turns_beside_a_candidate_in_its_session() -> None:
+    # turns 10, 11, 13 of session a, turn 12 of session b (another session: not a neighbour), a fact
+    # restating turn 11, and a fact whose turn is not a candidate
+    episodic = [True, True, True, True, False, False]
+    sources = [("m10",), ("m11",), ("m13",), ("m12",), ("m11",), ("m40",)]
+    # (the fact restating turn 11 was written in a later session: it sits where turn 11 was said)
+    positions, sessions = stream_positions(episodic, sources, [10, 11, 13, 12, None, None],
+                                           ["a", "a", "a", "b", "c", "c"])
+    assert positions == [10, 11, 13, 12, 11, None] and sessions == ["a", "a", "a", "b", "a", None]
+    x = neighbour_columns(_rows([2.0, 0.5, -1.0, 3.0, 1.0, 0.0], [0.5, 1.0, 0.0, 1.0, 0.2, 0.0],
+                                [0.1, 0.9, 0.0, 1.0, 0.0, 0.0]), positions, sessions, episodic)
+    col = {name: x[:, i] for i, name in enumerate(NEIGHBOUR_FEATURES)}
+    # turn 10: turn 11 beside it, 11 and 13 within reach (turn 12 is another session's)
+    assert col["next_dense_z"][0] == pytest.approx(0.5) and col["near_dense_z"][0] == pytest.approx(0.5)
+    assert col["next_cover"][0] == pytest.approx(1.0) and col["next_keyword"][0] == pytest.approx(0.9)
+    assert col["near_count"][0] == pytest.approx(math.log1p(2)) and col["next_present"][0] == 1.0
+    # turn 13: nothing beside it in its session (12 is b's), 10 and 11 within reach
+    assert col["next_present"][2] == 0.0 and col["next_dense_z"][2] == pytest.approx(-3.0)
+    assert col["near_dense_z"][2] == pytest.approx(2.0)
+    # the fact sits where turn 11 sits, and does not count itself or its turn (same position)
+    np.testing.assert_allclose(x[4], x[1])
+    # no position: nothing known
+    np.testing.assert_allclose(x[5], [-3.0, -3.0, 0.0, 0.0, 0.0, 0.0])
+    assert neighbour_columns(np.zeros((0, len(RERANK_FEATURES))), [], [], []).shape == (0, len(NEIGHBOUR_FEATURES))
+
+
+def test_rerank_rows_end_with_the_neighbour_columns_from_the_candidates_turns() -> None:
+    def c(i: int, turn: int | None, derived: bool = False) -> Candidate:
+        return Candidate(type="semantic" if derived else "episodic", content=f"Caroline: I moved to Berlin ({i}).",
+                         speaker="Caroline", derived=derived, tokens=8, event_epoch=None, dense=0.3 + 0.1 * i,
+                         keyword=None, graph=None, dense_rank=i, keyword_rank=None, graph_rank=None, fused=0.01,
+                         fused_rank=i, turn=turn, session="s1", sources=(f"m{turn if turn is not None else 1}",))
+    cands = [c(0, 4), c(1, 5), c(2, None, derived=True), c(3, 9)]
+    x = rerank_features("Where did Caroline move?", cands)
+    assert RERANK_FEATURES[NEIGHBOUR_AT:] == NEIGHBOUR_FEATURES and x.shape == (4, len(RERANK_FEATURES))
+    expected = neighbour_columns(x, [4, 5, None, 9], ["s1", "s1", None, "s1"], [True, True, False, True])
+    np.testing.assert_allclose(x[:, NEIGHBOUR_AT:], expected)
+    assert x[0, NEIGHBOUR_AT + NEIGHBOUR_FEATURES.index("next_present")] == 1.0
+    assert x[3, NEIGHBOUR_AT + NEIGHBOUR_FEATURES.index("next_present")] == 0.0
+    assert CONTEXT_AT + len(CONTEXT_FEATURES) == NEIGHBOUR_AT
+
+
+def test_a_read_gate_trained_before_the_neighbour_columns_reads_the_columns_before_them(tmp_path: Path) -> None:
+    from memsvc.learn.features import SECOND_EMBEDDER, compatible
+    from memsvc.learn.nets import RerankHead
+
+    older = {"features": list(RERANK_FEATURES[:NEIGHBOUR_AT]), "second_embedder": SECOND_EMBEDDER, "hidden": 8}
+    assert compatible("rerank", older) and compatible("rerank", {**older, "features": list(RERANK_FEATURES)})
+    assert not compatible("rerank", {**older, "features": list(RERANK_FEATURES[:NEIGHBOUR_AT - 1])})
+    assert not compatible("rerank", {**older, "features": list(reversed(RERANK_FEATURES))})
+    assert not compatible("rerank", {**older, "second_embedder": "another"})
+    head = G.build_head("rerank", older)
+    assert isinstance(head, RerankHead) and head.n_features == NEIGHBOUR_AT
+    head.eval()
+    rows = torch.randn(5, len(RERANK_FEATURES))
+    with torch.no_grad():
+        torch.testing.assert_close(head(rows), head(rows[:, :NEIGHBOUR_AT]))
+        moved = rows.clone()
+        moved[:, NEIGHBOUR_AT:] += 10.0  # the columns it was not trained on change nothing
+        torch.testing.assert_close(head(moved), head(rows))
 
 
 def test_query_adapter_learns_to_move_questions_to_their_answers_and_round_trips(tmp_path: Path) -> None:
