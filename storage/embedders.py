@@ -135,7 +135,11 @@ class SentenceTransformerEmbedder:
         # Idle OpenMP workers sleep instead of spinning (read when torch loads OpenMP, so only if torch
         # is not imported yet): spinning workers took the core from spaCy on the write path. KnowMe-Bench
         # writes, spaCy's share: whole corpus 98 s with 1 torch thread, 109 s with 2 spinning; first
-        # 3,100 records 47.0 s with 1, 47.5 s with 2 passive.
+        # 3,100 records 47.0 s with 1, 47.5 s with 2 passive. In the service torch is imported before
+        # (`storage.registry` imports spaCy, whose thinc loads torch), so this holds only for a process
+        # that builds the embedder first; the service's workers keep libgomp's default short spin,
+        # which the e5 engine (same runtime) needs: its query on a thread of its own took 12.8 ms p50
+        # so and 20.6 ms passive (2 cores, 2026-12-07).
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         import torch
         from sentence_transformers import SentenceTransformer

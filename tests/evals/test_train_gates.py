@@ -10,6 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from api.cli import app
+from evals.gates_data import QueryExample
 from memsvc.learn import gates as G
 from storage.gates.local import TorchGateModel
 
@@ -20,10 +21,11 @@ def test_bounded_training_writes_a_loadable_artefact_with_its_manifest(data_root
     result = CliRunner().invoke(app, [
         "train", "gates", "--data", str(data_root), "--tasks", "locomo,proced_mem_bench", "--scenes", "1", "--limit", "8",
         "--folds", "2", "--steps", "10", "--out", str(out), "--cache", str(tmp_path / "cache"), "--no-progress",
-        "--second-query", "projected",
+        "--second-query", "projected", "--category-weight", "multi_hop=3",
     ])
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["config"]["category_weight"] == {"multi_hop": 3.0}
     pairs = (line.split(None, 1) for line in (data_root / "SHA256SUMS").read_text().splitlines() if line.strip())
     sums = {path.strip(): digest for digest, path in pairs}
     assert manifest["data"]["locomo/locomo10_dev.json"] == sums["locomo/locomo10_dev.json"]
@@ -169,3 +171,44 @@ def test_the_query_row_option_names_its_two_ways(tmp_path: Path) -> None:
     result = CliRunner().invoke(app, ["train", "gates", "--second-query", "guessed", "--out", str(tmp_path / "g")])
     assert result.exit_code != 0 and "'projected' or 'embedded'" in result.output
     assert not (tmp_path / "g").exists()
+
+
+def _example(task: str, category: str) -> QueryExample:
+    import numpy as np
+
+    from evals.train_gates import BASE_WIDTH
+
+    return QueryExample(task=task, scene="c1", query_id=f"{task}-{category}", category=category, text="Where?",
+                        gold=("d1",), pool="hybrid_temporal", features=np.zeros((2, BASE_WIDTH), np.float32),
+                        labels=np.array([True, False]), credited=[("d1",), ()], words=[7, 2], episodic=[True] * 2,
+                        sources=[("d1",), ("d2",)], ranks=np.zeros((2, 3), np.int32), contents=["a", "b"],
+                        dates=["", ""])
+
+
+def test_category_weights_scale_the_loss_of_the_categories_they_name() -> None:
+    from evals.train_gates import category_weights, query_weights
+
+    assert category_weights("multi_hop=3, commonsense=0.5") == {"multi_hop": 3.0, "commonsense": 0.5}
+    assert category_weights("") == {}
+    for bad in ("multi_hop", "=3", "multi_hop=x", "multi_hop=0", "multi_hop=-2", "multi_hop=nan", "multi_hop=inf"):
+        with pytest.raises(ValueError):
+            category_weights(bad)
+    examples = [_example("locomo", "single_hop"), _example("locomo", "multi_hop"), _example("realtalk", "multi_hop"),
+                _example("realtalk", "commonsense")]
+    assert query_weights(examples, False) == [1.0, 1.0, 1.0, 1.0]
+    assert query_weights(examples, False, {"multi_hop": 3.0}) == [1.0, 3.0, 3.0, 1.0]
+    # times the task's weight: with balance, each task's queries share 1
+    assert query_weights(examples, True, {"multi_hop": 3.0}) == [0.5, 1.5, 1.5, 0.5]
+
+
+def test_a_category_weight_is_refused_before_anything_is_collected(data_root: Path, tmp_path: Path) -> None:
+    out, cache = tmp_path / "g", tmp_path / "cache"
+    result = CliRunner().invoke(app, ["train", "gates", "--category-weight", "multi_hop=0", "--out", str(out)])
+    assert result.exit_code != 0 and "positive" in result.output
+    result = CliRunner().invoke(app, [
+        "train", "gates", "--data", str(data_root), "--tasks", "locomo", "--scenes", "1", "--limit", "8",
+        "--category-weight", "multihop=3", "--out", str(out), "--cache", str(cache), "--no-progress",
+    ])
+    assert result.exit_code != 0
+    assert "multihop" in result.output and "multi_hop" in result.output  # names the categories there are
+    assert not out.exists() and not cache.exists()
