@@ -139,7 +139,7 @@ class SentenceTransformerEmbedder:
         # (`storage.registry` imports spaCy, whose thinc loads torch), so this holds only for a process
         # that builds the embedder first; the service's workers keep libgomp's default short spin,
         # which the e5 engine (same runtime) needs: its query on a thread of its own took 12.8 ms p50
-        # so and 20.6 ms passive (2 cores, 2026-12-07).
+        # that way and 20.6 ms with passive workers (2 cores, 2026-12-07).
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         import torch
         from sentence_transformers import SentenceTransformer

@@ -176,10 +176,11 @@ def test_the_query_row_option_names_its_two_ways(tmp_path: Path) -> None:
 def _example(task: str, category: str) -> QueryExample:
     import numpy as np
 
-    from evals.train_gates import BASE_WIDTH
+    from memsvc.learn.features import RERANK_FEATURES
 
+    # the collected rows' full width, as `evals.gates_data.collect_task` writes them
     return QueryExample(task=task, scene="c1", query_id=f"{task}-{category}", category=category, text="Where?",
-                        gold=("d1",), pool="hybrid_temporal", features=np.zeros((2, BASE_WIDTH), np.float32),
+                        gold=("d1",), pool="hybrid_temporal", features=np.zeros((2, len(RERANK_FEATURES)), np.float32),
                         labels=np.array([True, False]), credited=[("d1",), ()], words=[7, 2], episodic=[True] * 2,
                         sources=[("d1",), ("d2",)], ranks=np.zeros((2, 3), np.int32), contents=["a", "b"],
                         dates=["", ""])
