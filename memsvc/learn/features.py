@@ -19,6 +19,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -44,6 +45,7 @@ STOP = frozenset(["a", "about", "above", "after", "again", "against", "all", "am
 TYPES = ("episodic", "semantic", "procedural", "refined")
 
 
+@lru_cache(maxsize=1 << 16)  # a word's stem, asked for every word of every candidate of every search
 def stem(word: str) -> str:
     """Crude English suffix stripping: plural, -ing, -ed (enough to match 'painting'/'paints'/'painted')."""
     w = word.lower().strip("'")

@@ -609,7 +609,9 @@ class SqlRecordStore(JobRows, EpisodeRows):
 
 
 def _cube(row: Row[Any]) -> MemoryCube:
-    return MemoryCube.model_validate(row._mapping)
+    # a plain dict: pydantic validates one about twice as fast as a RowMapping (the read path loads
+    # every candidate of a rerank pool, 200 rows a search)
+    return MemoryCube.model_validate(row._asdict())
 
 
 def _entry(r: Row[Any]) -> OutboxEntry:
