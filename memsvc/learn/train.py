@@ -80,13 +80,37 @@ def _pad(groups: Sequence[ListGroup]) -> tuple[torch.Tensor, torch.Tensor, torch
     return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(mask)
 
 
+RERANK_LOSSES = ("listnet", "lambda")
+
+
+def lambda_loss(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per query (rows of padded lists): a logistic loss on every (gold, other) pair of its candidates,
+    weighted by how much swapping the two would move a rank discount 1 / log2(2 + rank) at the current
+    ranks (LambdaRank's weighting, NDCG's discount), over the query's gold count (so every question
+    weighs the same, as in a recall average). The pairs that straddle the top of the ranking carry
+    the weight, not those already well ordered far down it."""
+    with torch.no_grad():
+        rank = logits.argsort(1, descending=True).argsort(1).to(logits.dtype)
+        discount = 1.0 / torch.log2(2.0 + rank)
+        gold = labels > 0
+        pairs = gold.unsqueeze(2) & (~gold & mask).unsqueeze(1)  # (B, n, n): i gold, j not
+        weight = (discount.unsqueeze(2) - discount.unsqueeze(1)).abs() * pairs
+        weight = weight / gold.sum(1).clamp(min=1).view(-1, 1, 1).to(logits.dtype)
+    margin = logits.unsqueeze(2) - logits.unsqueeze(1)  # s_i - s_j
+    return (torch.nn.functional.softplus(-margin) * weight).sum((1, 2))
+
+
 def fit_reranker(
     groups: Sequence[ListGroup], *, hidden: int = 64, steps: int = 400, lr: float = 3e-3,
     weight_decay: float = 1e-4, seed: int = 0, progress: Progress | None = None, init: RerankHead | None = None,
+    loss: str = "listnet",
 ) -> RerankHead:
-    """Listwise softmax cross-entropy: the target spreads evenly over a query's gold candidates.
+    """`loss` "listnet": listwise softmax cross-entropy, the target spread evenly over a query's gold
+    candidates; "lambda": `lambda_loss`. Each query's loss times its `weight`.
 
     With `init`, a copy of that model is fine-tuned (its input statistics kept)."""
+    if loss not in RERANK_LOSSES:
+        raise ValueError(f"unknown reranker loss {loss!r} (one of {', '.join(RERANK_LOSSES)})")
     torch.manual_seed(seed)
     train = [g for g in groups if g.labels.any()]
     x, y, mask = _pad(train)
@@ -105,12 +129,15 @@ def fit_reranker(
     for step in range(steps):
         idx = torch.randperm(len(train), generator=gen)[:batch]
         logits = model(x[idx]).masked_fill(~mask[idx], -1e9)
-        loss = -(w[idx] * (target[idx] * torch.log_softmax(logits, dim=1)).sum(1)).mean()
+        if loss == "lambda":
+            value = (w[idx] * lambda_loss(logits, y[idx], mask[idx])).mean()
+        else:
+            value = -(w[idx] * (target[idx] * torch.log_softmax(logits, dim=1)).sum(1)).mean()
         opt.zero_grad()
-        loss.backward()  # type: ignore[no-untyped-call]
+        value.backward()  # type: ignore[no-untyped-call]
         opt.step()
         if progress is not None:
-            progress(step + 1, steps, float(loss))
+            progress(step + 1, steps, float(value))
     model.eval()
     return model
 

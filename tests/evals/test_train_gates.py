@@ -21,11 +21,12 @@ def test_bounded_training_writes_a_loadable_artefact_with_its_manifest(data_root
     result = CliRunner().invoke(app, [
         "train", "gates", "--data", str(data_root), "--tasks", "locomo,proced_mem_bench", "--scenes", "1", "--limit", "8",
         "--folds", "2", "--steps", "10", "--out", str(out), "--cache", str(tmp_path / "cache"), "--no-progress",
-        "--second-query", "projected", "--category-weight", "multi_hop=3",
+        "--second-query", "projected", "--category-weight", "multi_hop=3", "--loss", "lambda",
     ])
     assert result.exit_code == 0, result.output
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["config"]["category_weight"] == {"multi_hop": 3.0}
+    assert manifest["config"]["loss"] == "lambda"
     pairs = (line.split(None, 1) for line in (data_root / "SHA256SUMS").read_text().splitlines() if line.strip())
     sums = {path.strip(): digest for digest, path in pairs}
     assert manifest["data"]["locomo/locomo10_dev.json"] == sums["locomo/locomo10_dev.json"]
@@ -206,6 +207,8 @@ def test_a_category_weight_is_refused_before_anything_is_collected(data_root: Pa
     out, cache = tmp_path / "g", tmp_path / "cache"
     result = CliRunner().invoke(app, ["train", "gates", "--category-weight", "multi_hop=0", "--out", str(out)])
     assert result.exit_code != 0 and "positive" in result.output
+    result = CliRunner().invoke(app, ["train", "gates", "--loss", "hinge", "--out", str(out), "--cache", str(cache)])
+    assert result.exit_code != 0 and "listnet" in result.output and "lambda" in result.output
     result = CliRunner().invoke(app, [
         "train", "gates", "--data", str(data_root), "--tasks", "locomo", "--scenes", "1", "--limit", "8",
         "--category-weight", "multihop=3", "--out", str(out), "--cache", str(cache), "--no-progress",

@@ -48,6 +48,7 @@ from memsvc.learn.train import (
     fit_projection,
     fit_reranker,
     folds_by_group,
+    lambda_loss,
     project_queries,
     score_lists,
 )
@@ -193,6 +194,32 @@ def test_reranker_learns_a_separable_signal_and_the_artefact_round_trips(tmp_pat
     x = torch.from_numpy(groups[0].features)
     with torch.inference_mode():
         assert torch.allclose(heads["rerank"](x), model(x))
+
+
+def test_the_lambda_loss_learns_every_gold_of_a_list_and_ignores_padding() -> None:
+    rng = np.random.default_rng(1)
+    groups = []
+    for _ in range(60):
+        n = int(rng.integers(20, 40))  # lists of different lengths: padded in a batch
+        x = rng.normal(size=(n, len(RERANK_FEATURES))).astype(np.float32)
+        y = np.zeros(n)
+        y[rng.choice(n, size=3, replace=False)] = 1
+        x[y == 1, 0] += 3.0
+        groups.append(ListGroup(x, y))
+    model = fit_reranker(groups, steps=150, loss="lambda")
+    # all three gold candidates of a list at its top three
+    tops = [set(np.argsort(-s)[:3]) for s in score_lists(model, [g.features for g in groups])]
+    assert np.mean([len(t & set(np.flatnonzero(g.labels))) / 3 for g, t in zip(groups, tops, strict=True)]) >= 0.9
+    # the loss of a list: its pairs only (padding adds nothing), smaller when its gold leads
+    logits = torch.tensor([[2.0, 0.0, -1.0, -1e9], [-1.0, 0.0, 2.0, -1e9]])
+    labels = torch.tensor([[1.0, 0.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
+    mask = torch.tensor([[True, True, True, False]] * 2)
+    value = lambda_loss(logits, labels, mask)
+    assert value[0] < value[1]
+    assert torch.allclose(value, lambda_loss(logits[:, :3], labels[:, :3], mask[:, :3]))
+    assert lambda_loss(logits, torch.zeros_like(labels), mask).tolist() == [0.0, 0.0]  # no gold, no pairs
+    with pytest.raises(ValueError, match="listnet"):
+        fit_reranker(groups[:2], steps=1, loss="hinge")
 
 
 def test_a_head_trained_on_other_features_is_not_loaded(tmp_path: Path) -> None:
