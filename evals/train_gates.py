@@ -630,7 +630,7 @@ def train_gates(
         "multi_hop=3; 1 for the others; measured and not adopted, see the README)")] = "",
     loss: Annotated[str, typer.Option(
         "--loss", help="the reranker's loss: 'listnet' (listwise softmax) or 'lambda' (pairwise, LambdaRank-weighted; "
-        "measured on LoCoMo alone, not yet in the shipped artefact, see the README)")] = "listnet",
+        "it gains on LoCoMo and ToolBench and loses TMD: measured and not adopted, see the README)")] = "listnet",
     from_feedback: Annotated[bool, typer.Option(
         "--from-feedback", help="fine-tune the loaded reranker on a tenant's /v1/feedback events instead")] = False,
     tenant: Annotated[str | None, typer.Option("--tenant", help="with --from-feedback: whose feedback")] = None,

@@ -59,6 +59,14 @@ def content_stems(text: str) -> set[str]:
     return {stem(w) for w in _WORD.findall(text) if w.lower() not in STOP and len(w) > 1}
 
 
+@lru_cache(maxsize=1 << 14)  # a memory's text recurs in the pools of its scope's searches
+def _text_signals(text: str) -> tuple[frozenset[str], str, float, float]:
+    """A candidate's lexical signals that do not depend on the query: its content stems, its text
+    lower-cased, whether it holds a digit, whether it names a date word."""
+    return (frozenset(content_stems(text)), text.lower(), 1.0 if _DIGIT.search(text) else 0.0,
+            1.0 if _DATE_WORD.search(text) else 0.0)
+
+
 def query_names(query: str) -> set[str]:
     """Capitalised words of the query that are not question or function words (lower-cased)."""
     return {w.lower() for w in _CAPITALISED.findall(query) if w.lower() not in _QUESTION_WORDS and w.lower() not in STOP}
@@ -273,6 +281,10 @@ _DENSE_Z, _SECOND_Z, _ADAPTED_Z, _COVER, _KEYWORD = (
     RERANK_FEATURES.index(c) for c in ("dense_z", "second_z", "adapted_z", "query_cover", "keyword_rel"))
 
 
+_ONE_HOT = {t: tuple(float(t == u) for u in TYPES) for t in TYPES}  # a candidate's type columns
+_NO_TYPE = (0.0,) * len(TYPES)
+
+
 def _rank_feature(rank: int | None, missing: float) -> float:
     return math.log1p(rank) / 6.0 if rank is not None else missing
 
@@ -304,31 +316,28 @@ def rerank_features(query: str, cands: Sequence[Candidate], *, window: bool = Fa
         filled = np.where(np.isnan(epochs), np.nanmin(epochs), epochs)
         order = (-filled).argsort(kind="stable").argsort(kind="stable")  # 0 = newest
         recency = order / max(1, n - 1)
+    window_f = float(window)
+    base: list[tuple[float, ...]] = []  # the base columns, one tuple a candidate, stored at once
     for i, c in enumerate(cands):
-        words = content_stems(c.content)
+        words, low, has_digit, has_date = _text_signals(c.content)
         cover = len(q_stems & words) / len(q_stems) if q_stems else 0.0
-        low = c.content.lower()
         speaker = (c.speaker or "").lower()
         named = 1.0 if speaker and speaker in names else 0.0
         in_content = sum(1 for nm in names if nm in low) / len(names) if names else 0.0
-        has_date = 1.0 if _DATE_WORD.search(c.content) else 0.0
         d = c.dense if c.dense is not None else d_mean
-        out[i] = (
+        base.append((
             d, d - d_max, (d - d_mean) / (d_std or 1.0), _rank_feature(c.dense_rank, missing),
             float(c.dense_rank is None),
             (c.keyword or 0.0) / kw_max, _rank_feature(c.keyword_rank, missing), float(c.keyword_rank is None),
             (c.graph or 0.0) / g_max, _rank_feature(c.graph_rank, missing), float(c.graph_rank is None),
             c.fused * 60.0, _rank_feature(c.fused_rank, missing),
-            *(float(c.type == t) for t in TYPES), float(c.derived), math.log1p(c.tokens) / 5.0,
-            cover, named, in_content, 1.0 if _DIGIT.search(c.content) else 0.0, has_date,
+            *_ONE_HOT.get(c.type, _NO_TYPE), float(c.derived), math.log1p(c.tokens) / 5.0,
+            cover, named, in_content, has_digit, has_date,
             temporal, temporal * has_date, multi, q_words, float(recency[i]),
-            float(window), _rank_feature(c.temporal_rank, missing) if window else missing,
+            window_f, _rank_feature(c.temporal_rank, missing) if window else missing,
             float(window and c.temporal_rank is None),
-            *(0.0 for _ in SECOND_FEATURES),
-            *(0.0 for _ in ADAPTED_FEATURES),
-            *(0.0 for _ in CONTEXT_FEATURES),
-            *(0.0 for _ in NEIGHBOUR_FEATURES),
-        )
+        ))
+    out[:, :len(BASE_FEATURES)] = np.asarray(base, dtype=np.float64)
     second = np.array([c.second if c.second is not None else np.nan for c in cands], dtype=np.float64)
     out[:, len(BASE_FEATURES):len(BASE_FEATURES) + len(SECOND_FEATURES)] = second_columns(second)
     adapted = np.array([c.adapted if c.adapted is not None else np.nan for c in cands], dtype=np.float64)

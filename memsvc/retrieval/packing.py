@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
+from functools import lru_cache
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -11,6 +12,7 @@ T = TypeVar("T")
 _TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 
 
+@lru_cache(maxsize=1 << 14)  # a memory's line is counted in every pool it joins
 def count_tokens(text: str) -> int:
     """Approximate LLM tokens: words and punctuation marks, long words counted per 6 chars.
 
