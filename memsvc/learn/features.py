@@ -59,12 +59,22 @@ def content_stems(text: str) -> set[str]:
     return {stem(w) for w in _WORD.findall(text) if w.lower() not in STOP and len(w) > 1}
 
 
-@lru_cache(maxsize=1 << 14)  # a memory's text recurs in the pools of its scope's searches
-def _text_signals(text: str) -> tuple[frozenset[str], str, float, float]:
+CACHED_CHARS = 500  # texts up to this long are cached (4,096 of them: the texts and stem sets, ~25 MB at most)
+
+
+def _signals(text: str) -> tuple[frozenset[str], str, float, float]:
     """A candidate's lexical signals that do not depend on the query: its content stems, its text
     lower-cased, whether it holds a digit, whether it names a date word."""
     return (frozenset(content_stems(text)), text.lower(), 1.0 if _DIGIT.search(text) else 0.0,
             1.0 if _DATE_WORD.search(text) else 0.0)
+
+
+_cached_signals = lru_cache(maxsize=1 << 12)(_signals)  # a memory's text recurs in its scope's pools
+
+
+def _text_signals(text: str) -> tuple[frozenset[str], str, float, float]:
+    """`_signals`, cached for texts of at most `CACHED_CHARS` (a memory may hold 32,000 characters)."""
+    return _cached_signals(text) if len(text) <= CACHED_CHARS else _signals(text)
 
 
 def query_names(query: str) -> set[str]:

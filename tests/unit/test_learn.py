@@ -15,6 +15,7 @@ from memsvc.learn.artefact import Manifest, read_manifest, sha256_file
 from memsvc.learn.features import (
     ADAPTED_FEATURES,
     BASE_FEATURES,
+    CACHED_CHARS,
     CONTEXT_AT,
     CONTEXT_FEATURES,
     LENGTH_FLOOR,
@@ -98,6 +99,18 @@ def test_rerank_features_read_names_words_and_scores() -> None:
     assert x[0, col["keyword_missing"]] == 0.0 and x[1, col["keyword_missing"]] == 1.0
     assert x[0, col["q_temporal_x_date"]] == 1.0 and x[1, col["q_temporal_x_date"]] == 0.0
     assert rerank_features("anything", []).shape == (0, len(RERANK_FEATURES))
+
+
+def test_rerank_features_read_long_memories_as_short_ones() -> None:
+    """Texts past the signal cache's length take the uncached path and read the same."""
+    short = "Caroline: I went to a support group yesterday, 3 of us."
+    long = short + " and then we talked for hours" * (CACHED_CHARS // 20)
+    assert len(short) <= CACHED_CHARS < len(long)
+    x = rerank_features("When did Caroline go to the support group?",
+                        [_cand(short, "Caroline", 0.7, 1), _cand(long, "Caroline", 0.7, 2)])
+    col = {name: i for i, name in enumerate(RERANK_FEATURES)}
+    for name in ("query_cover", "speaker_named", "names_in_content", "has_digit", "has_date"):
+        assert x[0, col[name]] == x[1, col[name]] == 1.0, name
 
 
 def test_rerank_features_mark_the_period_a_query_names() -> None:

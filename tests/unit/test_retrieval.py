@@ -1,7 +1,7 @@
 """Fusion, packing, reader order and query kinds on hand-made inputs."""
 
 from memsvc.retrieval.fusion import rrf
-from memsvc.retrieval.packing import count_tokens, edge_order, pack
+from memsvc.retrieval.packing import CACHED_CHARS, count_tokens, edge_order, pack
 from memsvc.retrieval.query import QueryKind, classify
 
 
@@ -43,6 +43,8 @@ def test_count_tokens() -> None:
     assert count_tokens("Alice moved to Berlin.") == 5
     assert count_tokens("") == 0
     assert count_tokens("internationalization") == 4
+    long = "Alice moved to Berlin. " * (CACHED_CHARS // 10)  # past the cache's length: counted the same
+    assert len(long) > CACHED_CHARS and count_tokens(long) == 5 * (CACHED_CHARS // 10)
 
 
 def test_classify_query_kinds() -> None:
