@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from memsvc.text_cache import CACHED_CHARS, short_text_cache
+
 _WORD = re.compile(r"[A-Za-z0-9']+")
 _CAPITALISED = re.compile(r"\b[A-Z][a-z]+(?:[A-Z][a-z]+)?\b")
 _DIGIT = re.compile(r"\d")
@@ -59,22 +61,12 @@ def content_stems(text: str) -> set[str]:
     return {stem(w) for w in _WORD.findall(text) if w.lower() not in STOP and len(w) > 1}
 
 
-CACHED_CHARS = 500  # texts up to this long are cached (4,096 of them: the texts and stem sets, ~25 MB at most)
-
-
-def _signals(text: str) -> tuple[frozenset[str], str, float, float]:
+@short_text_cache(1 << 12, CACHED_CHARS)  # a memory's text recurs in its scope's pools (4,096: ~25 MB at most)
+def _text_signals(text: str) -> tuple[frozenset[str], str, float, float]:
     """A candidate's lexical signals that do not depend on the query: its content stems, its text
     lower-cased, whether it holds a digit, whether it names a date word."""
     return (frozenset(content_stems(text)), text.lower(), 1.0 if _DIGIT.search(text) else 0.0,
             1.0 if _DATE_WORD.search(text) else 0.0)
-
-
-_cached_signals = lru_cache(maxsize=1 << 12)(_signals)  # a memory's text recurs in its scope's pools
-
-
-def _text_signals(text: str) -> tuple[frozenset[str], str, float, float]:
-    """`_signals`, cached for texts of at most `CACHED_CHARS` (a memory may hold 32,000 characters)."""
-    return _cached_signals(text) if len(text) <= CACHED_CHARS else _signals(text)
 
 
 def query_names(query: str) -> set[str]:

@@ -4,34 +4,25 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from functools import lru_cache
 from typing import TypeVar
+
+from memsvc.text_cache import CACHED_CHARS, short_text_cache
 
 T = TypeVar("T")
 
 _TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 
 
-CACHED_CHARS = 500  # lines up to this long are cached by text (8,192 of them: ~4 MB of ASCII at most)
-
-
+@short_text_cache(1 << 13, CACHED_CHARS)  # a memory's line is counted in every pool it joins
 def count_tokens(text: str) -> int:
     """Approximate LLM tokens: words and punctuation marks, long words counted per 6 chars.
 
-    Close to BPE counts for English prose without needing a tokenizer download. Short texts are
-    cached (a memory's line is counted in every pool it joins).
+    Close to BPE counts for English prose without needing a tokenizer download.
     """
-    return _cached_count(text) if len(text) <= CACHED_CHARS else _count(text)
-
-
-def _count(text: str) -> int:
     total = 0
     for tok in _TOKEN.findall(text):
         total += max(1, (len(tok) + 5) // 6)
     return total
-
-
-_cached_count = lru_cache(maxsize=1 << 13)(_count)
 
 
 def pack(
