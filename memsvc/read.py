@@ -301,9 +301,11 @@ class ReadPipeline:
         cset = CandidateSet(preset, candidates, paths=found.paths, query=req.query)
         if found.rerank and candidates and qvec is not None:
             moved = self._adapt(qvec) if self.gate is not None else None
+            # the id-restricted searches first: the query's e5 row (`_second`) may still be on its way
+            cosines = self._cosines(qvec, flt, candidates, moved)
             seconds = self._second(tenant, req, candidates, qvec, found.second_query) if self.gate is not None else {}
             cset.features = self._features(req.query, qvec, flt, candidates, window=found.window, moved=moved,
-                                           seconds=seconds)
+                                           seconds=seconds, cosines=cosines)
             cset.adapted = moved is not None
             cset.second = [c.cube.id in seconds for c in candidates]
             router = self.router
@@ -390,20 +392,26 @@ class ReadPipeline:
         moved = self.fallbacks.call("second", lambda: projector.project(np.asarray([qvec], dtype=np.float32)))
         return None if moved is None else moved[0]
 
-    def _features(self, query: str, qvec: list[float], flt: VectorFilter, cands: list[_Candidate], *,
-                  window: bool = False, moved: np.ndarray | None = None,
-                  seconds: dict[str, tuple[float, np.ndarray]] | None = None) -> np.ndarray:
-        """The read gate's inputs; the dense score of every candidate comes from one id-restricted search,
-        its cosine to `moved` (the query as the query adapter moves it, `_adapt`) from a second; without
-        it the read gate reads the adapter's columns as unknown. `seconds`: the candidates' cosines and
-        rows in the second embedder's space (`_second`), unknown where absent."""
-        seconds = seconds or {}
+    def _cosines(self, qvec: list[float], flt: VectorFilter, cands: list[_Candidate],
+                 moved: np.ndarray | None = None) -> tuple[dict[str, float], dict[str, float]]:
+        """Every candidate's dense score, from one id-restricted search, and its cosine to `moved` (the
+        query as the query adapter moves it, `_adapt`) from a second (empty without it: the read gate
+        then reads the adapter's columns as unknown)."""
         ids = [c.cube.id for c in cands]
         only = replace(flt, ids=ids)
         cosine = dict(self.vectors.search(qvec, only, len(ids)))
-        adapted: dict[str, float] = {}
-        if moved is not None:
-            adapted = dict(self.vectors.search(moved.tolist(), only, len(ids)))
+        adapted = dict(self.vectors.search(moved.tolist(), only, len(ids))) if moved is not None else {}
+        return cosine, adapted
+
+    def _features(self, query: str, qvec: list[float], flt: VectorFilter, cands: list[_Candidate], *,
+                  window: bool = False, moved: np.ndarray | None = None,
+                  seconds: dict[str, tuple[float, np.ndarray]] | None = None,
+                  cosines: tuple[dict[str, float], dict[str, float]] | None = None) -> np.ndarray:
+        """The read gate's inputs. `cosines`: the candidates' dense scores and cosines to `moved`
+        (`_cosines`; searched here when not given). `seconds`: the candidates' cosines and rows in the
+        second embedder's space (`_second`), unknown where absent."""
+        seconds = seconds or {}
+        cosine, adapted = cosines if cosines is not None else self._cosines(qvec, flt, cands, moved)
         views = []
         for c in cands:
             r, sc = c.fused.ranks, c.fused.scores

@@ -18,6 +18,9 @@ reranks for the ones it lacks (at most `MEMSVC_SEARCH__SECOND_FILL` a search), b
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,6 +40,13 @@ DIM = 384
 # stored them first, so rows stored then still count.
 ROWS_MODEL = f"retention:{NAME}"
 _ENGINE_LOCK = threading.Lock()
+# OpenMP threads for a query embedded beside a search (`SecondRows.query_soon`): the cores the search's
+# own thread leaves, at most two. On two cores a two-thread team waits at each of the engine's many
+# barriers behind the search's own thread; measured (2 cores, 10k memories, 200 searches, warm,
+# 2026-12-07) retrievers + rerank stage p50 / p95 38.1 / 65.0 ms with two -> 26.4 / 33.7 with one,
+# CPU per search 66 -> 42 ms. OpenMP's team size is per calling thread: the indexer's batches keep
+# their threads.
+QUERY_THREADS = max(1, min(2, (os.cpu_count() or 2) - 1))
 
 
 def version() -> str | None:
@@ -74,6 +84,19 @@ class SecondEmbedder:
             for i in range(0, len(texts), batch):
                 parts.append(np.asarray(self._model.passage([t or " " for t in texts[i:i + batch]]), dtype=np.float32))
         return _unit(np.concatenate(parts).reshape(len(texts), self.dim))
+
+    def use_threads(self, n: int) -> None:
+        """Cap at `n` the OpenMP team of the engine's calls made from the calling thread (a team's size is
+        per thread). The engine's parallel regions run in the OpenMP runtime loaded first with global
+        symbols — torch's, in the service — else in the engine's own: the setter is looked up the same
+        way. A no-op where neither exports one."""
+        setter: Callable[[int], object] | None
+        try:
+            setter = ctypes.CDLL(None).omp_set_num_threads
+        except AttributeError:
+            setter = getattr(getattr(self._model, "_lib", None), "omp_set_num_threads", None)
+        if setter is not None:
+            setter(int(n))
 
     def encode_query(self, text: str) -> np.ndarray:
         """The query's row (e5's `query: ` prefix), L2-normalised float32, for the read gate's cosines
@@ -114,8 +137,14 @@ class SecondRows:
         query with e5 while its retrievers run."""
         with self._lock:
             if self._pool is None:
-                self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="e5-query")
+                self._pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="e5-query",
+                                                initializer=self._query_thread)
         return self._pool.submit(self.query, text)
+
+    def _query_thread(self) -> None:
+        """A query thread's set-up: the engine's team capped at `QUERY_THREADS` (`use_threads`)."""
+        with contextlib.suppress(ValueError):  # no engine: the query itself says so, through its future
+            self.embedder.use_threads(QUERY_THREADS)
 
     def rows(self, tenant: str, user_id: str, texts: Sequence[str], *, fill: int | None = None,
              chunk: int = 256, encode: Callable[[Sequence[str]], np.ndarray] | None = None) -> dict[str, np.ndarray]:

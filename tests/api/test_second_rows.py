@@ -204,3 +204,32 @@ def test_the_projected_artefact_runs_no_e5_pass_for_the_query(tmp_path: Path, qu
         assert "Berlin in May" in str(results[0]["content"])
     finally:
         os_.close()
+
+
+def test_a_query_embedded_beside_a_search_runs_on_a_capped_team_and_gives_the_same_row() -> None:
+    """`query_soon`'s thread caps the engine's OpenMP team at `QUERY_THREADS` (the runtime the engine's
+    parallel regions run in: torch's, loaded with global symbols, else the engine's own); a team's
+    size is per thread, so any other thread keeps its own."""
+    import ctypes
+    import threading
+
+    import torch  # noqa: F401 - loaded as in the service: its OpenMP runtime is the engine's then
+
+    from memsvc.learn.second import QUERY_THREADS, SecondRows
+
+    omp = ctypes.CDLL(None)
+
+    def fresh_thread_team() -> int:
+        seen: list[int] = []
+        t = threading.Thread(target=lambda: seen.append(omp.omp_get_max_threads()))
+        t.start()
+        t.join()
+        return seen[0]
+
+    before = fresh_thread_team()
+    rows = SecondRows(None)
+    row = rows.query_soon(QUERY)
+    team = rows._pool.submit(omp.omp_get_max_threads).result()  # type: ignore[union-attr]
+    assert team == min(QUERY_THREADS, before)
+    assert fresh_thread_team() == before  # every other thread keeps the runtime's default
+    np.testing.assert_allclose(row.result(), rows.query(QUERY), atol=1e-6)
