@@ -8,8 +8,10 @@ and a linear head over both tells evidence from chatter better than over either:
 conversations (`memsvc train retention`, 5 folds by conversation, a 25 % budget in the replay) it
 lifts LoCoMo from 54.7 to 55.8 WR@500 and REALTALK from 51.0 to 52.1 (see the README's Retention).
 The read gate reads each candidate's e5 cosine to the query beside MiniLM's
-(`memsvc.learn.features.SECOND_FEATURES`); the query's side of it is the gate artefact's projection of
-the query's MiniLM embedding (`memsvc.learn.nets.SecondProjection`), so a search runs no e5 pass.
+(`memsvc.learn.features.SECOND_FEATURES`); the query's side of it is the query embedded with e5 on a
+thread of its own while the retrievers run (`SecondRows.query_soon`; the packaged artefact), or, with an
+artefact that has the `second` head (`gates-projected`), the projection of the query's MiniLM embedding
+(`memsvc.learn.nets.SecondProjection`), which runs no e5 pass.
 
 Rows are computed once per memory text and stored with the scope (`SecondRows`, SQL `name_vectors`):
 by the indexer where the configured preset reranks (`MEMSVC_SEARCH__SECOND_ROWS`), by a search that
