@@ -95,7 +95,7 @@ class SecondEmbedder:
         setter: Callable[[int], object] | None
         try:
             setter = ctypes.CDLL(None).omp_set_num_threads
-        except AttributeError:
+        except (AttributeError, OSError, TypeError):  # no global one (or no process handle on this platform)
             setter = getattr(getattr(self._model, "_lib", None), "omp_set_num_threads", None)
         if setter is not None:
             setter(int(n))
