@@ -44,10 +44,10 @@ ROWS_MODEL = f"retention:{NAME}"
 _ENGINE_LOCK = threading.Lock()
 # OpenMP threads for a query embedded beside a search (`SecondRows.query_soon`): the cores the search's
 # own thread leaves, at most two. On two cores a two-thread team waits at each of the engine's many
-# barriers behind the search's own thread; measured (2 cores, 10k memories, 200 searches, warm,
-# 2026-12-07) retrievers + rerank stage p50 / p95 38.1 / 65.0 ms with two -> 26.4 / 33.7 with one,
-# CPU per search 66 -> 42 ms. OpenMP's team size is per calling thread: the indexer's batches keep
-# their threads.
+# barriers behind the search's own thread; measured (`benchmarks/gates.py`, 2 cores, 10k memories,
+# 2026-12-07, with the id-restricted searches moved before the wait; see the README) search
+# `hybrid_temporal_rerank` p50 / p95 42.7 / 53.5 -> 28.4 / 36.3 ms, CPU 68 -> 45 ms a search. OpenMP's
+# team size is per calling thread: the indexer's batches keep their threads.
 QUERY_THREADS = max(1, min(2, (os.cpu_count() or 2) - 1))
 
 
