@@ -90,8 +90,9 @@ def main() -> None:
                     t = time.perf_counter()
                     seconds = reader._second("bench", req, cset.candidates, qvec)
                     second.append((time.perf_counter() - t) * 1000)
-                    reader._features(q, qvec, flt, cset.candidates, window=window, moved=reader._adapt(qvec),
-                                     seconds=seconds)
+                    reader._features(q, cset.candidates,
+                                     reader._cosines(qvec, flt, cset.candidates, reader._adapt(qvec)),
+                                     window=window, seconds=seconds)
                     feats.append((time.perf_counter() - t) * 1000)
                     t = time.perf_counter()
                     reader.rank(cset)

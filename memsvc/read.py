@@ -304,8 +304,7 @@ class ReadPipeline:
             # the id-restricted searches first: the query's e5 row (`_second`) may still be on its way
             cosines = self._cosines(qvec, flt, candidates, moved)
             seconds = self._second(tenant, req, candidates, qvec, found.second_query) if self.gate is not None else {}
-            cset.features = self._features(req.query, qvec, flt, candidates, window=found.window, moved=moved,
-                                           seconds=seconds, cosines=cosines)
+            cset.features = self._features(req.query, candidates, cosines, window=found.window, seconds=seconds)
             cset.adapted = moved is not None
             cset.second = [c.cube.id in seconds for c in candidates]
             router = self.router
@@ -403,15 +402,13 @@ class ReadPipeline:
         adapted = dict(self.vectors.search(moved.tolist(), only, len(ids))) if moved is not None else {}
         return cosine, adapted
 
-    def _features(self, query: str, qvec: list[float], flt: VectorFilter, cands: list[_Candidate], *,
-                  window: bool = False, moved: np.ndarray | None = None,
-                  seconds: dict[str, tuple[float, np.ndarray]] | None = None,
-                  cosines: tuple[dict[str, float], dict[str, float]] | None = None) -> np.ndarray:
-        """The read gate's inputs. `cosines`: the candidates' dense scores and cosines to `moved`
-        (`_cosines`; searched here when not given). `seconds`: the candidates' cosines and rows in the
-        second embedder's space (`_second`), unknown where absent."""
+    def _features(self, query: str, cands: list[_Candidate], cosines: tuple[dict[str, float], dict[str, float]], *,
+                  window: bool = False, seconds: dict[str, tuple[float, np.ndarray]] | None = None) -> np.ndarray:
+        """The read gate's inputs. `cosines`: the candidates' dense scores and their cosines to the
+        adapted query (`_cosines`). `seconds`: the candidates' cosines and rows in the second embedder's
+        space (`_second`), unknown where absent."""
         seconds = seconds or {}
-        cosine, adapted = cosines if cosines is not None else self._cosines(qvec, flt, cands, moved)
+        cosine, adapted = cosines
         views = []
         for c in cands:
             r, sc = c.fused.ranks, c.fused.scores

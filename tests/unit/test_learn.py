@@ -15,7 +15,6 @@ from memsvc.learn.artefact import Manifest, read_manifest, sha256_file
 from memsvc.learn.features import (
     ADAPTED_FEATURES,
     BASE_FEATURES,
-    CACHED_CHARS,
     CONTEXT_AT,
     CONTEXT_FEATURES,
     LENGTH_FLOOR,
@@ -57,6 +56,7 @@ from memsvc.models import MemoryCube, MemoryType
 from memsvc.read import _Candidate, restated
 from memsvc.retrieval.fusion import Fused
 from memsvc.retrieval.packing import pack
+from memsvc.text_cache import CACHED_CHARS
 
 
 def test_auroc_is_the_rank_statistic_with_ties_shared() -> None:

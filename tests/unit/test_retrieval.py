@@ -1,8 +1,9 @@
 """Fusion, packing, reader order and query kinds on hand-made inputs."""
 
 from memsvc.retrieval.fusion import rrf
-from memsvc.retrieval.packing import CACHED_CHARS, count_tokens, edge_order, pack
+from memsvc.retrieval.packing import count_tokens, edge_order, pack
 from memsvc.retrieval.query import QueryKind, classify
+from memsvc.text_cache import CACHED_CHARS
 
 
 def test_rrf_sums_reciprocal_ranks() -> None:
