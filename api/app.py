@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -26,6 +27,16 @@ from memsvc.config import Settings
 from memsvc.memory_os import MemoryOS
 
 
+def settle_heap() -> None:
+    """Take what start-up loaded (torch, the models, the backends: about 560k objects) out of the
+    cyclic garbage collector's walks. Without it every full collection walks them all, a pause of
+    every thread of about 150 ms (127-192 ms measured on 2 cores) that lands on a search every few
+    hundred requests; after it, 0.2-0.4 ms. What start-up left is still freed by reference counting
+    when it is dropped; only a reference cycle through it is never collected."""
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(settings: Settings | None = None, memory_os: MemoryOS | None = None) -> FastAPI:
     """Build the app. With `memory_os` given the caller owns it; otherwise the lifespan builds and closes one."""
     settings = settings or (memory_os.settings if memory_os else Settings())
@@ -41,6 +52,7 @@ def create_app(settings: Settings | None = None, memory_os: MemoryOS | None = No
 
             os_ = build_memory_os(settings)
             app.state.memory_os = os_
+            settle_heap()
             try:
                 yield
             finally:

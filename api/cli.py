@@ -119,6 +119,7 @@ def worker(data_dir: DataDir = None) -> None:
     import signal
     import threading
 
+    from api.app import settle_heap
     from storage.registry import build_memory_os
 
     settings = _settings(data_dir)
@@ -128,6 +129,7 @@ def worker(data_dir: DataDir = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     os_ = build_memory_os(settings)
+    settle_heap()
     typer.echo(f"memsvc worker {os_.jobs.owner}: {settings.jobs.workers} thread(s) on the {settings.jobs.kind} queue")
     try:
         stop.wait()
@@ -154,6 +156,7 @@ def gates_serve(
     `MEMSVC_GATES__TOKEN` when the worker has one)."""
     import uvicorn
 
+    from api.app import settle_heap
     from api.gates_server import create_gates_app
     from storage.gates.local import TorchGateModel
 
@@ -162,7 +165,9 @@ def gates_serve(
     typer.echo(f"memsvc gates: {info['name']} v{info['version']} heads={info['heads']} on {info['device']} "
                f"({info['dtype']}), listening on http://{host}:{port}"
                + (" (token required)" if token else " (no token: keep it on a network only the API nodes reach)"))
-    uvicorn.run(create_gates_app(model, token=token or None), host=host, port=port, log_level="warning")
+    gates = create_gates_app(model, token=token or None)
+    settle_heap()
+    uvicorn.run(gates, host=host, port=port, log_level="warning")
 
 
 @app.command()

@@ -37,6 +37,7 @@ from write_recall import (  # benchmarks/ is the script folder, first on sys.pat
     pct,
 )
 
+from api.app import settle_heap
 from memsvc.config import SearchConfig, Settings
 from memsvc.schemas import SearchRequest, WriteRequest
 from storage.registry import build_memory_os
@@ -75,6 +76,7 @@ def main() -> None:
                 os_.add("bench", WriteRequest(user_id="u", messages=msgs, infer=False))
             write_s = time.perf_counter() - start
             os_.vectors.flush()
+            settle_heap()  # as a server's start-up does (`api.app.settle_heap`)
             reader = os_.reader
             for depth in (int(d) for d in args.depths.split(",")):
                 reader.config = SearchConfig(**{**reader.config.model_dump(), "rerank_depth": depth})

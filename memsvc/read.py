@@ -20,8 +20,9 @@ from memsvc.learn.features import (
     Candidate,
     memory_text,
     per_length,
-    rerank_features,
+    rerank_base,
     route_features,
+    with_second,
 )
 from memsvc.learn.second import SecondRows
 from memsvc.models import (
@@ -301,10 +302,11 @@ class ReadPipeline:
         cset = CandidateSet(preset, candidates, paths=found.paths, query=req.query)
         if found.rerank and candidates and qvec is not None:
             moved = self._adapt(qvec) if self.gate is not None else None
-            # the id-restricted searches first: the query's e5 row (`_second`) may still be on its way
-            cosines = self._cosines(qvec, flt, candidates, moved)
+            # what needs no e5 first (the id-restricted searches, every column but the second
+            # embedder's): the query's e5 row (`_second`) may still be on its way
+            base = self._base(req.query, candidates, self._cosines(qvec, flt, candidates, moved), window=found.window)
             seconds = self._second(tenant, req, candidates, qvec, found.second_query) if self.gate is not None else {}
-            cset.features = self._features(req.query, candidates, cosines, window=found.window, seconds=seconds)
+            cset.features = self._with_second(base, candidates, seconds)
             cset.adapted = moved is not None
             cset.second = [c.cube.id in seconds for c in candidates]
             router = self.router
@@ -406,27 +408,35 @@ class ReadPipeline:
                   window: bool = False, seconds: dict[str, tuple[float, np.ndarray]] | None = None) -> np.ndarray:
         """The read gate's inputs. `cosines`: the candidates' dense scores and their cosines to the
         adapted query (`_cosines`). `seconds`: the candidates' cosines and rows in the second embedder's
-        space (`_second`), unknown where absent."""
-        seconds = seconds or {}
+        space (`_second`), unknown where absent. The search computes it in two steps (`_base`, then
+        `_with_second` once the query's e5 row is there); the same rows."""
+        return self._with_second(self._base(query, cands, cosines, window=window), cands, seconds or {})
+
+    def _base(self, query: str, cands: list[_Candidate], cosines: tuple[dict[str, float], dict[str, float]], *,
+              window: bool = False) -> np.ndarray:
+        """`_features` but for the columns that read the second embedder (`rerank_base`)."""
         cosine, adapted = cosines
         views = []
         for c in cands:
             r, sc = c.fused.ranks, c.fused.scores
-            when = as_utc(c.cube.event_time or c.cube.valid_from)
-            e5 = seconds.get(c.cube.id)
             views.append(Candidate(
                 type=c.cube.type.value, content=c.cube.content, speaker=_speaker(c.cube),
-                derived=c.cube.type is not MemoryType.EPISODIC, tokens=c.tokens,
-                event_epoch=when.timestamp() if when else None,
+                derived=c.cube.type is not MemoryType.EPISODIC, tokens=c.tokens, event_epoch=_epoch(c.cube),
                 dense=cosine.get(c.cube.id, sc.get("dense")), keyword=sc.get("keyword"), graph=sc.get("graph"),
                 dense_rank=r.get("dense"), keyword_rank=r.get("keyword"), graph_rank=r.get("graph"),
                 fused=c.fused.score, fused_rank=c.fused_rank, temporal_rank=r.get("temporal"),
-                adapted=adapted.get(c.cube.id), second=e5[0] if e5 is not None else None,
-                second_row=e5[1] if e5 is not None else None,
+                adapted=adapted.get(c.cube.id),
                 turn=turn_of(c.cube) if c.cube.type is MemoryType.EPISODIC else None, session=c.cube.session_id,
                 sources=tuple(c.cube.source_ids),
             ))
-        return rerank_features(query, views, window=window)
+        return rerank_base(query, views, window=window)
+
+    @staticmethod
+    def _with_second(base: np.ndarray, cands: list[_Candidate], seconds: dict[str, tuple[float, np.ndarray]]) -> np.ndarray:
+        """`base` (`_base`) with the second embedder's columns: `seconds` as `_features` reads it."""
+        e5 = [seconds.get(c.cube.id) for c in cands]
+        return with_second(base, [x[0] if x is not None else None for x in e5],
+                           [x[1] if x is not None else None for x in e5], [_epoch(c.cube) for c in cands])
 
     def rank(self, cset: CandidateSet) -> list[_Candidate]:
         """Best first: the read gate's order when it ran, else the fused order."""
@@ -539,6 +549,12 @@ def _speaker(cube: MemoryCube) -> str | None:
         return value
     head, sep, _ = cube.content.partition(": ")
     return head if sep and len(head) <= 40 else None
+
+
+def _epoch(cube: MemoryCube) -> float | None:
+    """A memory's event time (its validity start where it has none) as the read gate reads it."""
+    when = as_utc(cube.event_time or cube.valid_from)
+    return when.timestamp() if when else None
 
 
 def _sigmoid(x: float) -> float:

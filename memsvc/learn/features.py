@@ -278,6 +278,7 @@ RERANK_FEATURES: tuple[str, ...] = (
 # those from the candidates' texts and stream positions (and, for the adapter, the model of the right fold).
 BASE_FEATURES: tuple[str, ...] = RERANK_FEATURES[:RERANK_FEATURES.index(SECOND_FEATURES[0])]
 CONTEXT_AT = RERANK_FEATURES.index(CONTEXT_FEATURES[0])
+_SECOND_AT, _ADAPTED_AT = RERANK_FEATURES.index(SECOND_FEATURES[0]), RERANK_FEATURES.index(ADAPTED_FEATURES[0])
 NEIGHBOUR_AT = RERANK_FEATURES.index(NEIGHBOUR_FEATURES[0])
 _DENSE_Z, _SECOND_Z, _ADAPTED_Z, _COVER, _KEYWORD = (
     RERANK_FEATURES.index(c) for c in ("dense_z", "second_z", "adapted_z", "query_cover", "keyword_rel"))
@@ -294,6 +295,14 @@ def _rank_feature(rank: int | None, missing: float) -> float:
 def rerank_features(query: str, cands: Sequence[Candidate], *, window: bool = False) -> np.ndarray:
     """One row of `RERANK_FEATURES` per candidate (float32). `window`: the query named a period and
     the `temporal` ranking ran (its rank is then a feature; absent from it = not dated in the period)."""
+    return with_second(rerank_base(query, cands, window=window), [c.second for c in cands],
+                       [c.second_row for c in cands], [c.event_epoch for c in cands])
+
+
+def rerank_base(query: str, cands: Sequence[Candidate], *, window: bool = False) -> np.ndarray:
+    """`rerank_features` but for the columns that read the second embedder (`SECOND_FEATURES` and
+    `CONTEXT_FEATURES`, zeros here; `with_second` fills them, and ignores the candidates' `second` and
+    `second_row`): what the read path computes while the query's e5 row is still on its way."""
     n = len(cands)
     out = np.zeros((n, len(RERANK_FEATURES)), dtype=np.float32)
     if n == 0:
@@ -340,19 +349,28 @@ def rerank_features(query: str, cands: Sequence[Candidate], *, window: bool = Fa
             float(window and c.temporal_rank is None),
         ))
     out[:, :len(BASE_FEATURES)] = np.asarray(base, dtype=np.float64)
-    second = np.array([c.second if c.second is not None else np.nan for c in cands], dtype=np.float64)
-    out[:, len(BASE_FEATURES):len(BASE_FEATURES) + len(SECOND_FEATURES)] = second_columns(second)
     adapted = np.array([c.adapted if c.adapted is not None else np.nan for c in cands], dtype=np.float64)
-    at = len(BASE_FEATURES) + len(SECOND_FEATURES)
-    out[:, at:at + len(ADAPTED_FEATURES)] = adapted_columns(adapted)
-    dim = next((len(c.second_row) for c in cands if c.second_row is not None), 1)
-    rows = np.stack([c.second_row if c.second_row is not None else np.zeros(dim) for c in cands])
-    out[:, CONTEXT_AT:CONTEXT_AT + len(CONTEXT_FEATURES)] = context_columns(
-        context_prescore(out), rows, [day_of(c.event_epoch) for c in cands])
+    out[:, _ADAPTED_AT:_ADAPTED_AT + len(ADAPTED_FEATURES)] = adapted_columns(adapted)
     episodic = [not c.derived for c in cands]
     positions, sessions = stream_positions(episodic, [c.sources for c in cands], [c.turn for c in cands],
                                            [c.session for c in cands])
-    out[:, NEIGHBOUR_AT:] = neighbour_columns(out, positions, sessions, episodic)
+    out[:, NEIGHBOUR_AT:] = neighbour_columns(out, positions, sessions, episodic)  # base columns only
+    return out
+
+
+def with_second(out: np.ndarray, second: Sequence[float | None], rows: Sequence[np.ndarray | None],
+                epochs: Sequence[float | None]) -> np.ndarray:
+    """`out` (`rerank_base`'s rows of a candidate list) with its second-embedder and context columns
+    filled, in place, from each candidate's cosine to the query in that space, its row there (None:
+    unknown) and its event time (`Candidate.event_epoch`); returns `out`."""
+    if len(out) == 0:
+        return out
+    cos = np.array([x if x is not None else np.nan for x in second], dtype=np.float64)
+    out[:, _SECOND_AT:_SECOND_AT + len(SECOND_FEATURES)] = second_columns(cos)
+    dim = next((len(r) for r in rows if r is not None), 1)
+    vectors = np.stack([r if r is not None else np.zeros(dim) for r in rows])
+    out[:, CONTEXT_AT:CONTEXT_AT + len(CONTEXT_FEATURES)] = context_columns(
+        context_prescore(out), vectors, [day_of(e) for e in epochs])
     return out
 
 

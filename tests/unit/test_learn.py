@@ -31,11 +31,13 @@ from memsvc.learn.features import (
     context_prescore,
     neighbour_columns,
     per_length,
+    rerank_base,
     rerank_features,
     second_columns,
     stream_positions,
     with_previous,
     with_previous_by_group,
+    with_second,
     write_features,
 )
 from memsvc.learn.nets import QueryAdapter
@@ -332,6 +334,31 @@ def test_rerank_rows_end_with_the_context_of_the_list_from_the_candidates_e5_row
     np.testing.assert_allclose(x[:, CONTEXT_AT:NEIGHBOUR_AT], context_columns(context_prescore(x), known, days),
                                rtol=1e-5)
     assert x[2, RERANK_FEATURES.index("context_centroid")] == 0.0
+
+
+def test_the_base_rows_read_no_second_embedder_and_with_second_adds_only_its_columns() -> None:
+    """The read path computes `rerank_base` while the query's e5 row is on its way and `with_second`
+    once it is there: the base must not read the e5 values, and the two steps give `rerank_features`."""
+    def c(i: int, e5: bool) -> Candidate:
+        return Candidate(type="episodic" if i % 3 else "semantic", content=f"Caroline: I moved to Berlin ({i}).",
+                         speaker="Caroline", derived=not i % 3, tokens=8 + i, event_epoch=1.7e9 + 86400 * (i % 2),
+                         dense=0.3 + 0.1 * i, keyword=0.5 if i % 2 else None, graph=None, dense_rank=i,
+                         keyword_rank=i if i % 2 else None, graph_rank=None, fused=0.01 * i, fused_rank=i,
+                         adapted=0.2 + 0.05 * i, second=(0.1 * i if i != 2 else None) if e5 else None,
+                         second_row=(np.eye(5, dtype=np.float32)[i] if i != 2 else None) if e5 else None,
+                         turn=10 + i, session="s1", sources=(f"m{i}",))
+    known, blind = [c(i, True) for i in range(5)], [c(i, False) for i in range(5)]
+    q = "Where did Caroline move?"
+    base = rerank_base(q, known)
+    np.testing.assert_array_equal(base, rerank_base(q, blind))  # the e5 values are not read
+    e5_columns = [RERANK_FEATURES.index(f) for f in (*SECOND_FEATURES, *CONTEXT_FEATURES)]
+    assert not base[:, e5_columns].any()
+    full = with_second(base.copy(), [k.second for k in known], [k.second_row for k in known],
+                       [k.event_epoch for k in known])
+    np.testing.assert_array_equal(full, rerank_features(q, known))
+    others = [j for j in range(len(RERANK_FEATURES)) if j not in e5_columns]
+    np.testing.assert_array_equal(full[:, others], base[:, others])
+    assert full[:, e5_columns].any() and full[2, RERANK_FEATURES.index("context_centroid")] == 0.0
 
 
 def _rows(dense_z: list[float], cover: list[float], keyword: list[float]) -> np.ndarray:
