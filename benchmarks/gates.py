@@ -22,12 +22,14 @@ Prints a table and writes JSON.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import random
 import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from write_recall import (  # benchmarks/ is the script folder, first on sys.path
     ACTS,
@@ -47,6 +49,44 @@ PRESETS = ("hybrid", "hybrid_rerank", "hybrid_temporal", "hybrid_temporal_rerank
 MONTHS = ("January", "February")  # the synthetic turns are 7 minutes apart from 2024-01-01: 10k span Jan-Feb
 
 
+def heap_rows(os_: Any, queries: list[str], n: int) -> list[dict[str, object]]:
+    """`n` `hybrid_temporal_rerank` searches with the start-up heap back in the collector's walks
+    (`gc.unfreeze`), then `n` with it frozen again (`settle_heap`, as a server runs): the latency's
+    tail and every full (generation 2) collection that ran meanwhile, with its duration."""
+    full: list[float] = []
+    started = [0.0]
+
+    def watch(phase: str, info: dict[str, int]) -> None:
+        if info["generation"] == 2:
+            if phase == "start":
+                started[0] = time.perf_counter()
+            else:
+                full.append((time.perf_counter() - started[0]) * 1000)
+
+    out: list[dict[str, object]] = []
+    gc.callbacks.append(watch)
+    try:
+        for frozen in (False, True):
+            gc.unfreeze()
+            if frozen:
+                settle_heap()
+            full.clear()
+            lat = []
+            for i in range(n):
+                t = time.perf_counter()
+                os_.search("bench", SearchRequest(user_id="u", query=queries[i % len(queries)], top_k=10,
+                                                  preset="hybrid_temporal_rerank"))
+                lat.append((time.perf_counter() - t) * 1000)
+            spans = f"{min(full):.1f}-{max(full):.1f}" if full else "-"
+            out.append({"what": f"{n} searches, start-up heap {'frozen' if frozen else 'not frozen'}",
+                        "p50_ms": round(pct(lat, 50), 1), "p95_ms": round(pct(lat, 95), 1),
+                        "p99_ms": round(pct(lat, 99), 1), "max_ms": round(max(lat), 1),
+                        "full_collections": len(full), "full_collection_ms": spans})
+    finally:
+        gc.callbacks.remove(watch)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--memories", type=int, default=10_000)
@@ -54,6 +94,9 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--cross-depths", default="10,30", help="the cross-encoder stage's depths measured (its artefact loaded)")
     ap.add_argument("--out", type=Path, default=Path("bench-gates.json"))
+    ap.add_argument("--heap-searches", type=int, default=0,
+                    help="also time this many hybrid_temporal_rerank searches with the start-up heap not "
+                         "frozen, then frozen (`settle_heap`), and count the full collections (0: skip)")
     ap.add_argument("--second-rows", choices=("auto", "on", "off"), default="on",
                     help="MEMSVC_SEARCH__SECOND_ROWS while the scope is written")
     args = ap.parse_args()
@@ -154,13 +197,21 @@ def main() -> None:
                     lat.append((time.perf_counter() - t) * 1000)
                 rows.append({"what": f"search {preset}", "p50_ms": round(pct(lat, 50), 2), "p95_ms": round(pct(lat, 95), 2),
                              "cpu_ms": round((time.process_time() - cpu) * 1000 / len(queries), 2)})
+            if args.heap_searches:
+                rows += heap_rows(os_, queries, args.heap_searches)
         finally:
             os_.close()
     print(f"{args.memories} memories in one scope, written in {write_s:.0f} s; {args.queries} queries")
     print(f"| {'what':34s} | p50 ms | p95 ms | features p50 | of which second | forward p50 | CPU ms a search |")
     for r in rows:
+        if "full_collections" in r:
+            continue
         print(f"| {r['what']:34s} | {r['p50_ms']:6} | {r['p95_ms']:6} | {r.get('features_p50_ms', ''):12} | "
               f"{r.get('second_p50_ms', ''):15} | {r.get('forward_p50_ms', ''):11} | {r.get('cpu_ms', ''):15} |")
+    for r in rows:
+        if "full_collections" in r:
+            print(f"{r['what']}: p50 / p95 / p99 / max {r['p50_ms']} / {r['p95_ms']} / {r['p99_ms']} / {r['max_ms']} ms; "
+                  f"{r['full_collections']} full collections, {r['full_collection_ms']} ms each (min-max)")
     args.out.write_text(json.dumps({"memories": args.memories, "queries": args.queries, "rows": rows}, indent=2))
 
 
