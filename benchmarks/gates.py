@@ -16,7 +16,9 @@ that row, the features, the forward pass; "e5 row ready" times it again with tha
 before the clock starts (the SQL load, the features and the forward pass alone). "search" is `MemoryOS.search` end to end (embedding, retrievers, SQL load,
 rerank, packing, recall log), with the process's CPU time per search (every thread's: work a search
 runs beside its own, such as an e5 query pass, costs a busy node even when it does not add latency).
-Prints a table and writes JSON.
+`--heap-searches N` adds N reranked searches with the start-up heap back in the garbage collector's
+walks, then N with it frozen as a server's start-up leaves it (`api.app.settle_heap`): the latency's
+tail and each full collection's duration. Prints a table and writes JSON.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from write_recall import (  # benchmarks/ is the script folder, first on sys.path
     ACTS,
@@ -41,6 +42,7 @@ from write_recall import (  # benchmarks/ is the script folder, first on sys.pat
 
 from api.app import settle_heap
 from memsvc.config import SearchConfig, Settings
+from memsvc.memory_os import MemoryOS
 from memsvc.schemas import SearchRequest, WriteRequest
 from storage.registry import build_memory_os
 
@@ -49,7 +51,7 @@ PRESETS = ("hybrid", "hybrid_rerank", "hybrid_temporal", "hybrid_temporal_rerank
 MONTHS = ("January", "February")  # the synthetic turns are 7 minutes apart from 2024-01-01: 10k span Jan-Feb
 
 
-def heap_rows(os_: Any, queries: list[str], n: int) -> list[dict[str, object]]:
+def heap_rows(os_: MemoryOS, queries: list[str], n: int) -> list[dict[str, object]]:
     """`n` `hybrid_temporal_rerank` searches with the start-up heap back in the collector's walks
     (`gc.unfreeze`), then `n` with it frozen again (`settle_heap`, as a server runs): the latency's
     tail and every full (generation 2) collection that ran meanwhile, with its duration."""
